@@ -1,0 +1,144 @@
+//! The two traits an application is written against: [`Handler`], the
+//! callbacks the loop calls, and [`Context`], what those callbacks may do.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{ConnId, TimerId};
+
+/// An application: the callbacks a driver (the [`Reactor`](crate::Reactor),
+/// the [`threaded`](crate::threaded) driver, or the in-memory
+/// [`Harness`](crate::testing::Harness)) calls as things happen.
+///
+/// A handler never touches a socket. It acts only through the [`Context`] it
+/// is given, so the same code runs on every driver and in unit tests.
+pub trait Handler {
+    /// What other threads may post to the loop with
+    /// [`Handle::post`](crate::Handle::post); `()` if nothing.
+    type Message: Send + 'static;
+
+    /// A connection was accepted (or attached) and may now be sent to.
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        let _ = (cx, id);
+    }
+
+    /// Bytes arrived. `input` holds everything received and not yet consumed:
+    /// take the complete frames from its front (`split_to`) and leave any
+    /// partial one, which is kept and handed back, grown, with the next read.
+    /// `input` may share the loop's read buffer: copy out what you keep.
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut);
+
+    /// The connection is gone; `id` is stale from now on. Called exactly once
+    /// for every connection that was opened.
+    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+        let _ = (cx, id, reason);
+    }
+
+    /// A timer set with [`Context::set_timer`] fired; `tag` is what it was set with.
+    fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
+        let _ = (cx, tag);
+    }
+
+    /// A message posted from another thread arrived.
+    fn on_wake(&mut self, cx: &mut dyn Context, msg: Self::Message) {
+        let _ = (cx, msg);
+    }
+
+    /// The loop is stopping (signal or [`Context::stop`]): the last chance to
+    /// send. Every connection is then flushed and closed with
+    /// [`CloseReason::Shutdown`].
+    fn on_stop(&mut self, cx: &mut dyn Context) {
+        let _ = cx;
+    }
+
+    /// What a connection over the connection limit is sent before it is
+    /// closed; `None` closes it without a word.
+    fn refusal(&self) -> Option<Bytes> {
+        None
+    }
+}
+
+/// What a handler can do: the loop's side of every callback.
+pub trait Context {
+    /// The time the current batch of events started; use it instead of
+    /// `Instant::now()` so that tests can control time.
+    fn now(&self) -> Instant;
+
+    /// Queues `data` for `to`. It is written when the callback returns, in
+    /// order, shared (not copied) if sent to several connections. Returns
+    /// `false`, dropping `data`, if `to` is closed or closing.
+    fn send(&mut self, to: ConnId, data: Bytes) -> bool;
+
+    /// Sends the same bytes to each of `to`; returns how many took them.
+    fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
+        to.iter().filter(|&&id| self.send(id, data.clone())).count()
+    }
+
+    /// Closes `to` once what was sent to it has been written. Its input is
+    /// discarded from now on; `on_close` follows with `CloseReason::Requested`.
+    fn close(&mut self, to: ConnId);
+
+    /// Calls `on_timer(tag)` once, `after` from now.
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
+
+    /// Cancels a timer that has not fired; otherwise does nothing.
+    fn cancel_timer(&mut self, timer: TimerId);
+
+    /// Stops the loop gracefully, as SIGTERM does.
+    fn stop(&mut self);
+
+    /// The address of the peer, if `id` is an open network connection.
+    fn peer_addr(&self, id: ConnId) -> Option<SocketAddr>;
+}
+
+/// Why a connection closed, as told to [`Handler::on_close`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side (end of stream).
+    PeerClosed,
+    /// The peer reset the connection, or it broke (`ECONNRESET`, `EPIPE`).
+    Reset,
+    /// Another I/O error.
+    Error(io::ErrorKind),
+    /// The handler called [`Context::close`].
+    Requested,
+    /// The peer sent more than `Config::max_input` without the handler consuming it.
+    InputLimit,
+    /// The peer did not read, and more than `Config::max_output` waited for it.
+    OutputLimit,
+    /// The peer sent nothing for `Config::idle_timeout`.
+    Idle,
+    /// The loop stopped.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Classifies an I/O error on a connection.
+    pub fn from_error(err: &io::Error) -> CloseReason {
+        match err.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => CloseReason::Reset,
+            kind => CloseReason::Error(kind),
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Reset => f.write_str("connection reset"),
+            CloseReason::Error(kind) => write!(f, "error: {kind}"),
+            CloseReason::Requested => f.write_str("closed by the server"),
+            CloseReason::InputLimit => f.write_str("input limit"),
+            CloseReason::OutputLimit => f.write_str("output limit"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}

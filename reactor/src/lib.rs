@@ -1,0 +1,30 @@
+//! A small, fast, readable event loop for TCP servers, on `polling`.
+//!
+//! An application is a [`Handler`]: callbacks for a connection opening,
+//! data arriving, a connection closing, a timer firing and a message posted
+//! from another thread. The handler acts only through a [`Context`] — send,
+//! send to many, close, set a timer, stop — so one handler runs unchanged on
+//! the single-threaded [`Reactor`], on the thread-per-connection
+//! [`threaded`] driver, and in unit tests on the in-memory
+//! [`testing::Harness`], with no socket at all.
+//!
+//! Start reading at `event_loop.rs`: the whole loop is in that one file.
+
+mod config;
+mod conn;
+mod error;
+mod event_loop;
+mod handler;
+mod id;
+mod signals;
+mod stream;
+mod sys;
+pub mod testing;
+mod timers;
+
+pub use config::Config;
+pub use error::Error;
+pub use event_loop::{Handle, Reactor};
+pub use handler::{CloseReason, Context, Handler};
+pub use id::{ConnId, TimerId};
+pub use stream::Stream;

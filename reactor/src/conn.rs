@@ -43,9 +43,12 @@ pub(crate) struct Conn {
     pub(crate) io: Registered<Stream>,
     pub(crate) gen: u32,
     pub(crate) phase: Phase,
-    /// The handler was told of this connection (`on_open`) and is owed an
-    /// `on_close`. Refused connections never are.
-    pub(crate) announced: bool,
+    /// The handler was told of this connection (`on_open`) and has not yet
+    /// been told it closed: it is owed exactly one `on_close`.
+    pub(crate) owed_close: bool,
+    /// Accepted over the connection limit only to be sent the refusal; the
+    /// handler never hears of it.
+    pub(crate) refused: bool,
     /// The peer has finished sending (we read end of stream).
     pub(crate) read_closed: bool,
     /// What the poller watches this connection for now.
@@ -65,7 +68,8 @@ impl Conn {
             io,
             gen,
             phase: Phase::Open,
-            announced: false,
+            owed_close: false,
+            refused: false,
             read_closed: false,
             interest: Interest::READ,
             flush_queued: false,

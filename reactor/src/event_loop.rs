@@ -154,7 +154,11 @@ pub struct Reactor<M = ()> {
     dead: Vec<usize>,
     /// Slots attached before `run` whose handler has not been told yet.
     unannounced: Vec<usize>,
-    /// Connections the handler knows (count against `max_connections`).
+    /// Connections that started closing in this callback, whose handler is
+    /// told (`on_close`) as soon as the callback returns.
+    closing: Vec<(ConnId, CloseReason)>,
+    /// Connections served, including those still closing: they count
+    /// against `max_connections` until their descriptor is closed.
     open: usize,
     /// Refused connections still closing.
     refusing: usize,
@@ -194,6 +198,7 @@ impl<M: Send + 'static> Reactor<M> {
             flush_list: Vec::new(),
             dead: Vec::new(),
             unannounced: Vec::new(),
+            closing: Vec::new(),
             open: 0,
             refusing: 0,
             next_gen: 1,
@@ -238,6 +243,7 @@ impl<M: Send + 'static> Reactor<M> {
             }
         })?;
         self.unannounced.push(id.slot());
+        self.open += 1;
         Ok(id)
     }
 
@@ -263,7 +269,7 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    /// Connections the handler currently knows about.
+    /// Connections served, counting those still closing.
     pub fn connections(&self) -> usize {
         self.open
     }
@@ -293,15 +299,18 @@ impl<M: Send + 'static> Reactor<M> {
                         }
                     }
                 }
+                self.tell_closed(handler);
             }
             while let Ok(cmd) = self.mailbox.try_recv() {
                 match cmd {
                     Command::Message(msg) => handler.on_wake(self, msg),
                     Command::Stop => self.stop_requested = true,
                 }
+                self.tell_closed(handler);
             }
             while let Some(tag) = self.timers.pop_due(self.now) {
                 handler.on_timer(self, tag);
+                self.tell_closed(handler);
             }
             self.resume_accepting();
             if self.now >= self.next_sweep {
@@ -337,18 +346,22 @@ impl<M: Send + 'static> Reactor<M> {
         }
         let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
         let paused = self.listener.as_ref().and_then(|l| l.paused_until);
-        [self.timers.next_deadline(), sweep, paused, self.stop_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(Instant::now()))
+        [
+            self.timers.next_deadline(),
+            sweep,
+            paused,
+            self.stop_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     fn announce<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         while let Some(slot) = self.unannounced.pop() {
             let conn = &mut self.conns[slot];
-            conn.announced = true;
-            self.open += 1;
+            conn.owed_close = true;
             let id = ConnId::new(slot, conn.gen);
             handler.on_open(self, id);
         }
@@ -410,15 +423,17 @@ impl<M: Send + 'static> Reactor<M> {
                 return;
             }
         };
+        let conn = &mut self.conns[id.slot()];
         if over_limit {
             self.refusing += 1;
+            conn.refused = true;
             if let Some(refusal) = handler.refusal() {
-                self.conns[id.slot()].queue(refusal);
+                conn.queue(refusal);
             }
             self.begin_close(id, CloseReason::Requested);
         } else {
-            self.conns[id.slot()].announced = true;
             self.open += 1;
+            conn.owed_close = true;
             handler.on_open(self, id);
         }
     }
@@ -458,7 +473,9 @@ impl<M: Send + 'static> Reactor<M> {
             // keep the old allocation alive only as long as they live.
             self.scratch = BytesMut::zeroed(READ_BUFFER);
         }
-        let Some(conn) = self.conns.get_mut(id.slot()) else { return };
+        let Some(conn) = self.conns.get_mut(id.slot()) else {
+            return;
+        };
         if conn.gen != id.gen() || conn.phase == Phase::Dead {
             return;
         }
@@ -509,7 +526,9 @@ impl<M: Send + 'static> Reactor<M> {
         handler.on_data(self, id, input);
 
         let max_input = self.config.max_input;
-        let Some(conn) = self.live(id).filter(|c| c.is_open()) else { return };
+        let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
+            return;
+        };
         if input.is_empty() {
             return;
         }
@@ -541,6 +560,7 @@ impl<M: Send + 'static> Reactor<M> {
         while !list.is_empty() {
             for slot in list.drain(..) {
                 self.flush(handler, slot);
+                self.tell_closed(handler);
             }
             mem::swap(&mut list, &mut self.flush_list);
         }
@@ -550,7 +570,9 @@ impl<M: Send + 'static> Reactor<M> {
 
     fn flush<H: Handler<Message = M>>(&mut self, handler: &mut H, slot: usize) {
         let max_output = self.config.max_output;
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         conn.flush_queued = false;
         let id = ConnId::new(slot, conn.gen);
         if conn.phase == Phase::Dead {
@@ -594,32 +616,61 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// Starts closing `id` gracefully: flush, shut down writing, linger.
+    /// For the handler the connection is gone at once: it can no longer
+    /// send to it, and is told (`on_close`) when its callback returns.
     fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
-        let deadline = self.tick.saturating_add(secs_ceil(self.config.close_timeout));
-        let Some(conn) = self.live(id).filter(|c| c.is_open()) else { return };
+        let deadline = self
+            .tick
+            .saturating_add(secs_ceil(self.config.close_timeout));
+        let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
+            return;
+        };
         conn.phase = Phase::Closing(reason);
         conn.deadline = deadline;
         if let Some(bufs) = &mut conn.bufs {
             bufs.input = BytesMut::new();
         }
+        if conn.owed_close {
+            self.closing.push((id, reason));
+        }
         // Even with nothing to write, the flush is what moves it on.
         self.queue_flush(id);
     }
 
-    /// Ends `id` now: tells the handler (if it knew it) and frees the slot
-    /// after the batch.
-    fn release<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId, reason: CloseReason) {
+    /// Calls `on_close` for the connections that began closing during the
+    /// last callback. Those calls may close more; they are told too.
+    fn tell_closed<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+        while let Some((id, reason)) = self.closing.pop() {
+            if let Some(conn) = self.live(id).filter(|c| c.owed_close) {
+                conn.owed_close = false;
+                log::debug!("{id}: closed ({reason})");
+                handler.on_close(self, id, reason);
+            }
+        }
+    }
+
+    /// Ends `id` now: tells the handler if it has not been told, and frees
+    /// the slot (closing the descriptor) after the batch.
+    fn release<H: Handler<Message = M>>(
+        &mut self,
+        handler: &mut H,
+        id: ConnId,
+        reason: CloseReason,
+    ) {
         let Some(conn) = self.live(id) else { return };
         conn.phase = Phase::Dead;
         conn.bufs = None;
-        let announced = conn.announced;
+        let (owed_close, refused) = (conn.owed_close, conn.refused);
+        conn.owed_close = false;
         self.dead.push(id.slot());
-        if announced {
+        if refused {
+            self.refusing -= 1;
+        } else {
             self.open -= 1;
+        }
+        if owed_close {
             log::debug!("{id}: closed ({reason})");
             handler.on_close(self, id, reason);
-        } else {
-            self.refusing = self.refusing.saturating_sub(1);
         }
     }
 
@@ -653,6 +704,7 @@ impl<M: Send + 'static> Reactor<M> {
         for (id, reason) in expired {
             self.release(handler, id, reason);
         }
+        self.tell_closed(handler);
     }
 
     /// Begins a graceful stop: no more accepting, a last word from the
@@ -669,6 +721,7 @@ impl<M: Send + 'static> Reactor<M> {
         for id in ids {
             self.begin_close(id, CloseReason::Shutdown);
         }
+        self.tell_closed(handler);
     }
 
     /// The stop deadline passed: whoever is still there is cut off.
@@ -692,7 +745,9 @@ impl<M: Send + 'static> Context for Reactor<M> {
     }
 
     fn send(&mut self, to: ConnId, data: Bytes) -> bool {
-        let Some(conn) = self.live(to).filter(|c| c.is_open()) else { return false };
+        let Some(conn) = self.live(to).filter(|c| c.is_open()) else {
+            return false;
+        };
         if !data.is_empty() {
             conn.queue(data);
             self.queue_flush(to);

@@ -32,8 +32,9 @@ pub trait Handler {
     /// `input` may share the loop's read buffer: copy out what you keep.
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut);
 
-    /// The connection is gone; `id` is stale from now on. Called exactly once
-    /// for every connection that was opened.
+    /// The connection is gone for the handler: `id` is stale from now on.
+    /// Called exactly once for every connection that was opened, as soon as
+    /// it starts closing (the loop may still be flushing it to the peer).
     fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
         let _ = (cx, id, reason);
     }

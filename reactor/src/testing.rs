@@ -90,7 +90,10 @@ impl Context for MemoryContext {
 
     fn close(&mut self, to: ConnId) {
         if self.open(to).is_some() {
-            self.conns.get_mut(&to).expect("checked above").close_requested = true;
+            self.conns
+                .get_mut(&to)
+                .expect("checked above")
+                .close_requested = true;
         }
     }
 
@@ -154,7 +157,9 @@ impl<H: Handler> Harness<H> {
 
     /// Bytes arrive from the peer of `id` (ignored once it is closing).
     pub fn receive(&mut self, id: ConnId, bytes: impl AsRef<[u8]>) {
-        let Some(conn) = self.cx.conns.get_mut(&id) else { return };
+        let Some(conn) = self.cx.conns.get_mut(&id) else {
+            return;
+        };
         if conn.closed.is_some() || conn.close_requested {
             return;
         }
@@ -242,7 +247,9 @@ impl<H: Handler> Harness<H> {
 
     /// Marks `id` closed and tells the handler, once.
     fn finish(&mut self, id: ConnId, reason: CloseReason) {
-        let Some(conn) = self.cx.conns.get_mut(&id) else { return };
+        let Some(conn) = self.cx.conns.get_mut(&id) else {
+            return;
+        };
         if conn.closed.is_some() {
             return;
         }

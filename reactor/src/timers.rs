@@ -62,7 +62,11 @@ mod tests {
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(timers.pop_due(t0), None);
         let due = t0 + Duration::from_secs(1);
-        assert_eq!(timers.pop_due(due), Some(1), "equal deadlines fire in the order set");
+        assert_eq!(
+            timers.pop_due(due),
+            Some(1),
+            "equal deadlines fire in the order set"
+        );
         assert_eq!(timers.pop_due(due), Some(11));
         assert_eq!(timers.pop_due(due), None);
         assert_eq!(timers.pop_due(t0 + Duration::from_secs(5)), Some(2));

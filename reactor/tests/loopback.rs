@@ -1,0 +1,447 @@
+//! The reactor against real sockets on 127.0.0.1: each test runs a loop on
+//! its own thread with a small handler that reports what it sees over a
+//! channel, and drives it with plain `std::net` clients. Every wait is a read
+//! or a `recv` with a timeout; nothing sleeps to synchronize.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reactor::{CloseReason, Config, ConnId, Context, Error, Handle, Handler, Reactor};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a test handler saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Open(ConnId),
+    Data(ConnId, Vec<u8>),
+    Close(ConnId, CloseReason),
+    Timer(u64),
+    Wake(u32),
+    Stop,
+}
+
+/// A handler whose behaviour on data is a plain function, and which reports
+/// every callback to the test.
+struct Probe {
+    seen: Sender<Seen>,
+    on_data: fn(&mut dyn Context, ConnId, &mut BytesMut),
+    /// Ids of past connections, to check that stale ids reach nobody.
+    past: Vec<ConnId>,
+    stale_sends: Vec<bool>,
+}
+
+impl Handler for Probe {
+    type Message = u32;
+
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        for &old in &self.past {
+            self.stale_sends
+                .push(cx.send(old, Bytes::from_static(b"ghost\n")));
+        }
+        self.seen.send(Seen::Open(id)).unwrap();
+    }
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
+        (self.on_data)(cx, id, input);
+    }
+
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+        self.past.push(id);
+        self.seen.send(Seen::Close(id, reason)).unwrap();
+    }
+
+    fn on_timer(&mut self, _cx: &mut dyn Context, tag: u64) {
+        self.seen.send(Seen::Timer(tag)).unwrap();
+    }
+
+    fn on_wake(&mut self, cx: &mut dyn Context, msg: u32) {
+        self.seen.send(Seen::Wake(msg)).unwrap();
+        if msg == 0 {
+            cx.stop();
+        }
+    }
+
+    fn on_stop(&mut self, _cx: &mut dyn Context) {
+        self.seen.send(Seen::Stop).unwrap();
+    }
+
+    fn refusal(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b"ERR busy\n"))
+    }
+}
+
+/// A loop serving `on_data` on a fresh port.
+struct Running {
+    addr: std::net::SocketAddr,
+    handle: Handle<u32>,
+    seen: Receiver<Seen>,
+    thread: Option<JoinHandle<Probe>>,
+}
+
+fn serve(config: Config, on_data: fn(&mut dyn Context, ConnId, &mut BytesMut)) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new(config).unwrap();
+    reactor.listen(listener).unwrap();
+    let handle = reactor.handle();
+    let (tx, seen) = channel();
+    let mut probe = Probe {
+        seen: tx,
+        on_data,
+        past: Vec::new(),
+        stale_sends: Vec::new(),
+    };
+    let thread = thread::spawn(move || {
+        reactor.run(&mut probe).unwrap();
+        probe
+    });
+    Running {
+        addr,
+        handle,
+        seen,
+        thread: Some(thread),
+    }
+}
+
+impl Running {
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        s
+    }
+
+    /// The next event the handler saw that `want` accepts, skipping others.
+    fn expect(&self, want: impl Fn(&Seen) -> bool) -> Seen {
+        loop {
+            let seen = self.seen.recv_timeout(WAIT).expect("handler event");
+            if want(&seen) {
+                return seen;
+            }
+        }
+    }
+
+    fn opened(&self) -> ConnId {
+        match self.expect(|s| matches!(s, Seen::Open(_))) {
+            Seen::Open(id) => id,
+            _ => unreachable!(),
+        }
+    }
+
+    fn closed(&self) -> (ConnId, CloseReason) {
+        match self.expect(|s| matches!(s, Seen::Close(..))) {
+            Seen::Close(id, reason) => (id, reason),
+            _ => unreachable!(),
+        }
+    }
+
+    fn stop(mut self) -> Probe {
+        // The loop may have stopped itself already.
+        let _ = self.handle.stop();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.handle.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+fn echo(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    cx.send(id, Bytes::copy_from_slice(input));
+    input.clear();
+}
+
+fn read_exact_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn echoes_and_reports_peer_close() {
+    let server = serve(Config::default(), echo);
+    let mut client = server.connect();
+    let id = server.opened();
+    client.write_all(b"hello").unwrap();
+    assert_eq!(read_exact_n(&mut client, 5), b"hello");
+    drop(client);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+}
+
+#[test]
+fn a_stale_id_reaches_nobody() {
+    let server = serve(Config::default(), echo);
+    let first = server.connect();
+    let first_id = server.opened();
+    drop(first);
+    server.closed();
+    // The slab hands the freed slot to the next connection.
+    let mut second = server.connect();
+    let second_id = server.opened();
+    assert_ne!(first_id, second_id);
+    second.write_all(b"x").unwrap();
+    assert_eq!(
+        read_exact_n(&mut second, 1),
+        b"x",
+        "no ghost before the echo"
+    );
+    drop(second);
+    let probe = server.stop();
+    assert_eq!(probe.stale_sends, vec![false]);
+}
+
+#[test]
+fn large_output_survives_partial_writes_in_order() {
+    // 8 MiB answer to one byte, read slowly: the socket takes it in pieces.
+    fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let chunk = Bytes::from(chunk);
+        for _ in 0..128 {
+            cx.send(id, chunk.clone());
+        }
+    }
+    let config = Config {
+        max_output: 16 << 20,
+        ..Config::default()
+    };
+    let server = serve(config, flood);
+    let mut client = server.connect();
+    client.write_all(b"go").unwrap();
+    let got = read_exact_n(&mut client, 8 << 20);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == ((i % (64 * 1024)) % 251) as u8));
+}
+
+#[test]
+fn a_peer_that_does_not_read_is_cut_off_and_others_are_served() {
+    fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        if input.as_ref() == b"flood" {
+            for _ in 0..64 {
+                cx.send(id, Bytes::from(vec![b'x'; 256 * 1024]));
+            }
+        } else {
+            cx.send(id, Bytes::copy_from_slice(input));
+        }
+        input.clear();
+    }
+    let server = serve(Config::default(), flood);
+    let mut sink = server.connect();
+    let sink_id = server.opened();
+    let mut other = server.connect();
+    server.opened();
+    sink.write_all(b"flood").unwrap();
+    assert_eq!(server.closed(), (sink_id, CloseReason::OutputLimit));
+    other.write_all(b"still here").unwrap();
+    assert_eq!(read_exact_n(&mut other, 10), b"still here");
+}
+
+#[test]
+fn input_the_handler_does_not_consume_is_limited() {
+    fn hoard(_cx: &mut dyn Context, _id: ConnId, _input: &mut BytesMut) {}
+    let config = Config {
+        max_input: 1000,
+        ..Config::default()
+    };
+    let server = serve(config, hoard);
+    let mut client = server.connect();
+    let id = server.opened();
+    client.write_all(&[b'a'; 600]).unwrap();
+    // The handler is handed everything it left, grown by the new bytes.
+    server.expect(|s| matches!(s, Seen::Data(_, d) if d.len() == 600));
+    client.write_all(&[b'b'; 600]).unwrap();
+    server.expect(|s| matches!(s, Seen::Data(_, d) if d.len() == 1200));
+    assert_eq!(server.closed(), (id, CloseReason::InputLimit));
+}
+
+#[test]
+fn closing_after_an_error_line_does_not_lose_it() {
+    // The handler answers the first byte with an error and closes, while the
+    // client has already sent much more: without a lingering close the
+    // unread input would make the kernel reset the connection, and the
+    // client could lose the error line.
+    fn refuse(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        cx.send(id, Bytes::from_static(b"ERR go away\n"));
+        cx.close(id);
+    }
+    let server = serve(Config::default(), refuse);
+    let mut client = server.connect();
+    let id = server.opened();
+    client.write_all(&vec![b'z'; 256 * 1024]).unwrap();
+    let got = read_to_eof(&mut client);
+    assert_eq!(got, b"ERR go away\n");
+    drop(client);
+    assert_eq!(server.closed(), (id, CloseReason::Requested));
+}
+
+#[test]
+fn a_half_closed_peer_still_gets_its_answer() {
+    let server = serve(Config::default(), echo);
+    let mut client = server.connect();
+    let id = server.opened();
+    client.write_all(b"last words").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut client), b"last words");
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+}
+
+#[test]
+fn connections_over_the_limit_get_the_refusal() {
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = serve(config, echo);
+    let mut first = server.connect();
+    server.opened();
+    let mut second = server.connect();
+    second.write_all(b"Hi\n").unwrap();
+    assert_eq!(read_to_eof(&mut second), b"ERR busy\n");
+    first.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut first, 2), b"ok");
+    drop(first);
+    server.closed();
+    // The slot is free again.
+    let mut third = server.connect();
+    server.opened();
+    third.write_all(b"in").unwrap();
+    assert_eq!(read_exact_n(&mut third, 2), b"in");
+}
+
+#[test]
+fn timers_fire_in_order_and_cancelled_ones_do_not() {
+    fn timers(cx: &mut dyn Context, _id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        cx.set_timer(Duration::from_millis(60), 3);
+        let cancelled = cx.set_timer(Duration::from_millis(20), 99);
+        cx.set_timer(Duration::from_millis(40), 2);
+        cx.set_timer(Duration::from_millis(1), 1);
+        cx.cancel_timer(cancelled);
+    }
+    let server = serve(Config::default(), timers);
+    let mut client = server.connect();
+    client.write_all(b"t").unwrap();
+    let fired: Vec<Seen> = (0..3)
+        .map(|_| server.expect(|s| matches!(s, Seen::Timer(_))))
+        .collect();
+    assert_eq!(fired, vec![Seen::Timer(1), Seen::Timer(2), Seen::Timer(3)]);
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    let server = serve(config, echo);
+    let mut client = server.connect();
+    let id = server.opened();
+    assert_eq!(server.closed(), (id, CloseReason::Idle));
+    assert_eq!(read_to_eof(&mut client), b"");
+}
+
+#[test]
+fn posted_messages_arrive_and_stop_is_graceful() {
+    fn last_word(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        cx.send(id, Bytes::from_static(b"queued\n"));
+    }
+    let server = serve(Config::default(), last_word);
+    let mut client = server.connect();
+    let id = server.opened();
+    client.write_all(b"x").unwrap();
+    assert_eq!(read_exact_n(&mut client, 7), b"queued\n");
+    for n in 1..=3 {
+        server.handle.post(n).unwrap();
+    }
+    for n in 1..=3 {
+        assert_eq!(server.expect(|s| matches!(s, Seen::Wake(_))), Seen::Wake(n));
+    }
+    server.handle.post(0).unwrap(); // the handler calls cx.stop()
+    server.expect(|s| *s == Seen::Stop);
+    // The client sees end of stream, and the handler a Shutdown close.
+    assert_eq!(read_to_eof(&mut client), b"");
+    assert_eq!(server.closed(), (id, CloseReason::Shutdown));
+    drop(client);
+    let handle = server.handle.clone();
+    server.stop();
+    assert!(matches!(handle.post(1), Err(Error::Stopped)));
+}
+
+#[test]
+fn any_pollable_stream_can_be_attached_but_files_cannot() {
+    let mut reactor: Reactor<u32> = Reactor::new(Config::default()).unwrap();
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    reactor.attach(ours).unwrap();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    reactor
+        .attach(File::from(std::os::fd::OwnedFd::from(reader)))
+        .unwrap();
+
+    let file = tempfile();
+    assert!(matches!(reactor.attach(file), Err(Error::NotPollable)));
+    let devnull = File::open("/dev/null").unwrap();
+    assert!(matches!(reactor.attach(devnull), Err(Error::NotPollable)));
+
+    let handle = reactor.handle();
+    let (tx, seen) = channel();
+    let mut probe = Probe {
+        seen: tx,
+        on_data: echo,
+        past: Vec::new(),
+        stale_sends: Vec::new(),
+    };
+    let thread = thread::spawn(move || reactor.run(&mut probe).unwrap());
+    theirs.set_read_timeout(Some(WAIT)).unwrap();
+    theirs.write_all(b"over a socket pair").unwrap();
+    let mut buf = [0; 18];
+    theirs.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"over a socket pair");
+    writer.write_all(b"down a pipe").unwrap();
+    let got = loop {
+        match seen.recv_timeout(WAIT).unwrap() {
+            Seen::Data(_, d) if d == b"down a pipe" => break d,
+            _ => {}
+        }
+    };
+    assert_eq!(got, b"down a pipe");
+    handle.stop().unwrap();
+    // Stopping shuts down our side of the socket pair: their end reads end
+    // of stream. Closing their ends lets ours finish closing.
+    let mut rest = Vec::new();
+    theirs.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    drop(theirs);
+    drop(writer);
+    thread.join().unwrap();
+}
+
+/// A regular file that exists only for this test.
+fn tempfile() -> File {
+    let path = std::env::temp_dir().join(format!("reactor-test-{}", std::process::id()));
+    let file = File::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}

@@ -24,7 +24,11 @@ pub fn next_line(input: &mut BytesMut, max: usize) -> Option<Result<BytesMut, Li
             if line.last() == Some(&b'\r') {
                 line.truncate(end - 1);
             }
-            Some(if line.len() > max { Err(LineTooLong) } else { Ok(line) })
+            Some(if line.len() > max {
+                Err(LineTooLong)
+            } else {
+                Ok(line)
+            })
         }
         None if input.len() > max.saturating_add(1) => Some(Err(LineTooLong)),
         None if input.len() > max && input.last() != Some(&b'\r') => Some(Err(LineTooLong)),

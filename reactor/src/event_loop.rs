@@ -38,6 +38,7 @@ use polling::{Events, Poller};
 use slab::Slab;
 
 use crate::conn::{Conn, Phase};
+use crate::handle::{Command, Handle};
 use crate::signals::SignalPipe;
 use crate::sys::{Interest, Registered};
 use crate::timers::Timers;
@@ -69,47 +70,6 @@ const EVENT_CAPACITY: usize = 1024;
 /// `EMFILE`/`ENFILE` (the same on Linux, macOS and the BSDs): out of descriptors.
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
-
-/// Work other threads hand to the loop through a [`Handle`].
-enum Command<M> {
-    Message(M),
-    Stop,
-}
-
-/// Sends messages to a running loop from any thread, or stops it.
-pub struct Handle<M> {
-    tx: Sender<Command<M>>,
-    poller: Arc<Poller>,
-}
-
-impl<M> Clone for Handle<M> {
-    fn clone(&self) -> Self {
-        Handle {
-            tx: self.tx.clone(),
-            poller: Arc::clone(&self.poller),
-        }
-    }
-}
-
-impl<M: Send> Handle<M> {
-    /// Delivers `msg` to the handler's `on_wake` on the loop's thread.
-    pub fn post(&self, msg: M) -> Result<(), Error> {
-        self.command(Command::Message(msg))
-    }
-
-    /// Stops the loop gracefully, as SIGTERM does.
-    pub fn stop(&self) -> Result<(), Error> {
-        self.command(Command::Stop)
-    }
-
-    fn command(&self, cmd: Command<M>) -> Result<(), Error> {
-        self.tx.send(cmd).map_err(|_| Error::Stopped)?;
-        // `notify` wakes the poller at most once however often it is called;
-        // the channel holds every message, and is drained after each wait.
-        self.poller.notify()?;
-        Ok(())
-    }
-}
 
 /// The listening socket and whether accepting is paused.
 struct Listener {
@@ -263,10 +223,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// A handle for other threads to post messages to this loop or stop it.
     pub fn handle(&self) -> Handle<M> {
-        Handle {
-            tx: self.mailbox_tx.clone(),
-            poller: Arc::clone(&self.poller),
-        }
+        Handle::new(self.mailbox_tx.clone(), &self.poller)
     }
 
     /// Connections served, counting those still closing.

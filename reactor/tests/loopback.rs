@@ -1,7 +1,9 @@
-//! The reactor against real sockets on 127.0.0.1: each test runs a loop on
-//! its own thread with a small handler that reports what it sees over a
-//! channel, and drives it with plain `std::net` clients. Every wait is a read
-//! or a `recv` with a timeout; nothing sleeps to synchronize.
+//! Both drivers — the reactor and the thread-per-connection driver — against
+//! real sockets on 127.0.0.1. Each test runs a driver on its own thread with
+//! a small handler that reports what it sees over a channel, and drives it
+//! with plain `std::net` clients; every test runs once per driver (see the
+//! `on_both_drivers!` list at the end). Every wait is a read or a `recv`
+//! with a timeout; nothing sleeps to synchronize.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -12,6 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use reactor::threaded::Threaded;
 use reactor::{CloseReason, Config, ConnId, Context, Error, Handle, Handler, Reactor};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -86,12 +89,20 @@ struct Running {
     thread: Option<JoinHandle<Probe>>,
 }
 
-fn serve(config: Config, on_data: fn(&mut dyn Context, ConnId, &mut BytesMut)) -> Running {
+/// Which driver a test runs on.
+#[derive(Clone, Copy)]
+enum Driver {
+    Reactor,
+    Threads,
+}
+
+fn serve(
+    driver: Driver,
+    config: Config,
+    on_data: fn(&mut dyn Context, ConnId, &mut BytesMut),
+) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut reactor = Reactor::new(config).unwrap();
-    reactor.listen(listener).unwrap();
-    let handle = reactor.handle();
     let (tx, seen) = channel();
     let mut probe = Probe {
         seen: tx,
@@ -99,10 +110,27 @@ fn serve(config: Config, on_data: fn(&mut dyn Context, ConnId, &mut BytesMut)) -
         past: Vec::new(),
         stale_sends: Vec::new(),
     };
-    let thread = thread::spawn(move || {
-        reactor.run(&mut probe).unwrap();
-        probe
-    });
+    let (handle, thread) = match driver {
+        Driver::Reactor => {
+            let mut reactor = Reactor::new(config).unwrap();
+            reactor.listen(listener).unwrap();
+            let handle = reactor.handle();
+            let thread = thread::spawn(move || {
+                reactor.run(&mut probe).unwrap();
+                probe
+            });
+            (handle, thread)
+        }
+        Driver::Threads => {
+            let mut server = Threaded::new(listener, config).unwrap();
+            let handle = server.handle();
+            let thread = thread::spawn(move || {
+                server.run(&mut probe).unwrap();
+                probe
+            });
+            (handle, thread)
+        }
+    };
     Running {
         addr,
         handle,
@@ -176,9 +204,8 @@ fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
     buf
 }
 
-#[test]
-fn echoes_and_reports_peer_close() {
-    let server = serve(Config::default(), echo);
+fn echoes_and_reports_peer_close(driver: Driver) {
+    let server = serve(driver, Config::default(), echo);
     let mut client = server.connect();
     let id = server.opened();
     client.write_all(b"hello").unwrap();
@@ -187,9 +214,8 @@ fn echoes_and_reports_peer_close() {
     assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
 }
 
-#[test]
-fn a_stale_id_reaches_nobody() {
-    let server = serve(Config::default(), echo);
+fn a_stale_id_reaches_nobody(driver: Driver) {
+    let server = serve(driver, Config::default(), echo);
     let first = server.connect();
     let first_id = server.opened();
     drop(first);
@@ -209,8 +235,7 @@ fn a_stale_id_reaches_nobody() {
     assert_eq!(probe.stale_sends, vec![false]);
 }
 
-#[test]
-fn large_output_survives_partial_writes_in_order() {
+fn large_output_survives_partial_writes_in_order(driver: Driver) {
     // 8 MiB answer to one byte, read slowly: the socket takes it in pieces.
     fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         input.clear();
@@ -224,7 +249,7 @@ fn large_output_survives_partial_writes_in_order() {
         max_output: 16 << 20,
         ..Config::default()
     };
-    let server = serve(config, flood);
+    let server = serve(driver, config, flood);
     let mut client = server.connect();
     client.write_all(b"go").unwrap();
     let got = read_exact_n(&mut client, 8 << 20);
@@ -234,8 +259,7 @@ fn large_output_survives_partial_writes_in_order() {
         .all(|(i, &b)| b == ((i % (64 * 1024)) % 251) as u8));
 }
 
-#[test]
-fn a_peer_that_does_not_read_is_cut_off_and_others_are_served() {
+fn a_peer_that_does_not_read_is_cut_off_and_others_are_served(driver: Driver) {
     fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         if input.as_ref() == b"flood" {
             for _ in 0..64 {
@@ -246,7 +270,7 @@ fn a_peer_that_does_not_read_is_cut_off_and_others_are_served() {
         }
         input.clear();
     }
-    let server = serve(Config::default(), flood);
+    let server = serve(driver, Config::default(), flood);
     let mut sink = server.connect();
     let sink_id = server.opened();
     let mut other = server.connect();
@@ -257,14 +281,13 @@ fn a_peer_that_does_not_read_is_cut_off_and_others_are_served() {
     assert_eq!(read_exact_n(&mut other, 10), b"still here");
 }
 
-#[test]
-fn input_the_handler_does_not_consume_is_limited() {
+fn input_the_handler_does_not_consume_is_limited(driver: Driver) {
     fn hoard(_cx: &mut dyn Context, _id: ConnId, _input: &mut BytesMut) {}
     let config = Config {
         max_input: 1000,
         ..Config::default()
     };
-    let server = serve(config, hoard);
+    let server = serve(driver, config, hoard);
     let mut client = server.connect();
     let id = server.opened();
     client.write_all(&[b'a'; 600]).unwrap();
@@ -275,8 +298,7 @@ fn input_the_handler_does_not_consume_is_limited() {
     assert_eq!(server.closed(), (id, CloseReason::InputLimit));
 }
 
-#[test]
-fn closing_after_an_error_line_does_not_lose_it() {
+fn closing_after_an_error_line_does_not_lose_it(driver: Driver) {
     // The handler answers the first byte with an error and closes, while the
     // client has already sent much more: without a lingering close the
     // unread input would make the kernel reset the connection, and the
@@ -286,7 +308,7 @@ fn closing_after_an_error_line_does_not_lose_it() {
         cx.send(id, Bytes::from_static(b"ERR go away\n"));
         cx.close(id);
     }
-    let server = serve(Config::default(), refuse);
+    let server = serve(driver, Config::default(), refuse);
     let mut client = server.connect();
     let id = server.opened();
     client.write_all(&vec![b'z'; 256 * 1024]).unwrap();
@@ -296,9 +318,8 @@ fn closing_after_an_error_line_does_not_lose_it() {
     assert_eq!(server.closed(), (id, CloseReason::Requested));
 }
 
-#[test]
-fn a_half_closed_peer_still_gets_its_answer() {
-    let server = serve(Config::default(), echo);
+fn a_half_closed_peer_still_gets_its_answer(driver: Driver) {
+    let server = serve(driver, Config::default(), echo);
     let mut client = server.connect();
     let id = server.opened();
     client.write_all(b"last words").unwrap();
@@ -307,13 +328,12 @@ fn a_half_closed_peer_still_gets_its_answer() {
     assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
 }
 
-#[test]
-fn connections_over_the_limit_get_the_refusal() {
+fn connections_over_the_limit_get_the_refusal(driver: Driver) {
     let config = Config {
         max_connections: 1,
         ..Config::default()
     };
-    let server = serve(config, echo);
+    let server = serve(driver, config, echo);
     let mut first = server.connect();
     server.opened();
     let mut second = server.connect();
@@ -330,8 +350,7 @@ fn connections_over_the_limit_get_the_refusal() {
     assert_eq!(read_exact_n(&mut third, 2), b"in");
 }
 
-#[test]
-fn timers_fire_in_order_and_cancelled_ones_do_not() {
+fn timers_fire_in_order_and_cancelled_ones_do_not(driver: Driver) {
     fn timers(cx: &mut dyn Context, _id: ConnId, input: &mut BytesMut) {
         input.clear();
         cx.set_timer(Duration::from_millis(60), 3);
@@ -340,7 +359,7 @@ fn timers_fire_in_order_and_cancelled_ones_do_not() {
         cx.set_timer(Duration::from_millis(1), 1);
         cx.cancel_timer(cancelled);
     }
-    let server = serve(Config::default(), timers);
+    let server = serve(driver, Config::default(), timers);
     let mut client = server.connect();
     client.write_all(b"t").unwrap();
     let fired: Vec<Seen> = (0..3)
@@ -349,26 +368,24 @@ fn timers_fire_in_order_and_cancelled_ones_do_not() {
     assert_eq!(fired, vec![Seen::Timer(1), Seen::Timer(2), Seen::Timer(3)]);
 }
 
-#[test]
-fn idle_connections_are_closed() {
+fn idle_connections_are_closed(driver: Driver) {
     let config = Config {
         idle_timeout: Some(Duration::from_secs(1)),
         ..Config::default()
     };
-    let server = serve(config, echo);
+    let server = serve(driver, config, echo);
     let mut client = server.connect();
     let id = server.opened();
     assert_eq!(server.closed(), (id, CloseReason::Idle));
     assert_eq!(read_to_eof(&mut client), b"");
 }
 
-#[test]
-fn posted_messages_arrive_and_stop_is_graceful() {
+fn posted_messages_arrive_and_stop_is_graceful(driver: Driver) {
     fn last_word(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         input.clear();
         cx.send(id, Bytes::from_static(b"queued\n"));
     }
-    let server = serve(Config::default(), last_word);
+    let server = serve(driver, Config::default(), last_word);
     let mut client = server.connect();
     let id = server.opened();
     client.write_all(b"x").unwrap();
@@ -445,3 +462,29 @@ fn tempfile() -> File {
     std::fs::remove_file(&path).unwrap();
     file
 }
+
+/// Runs each test once per driver: the handler cannot tell them apart.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod reactor_driver {
+            $( #[test] fn $name() { super::$name(super::Driver::Reactor) } )*
+        }
+        mod threaded_driver {
+            $( #[test] fn $name() { super::$name(super::Driver::Threads) } )*
+        }
+    };
+}
+
+on_both_drivers!(
+    echoes_and_reports_peer_close,
+    a_stale_id_reaches_nobody,
+    large_output_survives_partial_writes_in_order,
+    a_peer_that_does_not_read_is_cut_off_and_others_are_served,
+    input_the_handler_does_not_consume_is_limited,
+    closing_after_an_error_line_does_not_lose_it,
+    a_half_closed_peer_still_gets_its_answer,
+    connections_over_the_limit_get_the_refusal,
+    timers_fire_in_order_and_cancelled_ones_do_not,
+    idle_connections_are_closed,
+    posted_messages_arrive_and_stop_is_graceful,
+);

@@ -1,0 +1,711 @@
+//! The thread-per-connection driver: the classic server that gives every
+//! client its own thread, running the *same* [`Handler`] as the [`Reactor`].
+//!
+//! ```text
+//!   main thread (run):   poll(listener, signals, Handle wake-ups; timeout = next timer)
+//!        │  accept ─► on_open ─► spawn reader thread ─► spawns writer thread
+//!        │  timers ─► on_timer      messages ─► on_wake      signal ─► stop
+//!        ▼
+//!   reader thread (one per client)       writer thread (one per client)
+//!     blocking read ─► lock ─► on_data     wait for queued output ─► blocking writev
+//!     end of stream / error ─► on_close    closing and flushed ─► shut down writing
+//! ```
+//!
+//! The handler sits behind one mutex, so callbacks still run one at a time
+//! and the handler cannot tell this driver from the reactor. Sends never
+//! write: they queue on the recipient's outbox, which its own writer thread
+//! drains. So a client that stops reading blocks only its writer, never the
+//! thread that sent to it, and once its outbox passes `max_output` it is cut
+//! off, as on the reactor.
+//!
+//! The main thread waits in a poller only so that it can watch the listener,
+//! the signal pipe and [`Handle`] wake-ups at once; every client's I/O is
+//! plain blocking calls on its own threads.
+//!
+//! [`Reactor`]: crate::Reactor
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, Scope};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use polling::{Events, Poller};
+use slab::Slab;
+
+use crate::handle::{Command, Handle};
+use crate::signals::SignalPipe;
+use crate::sys::{Interest, Registered};
+use crate::timers::Timers;
+use crate::{CloseReason, Config, ConnId, Context, Error, Handler, TimerId};
+
+const LISTENER_KEY: usize = 0;
+const SIGNAL_KEY: usize = 1;
+/// Client threads need little stack: they block in `read` and `writev`.
+const STACK_SIZE: usize = 256 * 1024;
+const READ_BUFFER: usize = 16 * 1024;
+/// Most chunks per `writev`, as in the reactor.
+const MAX_IOV: usize = 64;
+/// Refused connections lingering at once, at most (see the reactor's).
+const MAX_REFUSING: usize = 256;
+
+/// A thread-per-connection server for one [`Handler`].
+pub struct Threaded<M> {
+    poller: Arc<Poller>,
+    listener: Option<Registered<TcpListener>>,
+    signals: Option<Registered<SignalPipe>>,
+    config: Config,
+    mailbox: Receiver<Command<M>>,
+    mailbox_tx: Sender<Command<M>>,
+}
+
+impl<M: Send + 'static> Threaded<M> {
+    /// A server that will accept from `listener`.
+    pub fn new(listener: TcpListener, config: Config) -> Result<Threaded<M>, Error> {
+        let poller = Arc::new(Poller::new().map_err(Error::Poller)?);
+        listener.set_nonblocking(true)?;
+        let listener = Registered::new(&poller, listener, LISTENER_KEY, Interest::READ)?;
+        let (mailbox_tx, mailbox) = mpsc::channel();
+        Ok(Threaded {
+            poller,
+            listener: Some(listener),
+            signals: None,
+            config,
+            mailbox,
+            mailbox_tx,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref()?.source().local_addr().ok()
+    }
+
+    /// Stops gracefully on SIGINT or SIGTERM, as the reactor does.
+    pub fn stop_on_signals(&mut self) -> Result<(), Error> {
+        let pipe = SignalPipe::new(true).map_err(Error::Signals)?;
+        self.signals = Some(Registered::new(
+            &self.poller,
+            pipe,
+            SIGNAL_KEY,
+            Interest::READ,
+        )?);
+        Ok(())
+    }
+
+    /// A handle for other threads to post messages or stop the server.
+    pub fn handle(&self) -> Handle<M> {
+        Handle::new(self.mailbox_tx.clone(), &self.poller)
+    }
+
+    /// Serves until stopped, then waits (up to `shutdown_timeout`) for every
+    /// client to be flushed and closed. All client threads have ended when
+    /// this returns.
+    pub fn run<H>(&mut self, handler: &mut H) -> Result<(), Error>
+    where
+        H: Handler<Message = M> + Send,
+    {
+        let shared = Shared {
+            state: Mutex::new(State {
+                handler,
+                core: Core {
+                    peers: Slab::new(),
+                    next_gen: 1,
+                    timers: Timers::default(),
+                    closing: Vec::new(),
+                    stop_requested: false,
+                    config: self.config.clone(),
+                    poller: Arc::clone(&self.poller),
+                },
+            }),
+            live: Mutex::new(Live::default()),
+            all_gone: Condvar::new(),
+        };
+        thread::scope(|scope| self.main_loop(scope, &shared))
+    }
+
+    fn main_loop<'scope, H>(
+        &mut self,
+        scope: &'scope Scope<'scope, '_>,
+        shared: &'scope Shared<'_, H>,
+    ) -> Result<(), Error>
+    where
+        H: Handler<Message = M> + Send,
+    {
+        let mut events = Events::new();
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            let next_timer = shared.lock().core.timers.next_deadline();
+            let timeout = [next_timer, stop_deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            events.clear();
+            self.poller.wait(&mut events, timeout)?;
+
+            for event in events.iter() {
+                match event.key {
+                    LISTENER_KEY => self.accept(scope, shared),
+                    SIGNAL_KEY => {
+                        let signalled = self.signals.as_ref().map_or(0, |s| s.source().drain());
+                        if signalled > 0 && stop_deadline.is_some() {
+                            stop_deadline = Some(Instant::now());
+                        }
+                        shared.lock().core.stop_requested |= signalled > 0;
+                    }
+                    _ => {}
+                }
+            }
+            while let Ok(cmd) = self.mailbox.try_recv() {
+                let mut state = shared.lock();
+                match cmd {
+                    Command::Message(msg) => state.call(|h, cx| h.on_wake(cx, msg)),
+                    Command::Stop => state.core.stop_requested = true,
+                }
+            }
+            loop {
+                let mut state = shared.lock();
+                let Some(tag) = state.core.timers.pop_due(Instant::now()) else {
+                    break;
+                };
+                state.call(|h, cx| h.on_timer(cx, tag));
+            }
+
+            let mut state = shared.lock();
+            if state.core.stop_requested && stop_deadline.is_none() {
+                stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
+                self.listener = None;
+                state.call(|h, cx| h.on_stop(cx));
+                let ids: Vec<ConnId> = state.core.ids();
+                for id in ids {
+                    state.core.begin_close(id, CloseReason::Shutdown);
+                }
+                state.tell_closed();
+            }
+            drop(state);
+            if let Some(deadline) = stop_deadline {
+                if shared.wait_all_gone(deadline) {
+                    return Ok(());
+                }
+                // Deadline passed: cut everyone off; their threads then end
+                // and the scope joins them.
+                shared.cut_off_all();
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept<'scope, H>(&self, scope: &'scope Scope<'scope, '_>, shared: &'scope Shared<'_, H>)
+    where
+        H: Handler<Message = M> + Send,
+    {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let stream = match listener.source().accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: the level-triggered
+                    // listener will report again; pause so as not to spin.
+                    log::warn!("accept: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                    return;
+                }
+            };
+            // Client threads do blocking I/O.
+            if stream.set_nonblocking(false).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.admit(scope, shared, stream);
+        }
+    }
+
+    fn admit<'scope, H>(
+        &self,
+        scope: &'scope Scope<'scope, '_>,
+        shared: &'scope Shared<'_, H>,
+        stream: TcpStream,
+    ) where
+        H: Handler<Message = M> + Send,
+    {
+        let config = &self.config;
+        let stream = Arc::new(stream);
+        let mut live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = live.sockets.len() - live.refusing >= config.max_connections;
+        if refused && live.refusing >= MAX_REFUSING {
+            return;
+        }
+        let key = live.sockets.insert(Arc::clone(&stream));
+        live.refusing += usize::from(refused);
+        drop(live);
+        if refused {
+            let refusal = shared.lock().handler.refusal();
+            let close_timeout = config.close_timeout;
+            let spawned = spawn(scope, move || {
+                if let Some(text) = refusal {
+                    let _ = (&*stream).write_all(&text);
+                }
+                linger(&stream, close_timeout);
+                shared.thread_done(key, true);
+            });
+            if !spawned {
+                shared.thread_done(key, true);
+            }
+            return;
+        }
+
+        let outbox = Arc::new(Outbox::default());
+        let mut state = shared.lock();
+        let id = state.core.insert(Arc::clone(&stream), Arc::clone(&outbox));
+        let config = config.clone();
+        let reader_stream = Arc::clone(&stream);
+        let spawned = spawn(scope, move || {
+            let writer_stream = Arc::clone(&reader_stream);
+            let writer_outbox = Arc::clone(&outbox);
+            let writer = thread::Builder::new()
+                .stack_size(STACK_SIZE)
+                .spawn_scoped(scope, move || write_loop(&writer_stream, &writer_outbox));
+            match writer {
+                Ok(writer) => {
+                    read_loop(shared, id, &reader_stream, &outbox, &config);
+                    let _ = writer.join();
+                }
+                Err(e) => {
+                    log::warn!("cannot start a writer thread: {e}");
+                    shared.lock().release(id, CloseReason::Error(e.kind()));
+                }
+            }
+            shared.thread_done(key, false);
+        });
+        if spawned {
+            state.call(|h, cx| h.on_open(cx, id));
+        } else {
+            state.core.peers.remove(id.slot());
+            drop(state);
+            shared.thread_done(key, false);
+        }
+    }
+}
+
+/// Starts a client thread; `false` if the system would not.
+fn spawn<'scope>(scope: &'scope Scope<'scope, '_>, f: impl FnOnce() + Send + 'scope) -> bool {
+    match thread::Builder::new()
+        .stack_size(STACK_SIZE)
+        .spawn_scoped(scope, f)
+    {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("cannot start a client thread: {e}");
+            false
+        }
+    }
+}
+
+/// Everything the threads share.
+struct Shared<'h, H: Handler> {
+    state: Mutex<State<'h, H>>,
+    live: Mutex<Live>,
+    all_gone: Condvar,
+}
+
+/// The sockets of client threads still running, closing ones included:
+/// what a graceful stop waits for, and cuts off when its deadline passes.
+#[derive(Default)]
+struct Live {
+    sockets: Slab<Arc<TcpStream>>,
+    /// How many of them are refusals.
+    refusing: usize,
+}
+
+impl<'h, H: Handler> Shared<'h, H> {
+    fn lock(&self) -> MutexGuard<'_, State<'h, H>> {
+        // A handler that panicked on one client's thread must not take the
+        // whole server down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn thread_done(&self, key: usize, refused: bool) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.sockets.remove(key);
+        if refused {
+            live.refusing -= 1;
+        }
+        self.all_gone.notify_all();
+    }
+
+    /// Waits until every client thread has ended or `deadline` passes.
+    fn wait_all_gone(&self, deadline: Instant) -> bool {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        while !live.sockets.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            live = self
+                .all_gone
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn cut_off_all(&self) {
+        let mut state = self.lock();
+        let ids = state.core.ids();
+        for id in ids {
+            state.release(id, CloseReason::Shutdown);
+        }
+        drop(state);
+        // Those already closing too: every client thread wakes and ends.
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, socket) in &live.sockets {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The handler and the driver's side of its context, behind one lock.
+struct State<'h, H> {
+    handler: &'h mut H,
+    core: Core,
+}
+
+impl<H: Handler> State<'_, H> {
+    /// Runs a callback, then tells the handler of closes it caused.
+    fn call(&mut self, f: impl FnOnce(&mut H, &mut Core)) {
+        f(self.handler, &mut self.core);
+        self.tell_closed();
+    }
+
+    fn tell_closed(&mut self) {
+        while let Some((id, reason)) = self.core.closing.pop() {
+            log::debug!("{id}: closed ({reason})");
+            self.handler.on_close(&mut self.core, id, reason);
+        }
+    }
+
+    /// Ends `id` at once and tells the handler.
+    fn release(&mut self, id: ConnId, reason: CloseReason) {
+        self.core.abort(id, reason);
+        self.tell_closed();
+    }
+}
+
+/// A client as the handler sees it: open until removed from the slab.
+struct Peer {
+    gen: u32,
+    stream: Arc<TcpStream>,
+    outbox: Arc<Outbox>,
+}
+
+/// The driver's side of the context.
+struct Core {
+    peers: Slab<Peer>,
+    next_gen: u32,
+    timers: Timers,
+    /// Connections that began closing in the current callback.
+    closing: Vec<(ConnId, CloseReason)>,
+    stop_requested: bool,
+    config: Config,
+    poller: Arc<Poller>,
+}
+
+impl Core {
+    fn insert(&mut self, stream: Arc<TcpStream>, outbox: Arc<Outbox>) -> ConnId {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
+        let slot = self.peers.insert(Peer {
+            gen,
+            stream,
+            outbox,
+        });
+        ConnId::new(slot, gen)
+    }
+
+    fn get(&self, id: ConnId) -> Option<&Peer> {
+        self.peers.get(id.slot()).filter(|p| p.gen == id.gen())
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Peer> {
+        self.get(id)?;
+        Some(self.peers.remove(id.slot()))
+    }
+
+    fn ids(&self) -> Vec<ConnId> {
+        self.peers
+            .iter()
+            .map(|(slot, p)| ConnId::new(slot, p.gen))
+            .collect()
+    }
+
+    /// Ends `id` at once: nothing more is written, and shutting the socket
+    /// down both ways wakes its reader and writer threads.
+    fn abort(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(peer) = self.remove(id) {
+            peer.outbox.abort();
+            let _ = peer.stream.shutdown(Shutdown::Both);
+            self.closing.push((id, reason));
+        }
+    }
+
+    /// Closes `id` gracefully: its writer flushes and shuts down writing,
+    /// its reader discards input until the peer finishes (lingering close).
+    fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(peer) = self.remove(id) {
+            peer.outbox.finish();
+            self.closing.push((id, reason));
+        }
+    }
+}
+
+impl Context for Core {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn send(&mut self, to: ConnId, data: Bytes) -> bool {
+        let Some(peer) = self.get(to) else {
+            return false;
+        };
+        if peer.outbox.push(data) > self.config.max_output {
+            log::debug!("{to}: output limit");
+            self.abort(to, CloseReason::OutputLimit);
+        }
+        true
+    }
+
+    fn close(&mut self, to: ConnId) {
+        self.begin_close(to, CloseReason::Requested);
+    }
+
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        let at = Instant::now() + after;
+        if self.timers.next_deadline().is_none_or(|next| at < next) {
+            // The main thread may be asleep until a later deadline.
+            let _ = self.poller.notify();
+        }
+        self.timers.insert(at, tag)
+    }
+
+    fn cancel_timer(&mut self, timer: TimerId) {
+        self.timers.cancel(timer);
+    }
+
+    fn stop(&mut self) {
+        self.stop_requested = true;
+        let _ = self.poller.notify();
+    }
+
+    fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.get(id)?.stream.peer_addr().ok()
+    }
+}
+
+/// One client's output queue, shared by whoever sends and its writer thread.
+#[derive(Default)]
+struct Outbox {
+    queue: Mutex<OutQueue>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    /// Bytes queued and not yet written.
+    len: usize,
+    /// Flush what is queued, then shut down writing.
+    finishing: bool,
+    /// Stop at once.
+    aborted: bool,
+    /// The writer thread has ended.
+    done: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, OutQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `data`; returns the bytes now waiting.
+    fn push(&self, data: Bytes) -> usize {
+        let mut q = self.lock();
+        if !data.is_empty() {
+            q.len += data.len();
+            q.chunks.push_back(data);
+            // All: the reader may be waiting on the same condvar (`wait_done`).
+            self.ready.notify_all();
+        }
+        q.len
+    }
+
+    fn finish(&self) {
+        self.lock().finishing = true;
+        self.ready.notify_all();
+    }
+
+    fn abort(&self) {
+        self.lock().aborted = true;
+        self.ready.notify_all();
+    }
+
+    /// Waits until the writer thread has ended, at most `timeout`.
+    fn wait_done(&self, timeout: Duration) -> bool {
+        let q = self.lock();
+        let (q, _) = self
+            .ready
+            .wait_timeout_while(q, timeout, |q| !q.done)
+            .unwrap_or_else(|e| e.into_inner());
+        q.done
+    }
+}
+
+/// The writer thread: writes whatever is queued, several chunks per `writev`.
+fn write_loop(stream: &TcpStream, outbox: &Outbox) {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    'outer: loop {
+        {
+            let mut q = outbox.lock();
+            while q.chunks.is_empty() && !q.finishing && !q.aborted {
+                q = outbox.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            if q.aborted {
+                break;
+            }
+            if q.chunks.is_empty() {
+                // Finishing and flushed: tell the peer we are done.
+                let _ = stream.shutdown(Shutdown::Write);
+                break;
+            }
+            std::mem::swap(&mut batch, &mut q.chunks);
+        }
+        while !batch.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slice, chunk) in slices.iter_mut().zip(&batch) {
+                *slice = IoSlice::new(chunk);
+                count += 1;
+            }
+            let written = match (&*stream).write_vectored(&slices[..count]) {
+                Ok(0) => break 'outer,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The reader sees the broken connection too and reports it.
+                Err(_) => break 'outer,
+            };
+            outbox.lock().len -= written;
+            let mut left = written;
+            while left > 0 {
+                let front = batch.front_mut().expect("wrote more than queued");
+                if front.len() <= left {
+                    left -= front.len();
+                    batch.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+    }
+    outbox.lock().done = true;
+    outbox.ready.notify_all();
+}
+
+/// The reader thread: reads, hands the handler what arrived, and reports
+/// the end of the connection. Once the connection is closing it only
+/// discards input until the peer finishes (or `close_timeout`).
+fn read_loop<H: Handler>(
+    shared: &Shared<'_, H>,
+    id: ConnId,
+    stream: &TcpStream,
+    outbox: &Outbox,
+    config: &Config,
+) {
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut input = BytesMut::new();
+    let _ = stream.set_read_timeout(config.idle_timeout);
+    let mut lingering = false;
+    loop {
+        let n = match (&*stream).read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if lingering {
+                    break; // close_timeout passed
+                }
+                shared.lock().core.begin_close(id, CloseReason::Idle);
+                shared.lock().tell_closed();
+                0
+            }
+            Err(e) => {
+                shared.lock().release(id, CloseReason::from_error(&e));
+                break;
+            }
+        };
+        let mut state = shared.lock();
+        if state.core.get(id).is_none() {
+            // Closing: discard, and wait for the end of the stream.
+            drop(state);
+            if n == 0 {
+                break;
+            }
+            if !lingering {
+                lingering = true;
+                let _ = stream.set_read_timeout(Some(config.close_timeout));
+            }
+            continue;
+        }
+        if n == 0 {
+            state.core.begin_close(id, CloseReason::PeerClosed);
+            state.tell_closed();
+            break;
+        }
+        input.extend_from_slice(&buf[..n]);
+        state.call(|h, cx| h.on_data(cx, id, &mut input));
+        if input.len() > config.max_input && state.core.get(id).is_some() {
+            state.core.begin_close(id, CloseReason::InputLimit);
+            state.tell_closed();
+        }
+        if input.is_empty() {
+            // Give the memory back: most of the time nothing is left over.
+            input = BytesMut::new();
+        }
+    }
+    // Let the writer flush what is owed (a half-closed peer still reads),
+    // but not forever.
+    if !outbox.wait_done(config.close_timeout) {
+        outbox.abort();
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Lingering close of a connection we only wrote to: shut down writing,
+/// then discard input until the peer finishes or `timeout` passes, so that
+/// unread input does not turn our close into a reset.
+fn linger(stream: &TcpStream, timeout: Duration) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(timeout));
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,1 +1,199 @@
-//! (being written)
+//! What every server binary shares: its common arguments, binding the
+//! listener, logging, and how it reports success and failure.
+//!
+//! stdout is kept for what scripts read (`listening on …` and, for the chat
+//! servers, the transcript); logs and errors go to stderr.
+
+use std::fmt::Display;
+use std::io::{self, IsTerminal, Write};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::time::Duration;
+
+use reactor::Config;
+
+/// The arguments every server takes.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on: a name such as `localhost`, an IPv4 address or an
+    /// IPv6 address (`::1`, `::` for all interfaces).
+    pub host: String,
+    /// Port to listen on, 0 to 65535; 0 picks a free one. The address
+    /// actually used is printed on stdout as `listening on IP:PORT`.
+    pub port: u16,
+    /// Clients served at once; connections beyond it are accepted and closed
+    /// at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_clients: usize,
+    /// Close a connection that has sent nothing for SECS seconds (default:
+    /// never).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: Option<u64>,
+    /// Log only warnings and errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl ServerArgs {
+    /// The loop's configuration: the defaults, with these limits.
+    pub fn config(&self) -> Config {
+        Config {
+            max_connections: self.max_clients,
+            idle_timeout: self.idle_timeout.map(Duration::from_secs),
+            ..Config::default()
+        }
+    }
+
+    /// Resolves `host` and listens on the first of its addresses that works
+    /// (`localhost` may give both `::1` and `127.0.0.1`). The error reads as
+    /// a sentence: `cannot listen on 127.0.0.1:5000: address already in use`.
+    pub fn bind(&self) -> io::Result<TcpListener> {
+        let cannot_resolve = || {
+            let msg = format!("cannot resolve host '{}'", self.host);
+            io::Error::new(io::ErrorKind::NotFound, msg)
+        };
+        let addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|_| cannot_resolve())?;
+        let mut last_error = cannot_resolve();
+        for addr in addrs {
+            match listen(addr) {
+                Ok(listener) => return Ok(listener),
+                Err(e) => {
+                    let msg = format!("cannot listen on {addr}: {}", describe(&e));
+                    last_error = io::Error::new(e.kind(), msg);
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// Longest queue of connections the kernel completes before we accept them.
+/// std's `TcpListener::bind` asks for 128, and a burst of more (a few hundred
+/// clients connecting at once) then has SYNs dropped and retried a second
+/// later; Redis asks for 511. Linux caps it at `net.core.somaxconn` (4096).
+const BACKLOG: i32 = 1024;
+
+/// `TcpListener::bind` with a deeper backlog: the same socket options
+/// (`SO_REUSEADDR`, so a restarted server can bind while old connections
+/// linger in TIME_WAIT), a different `listen` call.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Sends logs to stderr: info and above, or warnings and above if `quiet`.
+/// Records of the `log` crate, which the reactor uses, are logged too: `init`
+/// installs the `tracing-log` bridge (a default feature of
+/// `tracing-subscriber`). Call it once, first thing in `main`.
+pub fn init_logging(quiet: bool) {
+    let level = if quiet {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_max_level(level)
+        .init();
+}
+
+/// Prints `listening on IP:PORT` on stdout, at once: whoever started the
+/// server may be waiting for that line to learn the port.
+pub fn announce(addr: SocketAddr) {
+    let mut out = io::stdout().lock();
+    // A closed stdout is no reason to stop serving.
+    let _ = writeln!(out, "listening on {addr}");
+    let _ = out.flush();
+}
+
+/// Prints `error: <err>` on stderr and exits with status 1: how a binary
+/// reports a mistake of its user (a bad host, a port in use) — one line, not
+/// a panic.
+pub fn fail(err: impl Display) -> ! {
+    eprintln!("error: {err}");
+    std::process::exit(1);
+}
+
+/// An I/O error as a short phrase for the end of a message: `address
+/// already in use`, not `Address already in use (os error 98)`.
+pub fn describe(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn args(argv: &[&str]) -> ServerArgs {
+        Cli::parse_from(["server"].iter().chain(argv)).server
+    }
+
+    #[test]
+    fn options_make_the_config() {
+        let config = args(&[
+            "localhost",
+            "0",
+            "--max-clients",
+            "3",
+            "--idle-timeout",
+            "5",
+        ])
+        .config();
+        assert_eq!(config.max_connections, 3);
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(args(&["localhost", "0"]).config().idle_timeout, None);
+    }
+
+    #[test]
+    fn bad_numbers_are_usage_errors() {
+        for argv in [
+            &["h", "x"][..],
+            &["h", "70000"],
+            &["h", "0", "--idle-timeout", "0"],
+        ] {
+            let argv = ["server"].iter().chain(argv);
+            assert!(Cli::try_parse_from(argv).is_err());
+        }
+    }
+
+    #[test]
+    fn bind_errors_read_as_sentences() {
+        let taken = args(&["127.0.0.1", "0"]).bind().unwrap();
+        let port = taken.local_addr().unwrap().port().to_string();
+        let err = args(&["127.0.0.1", &port]).bind().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot listen on 127.0.0.1:{port}: address already in use")
+        );
+        let err = args(&["nosuch.invalid", "0"]).bind().unwrap_err();
+        assert_eq!(err.to_string(), "cannot resolve host 'nosuch.invalid'");
+    }
+
+    #[test]
+    fn describe_lowercases_and_drops_the_os_error_number() {
+        assert_eq!(describe(&io::Error::other("Odd thing")), "odd thing");
+        let err = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| TcpListener::bind(l.local_addr()?))
+            .unwrap_err();
+        assert_eq!(describe(&err), "address already in use");
+    }
+}

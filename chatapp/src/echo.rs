@@ -1,1 +1,238 @@
-//! (being written)
+//! The echo server's handler (server4): every byte received goes straight
+//! back, and a line saying `bye` ends the connection.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use reactor::{CloseReason, ConnId, Context, Handler};
+
+/// Echoes a stream byte for byte, at once: no framing, no waiting for a
+/// newline, binary data welcome.
+///
+/// Unless `raw`, a line that is `bye` — any case, surrounded by any
+/// whitespace, ended by `\n` or `\r\n` — is echoed and the connection then
+/// closed. Anything after that line is discarded.
+#[derive(Debug)]
+pub struct Echo {
+    raw: bool,
+    /// Where each connection's current line stands, for connections that are
+    /// in the middle of a line; a connection at the start of a line (the
+    /// usual case between messages) has no entry. Always empty when `raw`.
+    lines: HashMap<ConnId, Line>,
+}
+
+impl Echo {
+    /// An echo handler; `raw` turns off the `bye` rule.
+    pub fn new(raw: bool) -> Echo {
+        Echo {
+            raw,
+            lines: HashMap::new(),
+        }
+    }
+
+    /// Follows `data` from the line state of `id`, and returns the offset just
+    /// past the first complete `bye` line, if there is one. Otherwise keeps
+    /// the state of the unfinished line for the next read.
+    fn find_bye(&mut self, id: ConnId, data: &[u8]) -> Option<usize> {
+        let mut line = self.lines.remove(&id).unwrap_or(Line::Blank);
+        for (i, &byte) in data.iter().enumerate() {
+            if byte != b'\n' {
+                line = line.next(byte);
+            } else if line == Line::Bye {
+                return Some(i + 1);
+            } else {
+                line = Line::Blank;
+            }
+        }
+        if line != Line::Blank {
+            self.lines.insert(id, line);
+        }
+        None
+    }
+}
+
+impl Handler for Echo {
+    type Message = ();
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        let bye = if self.raw {
+            None
+        } else {
+            self.find_bye(id, input)
+        };
+        let end = bye.unwrap_or(input.len());
+        // Copy rather than `input.split().freeze()`: `input` may be a slice of
+        // the loop's 64 KiB read buffer, and a slice waiting in the queue of a
+        // slow reader would keep that whole block alive.
+        cx.send(id, Bytes::copy_from_slice(&input[..end]));
+        input.clear();
+        if bye.is_some() {
+            // Closes once the echo of `bye` has been written.
+            cx.close(id);
+        }
+    }
+
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _reason: CloseReason) {
+        self.lines.remove(&id);
+    }
+}
+
+/// How far the current line has got towards being `bye`. One byte per
+/// connection however long the line is, so any amount of whitespace around
+/// the word is recognised without buffering the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    /// Nothing but whitespace so far.
+    Blank,
+    /// `b`, after optional whitespace.
+    B,
+    /// `by`.
+    By,
+    /// `bye`, then only whitespace (which includes the `\r` of `\r\n`).
+    Bye,
+    /// Anything else: this line cannot be `bye`.
+    Other,
+}
+
+impl Line {
+    /// The state after one more byte of the line (never its `\n`).
+    fn next(self, byte: u8) -> Line {
+        match (self, byte.to_ascii_lowercase()) {
+            (Line::Blank | Line::Bye, b) if b.is_ascii_whitespace() => self,
+            (Line::Blank, b'b') => Line::B,
+            (Line::B, b'y') => Line::By,
+            (Line::By, b'e') => Line::Bye,
+            _ => Line::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reactor::testing::Harness;
+
+    fn echo() -> Harness<Echo> {
+        Harness::new(Echo::new(false))
+    }
+
+    #[test]
+    fn echoes_binary_bytes_unchanged() {
+        let mut h = echo();
+        let id = h.connect();
+        let bytes: Vec<u8> = (0..=255).collect();
+        h.receive(id, &bytes);
+        assert_eq!(h.take(id), bytes);
+        assert_eq!(h.pending_input(id), 0);
+        assert_eq!(h.closed(id), None);
+    }
+
+    #[test]
+    fn echoes_at_once_without_a_newline() {
+        let mut h = echo();
+        let id = h.connect();
+        h.receive(id, "Hi");
+        assert_eq!(h.take_text(id), "Hi");
+    }
+
+    #[test]
+    fn bye_is_echoed_then_closes() {
+        let mut h = echo();
+        let id = h.connect();
+        h.receive(id, "hello\nbye\n");
+        assert_eq!(h.take_text(id), "hello\nbye\n");
+        assert_eq!(h.closed(id), Some(CloseReason::Requested));
+    }
+
+    #[test]
+    fn bye_ignores_case_whitespace_and_crlf() {
+        for line in ["BYE  \r\n", " \tBye\n", "bYe\r\n"] {
+            let mut h = echo();
+            let id = h.connect();
+            h.receive(id, line);
+            assert_eq!(h.take_text(id), line);
+            assert_eq!(h.closed(id), Some(CloseReason::Requested), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn what_follows_bye_is_not_echoed() {
+        let mut h = echo();
+        let id = h.connect();
+        h.receive(id, "bye\nmore\n");
+        assert_eq!(h.take_text(id), "bye\n");
+        assert_eq!(h.closed(id), Some(CloseReason::Requested));
+    }
+
+    #[test]
+    fn bye_split_across_reads() {
+        let mut h = echo();
+        let id = h.connect();
+        for part in ["b", "ye", "\r", "\n"] {
+            assert_eq!(h.closed(id), None);
+            h.receive(id, part);
+            assert_eq!(h.take_text(id), part);
+        }
+        assert_eq!(h.closed(id), Some(CloseReason::Requested));
+    }
+
+    #[test]
+    fn other_lines_do_not_close() {
+        let mut h = echo();
+        let id = h.connect();
+        for line in [
+            "byebye\n",
+            "bye x\n",
+            "b ye\n",
+            "by\n",
+            "\n",
+            "goodbye\n",
+            "bye",
+        ] {
+            h.receive(id, line);
+            assert_eq!(h.take_text(id), line);
+            assert_eq!(h.closed(id), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn bye_after_a_long_line_closes() {
+        let mut h = echo();
+        let id = h.connect();
+        let long = "x".repeat(100_000);
+        h.receive(id, &long);
+        h.receive(id, "\nbye\n");
+        assert_eq!(h.take(id).len(), long.len() + 5);
+        assert_eq!(h.closed(id), Some(CloseReason::Requested));
+    }
+
+    #[test]
+    fn raw_never_closes() {
+        let mut h = Harness::new(Echo::new(true));
+        let id = h.connect();
+        h.receive(id, "b");
+        h.receive(id, "ye\nbye\r\nBYE\n");
+        assert_eq!(h.take_text(id), "bye\nbye\r\nBYE\n");
+        assert_eq!(h.closed(id), None);
+        assert!(h.handler.lines.is_empty());
+    }
+
+    #[test]
+    fn state_is_kept_only_mid_line_and_removed_on_close() {
+        let mut h = echo();
+        let a = h.connect();
+        let b = h.connect();
+        h.receive(a, "hello\n");
+        assert!(
+            h.handler.lines.is_empty(),
+            "no state at the start of a line"
+        );
+        h.receive(a, "by");
+        h.receive(b, "hel");
+        assert_eq!(h.handler.lines.len(), 2);
+        h.disconnect(b);
+        h.receive(a, "e\n");
+        assert_eq!(h.closed(a), Some(CloseReason::Requested));
+        assert!(h.handler.lines.is_empty());
+    }
+}

@@ -1,0 +1,466 @@
+//! The chat room behind server1, server2 and server3: one [`Chat`] handler,
+//! whichever driver runs it (the reactor with one client at a time, a thread
+//! per client, or the reactor with many).
+//!
+//! The protocol it speaks is docs/protocol.md. In short: a client says `Hi`,
+//! is answered `Hello` and given a nick, and from then on every line it sends
+//! is either a command (`/nick`, `/who`, `/msg`, `/help`, `bye`) or a message
+//! relayed to everyone else as `<nick> text`. The operator types on the
+//! server's console, whose lines arrive as [`ConsoleLine`] messages; the
+//! server's transcript (everything said in the room) goes to a sink given to
+//! [`Chat::new`].
+//!
+//! The state is two collections: `clients`, every open connection and how
+//! far it has got, and `room`, the ids of those that greeted, in the order
+//! they joined. A broadcast builds its line once into a [`Bytes`] and hands
+//! the same bytes to every recipient; nothing is allocated per recipient.
+
+mod clean;
+mod nick;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reactor::{CloseReason, ConnId, Context, Handler, TimerId};
+
+use crate::lines::{next_line, LineTooLong};
+use clean::clean;
+use nick::OPERATOR;
+
+/// The server's answer to `bye`.
+const BYE: &[u8] = b"Bye\n";
+/// The answer to a first line that is not `Hi`.
+const SAY_HI: &[u8] = b"ERR say Hi first\n";
+/// Sent to a client that did not say `Hi` in time.
+const GREETING_TIMEOUT: &[u8] = b"ERR timeout: say Hi first\n";
+/// Sent to a client the operator kicks.
+const KICKED: &[u8] = b"ERR kicked by the operator\n";
+/// Sent to everyone when the server stops.
+const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
+
+/// The answer to `/help`.
+const HELP: &[u8] = b"\
+* /nick NAME       change your nick: 1-32 letters, digits, _ or -
+* /who             list who is online
+* /msg NICK text   send text to NICK alone
+* /help            this list
+* bye              leave
+* any other line is sent to everyone as <your nick> line
+";
+
+/// The answer to `/help` typed on the console.
+const CONSOLE_HELP: &[u8] = b"\
+* /who         list who is online
+* /kick NICK   disconnect NICK
+* /quit        stop the server
+* /help        this list
+* any other line is sent to everyone as <server> line
+";
+
+/// What can be set when a chat server starts.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// The longest line a client may send, in bytes, not counting its `\n`
+    /// (or `\r\n`). A longer one is answered `ERR line too long (max N
+    /// bytes)` and the connection closed.
+    pub max_line: usize,
+    /// How long a new client has to say `Hi` before it is sent `ERR timeout:
+    /// say Hi first` and closed.
+    pub greeting_timeout: Duration,
+    /// The whole line, without its `\n`, sent to a client the server is too
+    /// full to serve; it should start with `ERR busy: `.
+    pub busy_message: String,
+}
+
+impl Default for ChatConfig {
+    fn default() -> ChatConfig {
+        ChatConfig {
+            max_line: 4096,
+            greeting_timeout: Duration::from_secs(10),
+            busy_message: "ERR busy: too many clients, try again later".to_string(),
+        }
+    }
+}
+
+/// A line the operator typed on the server's console (its standard input),
+/// posted to the loop with `Handle::post` by the thread that reads it. A
+/// trailing `\n` or `\r\n` may be left on: it is removed with the other
+/// control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleLine(pub String);
+
+/// How far a connection has got.
+enum Client {
+    /// Connected, and has until the `deadline` timer fires to say `Hi`.
+    Greeting { deadline: TimerId },
+    /// Greeted: in the room, under `nick`.
+    Joined { nick: Box<str> },
+}
+
+/// The chat handler: one room, everyone who greeted is in it.
+pub struct Chat {
+    config: ChatConfig,
+    /// Every open connection, greeted or not.
+    clients: HashMap<ConnId, Client>,
+    /// The clients that greeted, in the order they joined: whom a broadcast
+    /// goes to, and the order `/who` lists them in.
+    room: Vec<ConnId>,
+    /// The number of the last default nick given out, `user<N>`.
+    last_user: u64,
+    /// The refusal line, built once from `config.busy_message`.
+    refusal: Bytes,
+    /// Where everything said in the room is written for the operator.
+    transcript: Box<dyn Write + Send>,
+}
+
+impl Chat {
+    /// An empty room that writes its transcript to `transcript` (the
+    /// server's stdout, say). It is written on the thread that runs the
+    /// handler, so a sink that blocks (a pipe nobody reads) holds up the
+    /// whole chat: give it a terminal, a file, or a reader that keeps up.
+    pub fn new(config: ChatConfig, transcript: Box<dyn Write + Send>) -> Chat {
+        let refusal = Bytes::from(format!("{}\n", config.busy_message));
+        Chat {
+            config,
+            clients: HashMap::new(),
+            room: Vec::new(),
+            last_user: 0,
+            refusal,
+            transcript,
+        }
+    }
+
+    /// One line from a client, without its end.
+    fn on_line(&mut self, cx: &mut dyn Context, id: ConnId, raw: &[u8]) {
+        let text = clean(raw);
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return;
+        }
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
+        match *client {
+            Client::Greeting { deadline } => {
+                if trimmed.eq_ignore_ascii_case("hi") {
+                    self.greet(cx, id, deadline);
+                } else {
+                    self.dismiss(cx, id, Bytes::from_static(SAY_HI), "left");
+                }
+            }
+            Client::Joined { .. } => {
+                if trimmed.eq_ignore_ascii_case("bye") {
+                    self.dismiss(cx, id, Bytes::from_static(BYE), "left");
+                } else if let Some(command) = trimmed.strip_prefix('/') {
+                    self.on_command(cx, id, command);
+                } else {
+                    self.relay(cx, id, &text);
+                }
+            }
+        }
+    }
+
+    /// `id` said `Hi`: it gets its nick and joins the room.
+    fn greet(&mut self, cx: &mut dyn Context, id: ConnId, deadline: TimerId) {
+        cx.cancel_timer(deadline);
+        let nick = self.default_nick();
+        tracing::info!(peer = ?cx.peer_addr(id), "{nick} joined");
+        // `Hello` first, as the protocol promises; one send for both lines.
+        let welcome = format!("Hello\n* welcome, you are {nick}; /help lists commands\n");
+        cx.send(id, Bytes::from(welcome));
+        // Told to the room before joining it: the newcomer has its welcome.
+        self.broadcast(cx, &Bytes::from(format!("* {nick} joined\n")), None);
+        self.room.push(id);
+        self.clients.insert(id, Client::Joined { nick });
+    }
+
+    /// The next `user<N>` nobody has: someone may have picked it with `/nick`.
+    /// Looking costs a scan of the room, no more than the join notice that
+    /// follows.
+    fn default_nick(&mut self) -> Box<str> {
+        loop {
+            self.last_user += 1;
+            let nick = format!("user{}", self.last_user);
+            if self.find(&nick).is_none() {
+                return nick.into_boxed_str();
+            }
+        }
+    }
+
+    /// A message from `from`, relayed to everyone else and the transcript.
+    fn relay(&mut self, cx: &mut dyn Context, from: ConnId, text: &str) {
+        let Some(nick) = self.nick(from) else { return };
+        let message = message(nick, text);
+        self.broadcast(cx, &message, Some(from));
+    }
+
+    /// A command from a client: the line after its `/`.
+    fn on_command(&mut self, cx: &mut dyn Context, id: ConnId, command: &str) {
+        let (name, args) = split_command(command);
+        match name.to_ascii_lowercase().as_str() {
+            "nick" => self.rename(cx, id, args),
+            "who" => {
+                cx.send(id, self.who());
+            }
+            "msg" => self.private(cx, id, args),
+            "help" => {
+                cx.send(id, Bytes::from_static(HELP));
+            }
+            _ => {
+                cx.send(id, unknown_command(name));
+            }
+        }
+    }
+
+    /// `/nick NAME`.
+    fn rename(&mut self, cx: &mut dyn Context, id: ConnId, new: &str) {
+        if let Err(why) = nick::check(new) {
+            cx.send(id, Bytes::from(format!("ERR {why}\n")));
+            return;
+        }
+        // Taken by someone else, that is: changing the case of one's own is fine.
+        if self.find(new).is_some_and(|holder| holder != id) {
+            cx.send(id, Bytes::from(format!("ERR nick {new} is taken\n")));
+            return;
+        }
+        let Some(Client::Joined { nick }) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(nick, new.into());
+        self.broadcast(cx, &Bytes::from(format!("* {old} is now {new}\n")), None);
+    }
+
+    /// `/msg NICK text`: to one client, marked private, and not in the
+    /// transcript.
+    fn private(&mut self, cx: &mut dyn Context, from: ConnId, args: &str) {
+        let Some((to, text)) = args.split_once(char::is_whitespace) else {
+            cx.send(from, Bytes::from_static(b"ERR usage: /msg NICK text\n"));
+            return;
+        };
+        let Some(to_id) = self.find(to) else {
+            cx.send(from, Bytes::from(format!("ERR no such nick: {to}\n")));
+            return;
+        };
+        let Some(nick) = self.nick(from) else { return };
+        cx.send(
+            to_id,
+            Bytes::from(format!("<{nick}> (private) {}\n", text.trim_start())),
+        );
+    }
+
+    /// `* N online: a, b, c`, in the order they joined. The operator is not a
+    /// client, so `server` is never listed.
+    fn who(&self) -> Bytes {
+        let nicks: Vec<&str> = self.room.iter().filter_map(|&id| self.nick(id)).collect();
+        if nicks.is_empty() {
+            return Bytes::from_static(b"* 0 online\n");
+        }
+        Bytes::from(format!("* {} online: {}\n", nicks.len(), nicks.join(", ")))
+    }
+
+    /// A line typed on the console: a command, or a message from `server`.
+    fn on_console(&mut self, cx: &mut dyn Context, line: &str) {
+        // Cleaning also takes off the line's end, if the reader left it on.
+        let text = clean(line.as_bytes());
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return;
+        }
+        let Some(command) = trimmed.strip_prefix('/') else {
+            self.broadcast(cx, &message(OPERATOR, &text), None);
+            return;
+        };
+        let (name, args) = split_command(command);
+        match name.to_ascii_lowercase().as_str() {
+            "who" => {
+                let who = self.who();
+                self.transcribe(&who);
+            }
+            "kick" => self.kick(cx, args),
+            // `on_stop` follows and says goodbye.
+            "quit" => cx.stop(),
+            "help" => self.transcribe(CONSOLE_HELP),
+            _ => self.transcribe(&unknown_command(name)),
+        }
+    }
+
+    /// `/kick NICK` on the console.
+    fn kick(&mut self, cx: &mut dyn Context, nick: &str) {
+        if nick.is_empty() {
+            self.transcribe(b"ERR usage: /kick NICK\n");
+            return;
+        }
+        match self.find(nick) {
+            Some(id) => self.dismiss(cx, id, Bytes::from_static(KICKED), "was kicked"),
+            None => self.transcribe(format!("ERR no such nick: {nick}\n").as_bytes()),
+        }
+    }
+
+    /// Sends `id` its `last` line and closes it; if it was in the room, the
+    /// others are told `* NICK {how}` at once rather than when the driver
+    /// reports the close, which may be seconds later.
+    fn dismiss(&mut self, cx: &mut dyn Context, id: ConnId, last: Bytes, how: &str) {
+        cx.send(id, last);
+        cx.close(id);
+        self.leave(cx, id, how);
+    }
+
+    /// Forgets `id`; if it was in the room, tells the others `* NICK {how}`.
+    fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str) {
+        if let Some(nick) = self.forget(cx, id) {
+            self.broadcast(cx, &Bytes::from(format!("* {nick} {how}\n")), None);
+        }
+    }
+
+    /// Removes `id` from the clients (cancelling its greeting timer) and from
+    /// the room; returns its nick if it had one. Once forgotten, a client
+    /// cannot leave twice: this is what makes `* NICK left` come exactly once.
+    fn forget(&mut self, cx: &mut dyn Context, id: ConnId) -> Option<Box<str>> {
+        match self.clients.remove(&id)? {
+            Client::Greeting { deadline } => {
+                cx.cancel_timer(deadline);
+                None
+            }
+            Client::Joined { nick } => {
+                // Keeps the join order for `/who`; a leave is O(n) anyway,
+                // like the notice that follows it.
+                self.room.retain(|&member| member != id);
+                Some(nick)
+            }
+        }
+    }
+
+    /// Sends `line` to everyone in the room but `except`, and writes it to
+    /// the transcript.
+    fn broadcast(&mut self, cx: &mut dyn Context, line: &Bytes, except: Option<ConnId>) {
+        // The room is a list, so "everyone but one" is the two slices either
+        // side of that one: no list of recipients to build.
+        match except.and_then(|id| self.room.iter().position(|&member| member == id)) {
+            Some(i) => {
+                cx.send_many(&self.room[..i], line);
+                cx.send_many(&self.room[i + 1..], line);
+            }
+            None => {
+                cx.send_many(&self.room, line);
+            }
+        }
+        self.transcribe(line);
+    }
+
+    /// Appends `line` to the transcript. Errors are ignored: the transcript
+    /// is for the operator to watch, and a closed stdout must not take the
+    /// chat down with it. Flushed at once, so that it can be followed live
+    /// whatever the sink buffers.
+    fn transcribe(&mut self, line: &[u8]) {
+        let _ = self
+            .transcript
+            .write_all(line)
+            .and_then(|()| self.transcript.flush());
+    }
+
+    /// The nick of `id`, if it is in the room.
+    fn nick(&self, id: ConnId) -> Option<&str> {
+        match self.clients.get(&id)? {
+            Client::Joined { nick } => Some(nick),
+            Client::Greeting { .. } => None,
+        }
+    }
+
+    /// Who in the room is called `nick`, ignoring case. A scan rather than an
+    /// index by nick: only commands look, and an index would cost memory on
+    /// every connection.
+    fn find(&self, nick: &str) -> Option<ConnId> {
+        self.room
+            .iter()
+            .copied()
+            .find(|&id| self.nick(id).is_some_and(|n| n.eq_ignore_ascii_case(nick)))
+    }
+}
+
+impl Handler for Chat {
+    type Message = ConsoleLine;
+
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        // The id is the tag: the only timers this handler sets are these.
+        let deadline = cx.set_timer(self.config.greeting_timeout, id.to_bits());
+        self.clients.insert(id, Client::Greeting { deadline });
+    }
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        while let Some(line) = next_line(input, self.config.max_line) {
+            match line {
+                Ok(line) => self.on_line(cx, id, &line),
+                Err(LineTooLong) => {
+                    let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
+                    self.dismiss(cx, id, Bytes::from(error), "left");
+                }
+            }
+            // A line may have closed the connection (`bye`, a wrong greeting,
+            // a line too long); nothing after it is read.
+            if !self.clients.contains_key(&id) {
+                return;
+            }
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+        // A client this handler closed was forgotten then; this one went away
+        // by itself, or the server is stopping and everyone is going at once.
+        if reason == CloseReason::Shutdown {
+            self.forget(cx, id);
+        } else {
+            self.leave(cx, id, "left");
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
+        let id = ConnId::from_bits(tag);
+        if let Some(Client::Greeting { .. }) = self.clients.get(&id) {
+            self.dismiss(cx, id, Bytes::from_static(GREETING_TIMEOUT), "left");
+        }
+    }
+
+    fn on_wake(&mut self, cx: &mut dyn Context, ConsoleLine(line): ConsoleLine) {
+        self.on_console(cx, &line);
+    }
+
+    fn on_stop(&mut self, cx: &mut dyn Context) {
+        // To the room only: a client that has not been sent `Hello` is owed
+        // nothing else first.
+        self.broadcast(cx, &Bytes::from_static(SHUTTING_DOWN), None);
+    }
+
+    fn refusal(&self) -> Option<Bytes> {
+        Some(self.refusal.clone())
+    }
+}
+
+/// `<nick> text` and its newline: a message, built once into a buffer of
+/// exactly its size, to be shared by every recipient.
+fn message(nick: &str, text: &str) -> Bytes {
+    let mut line = BytesMut::with_capacity(nick.len() + text.len() + 4);
+    line.extend_from_slice(b"<");
+    line.extend_from_slice(nick.as_bytes());
+    line.extend_from_slice(b"> ");
+    line.extend_from_slice(text.as_bytes());
+    line.extend_from_slice(b"\n");
+    line.freeze()
+}
+
+/// `ERR unknown command /x (try /help)`.
+fn unknown_command(name: &str) -> Bytes {
+    Bytes::from(format!("ERR unknown command /{name} (try /help)\n"))
+}
+
+/// Splits `msg bob hi there` into the command's name and its arguments,
+/// trimmed.
+fn split_command(command: &str) -> (&str, &str) {
+    match command.split_once(char::is_whitespace) {
+        Some((name, args)) => (name, args.trim()),
+        None => (command, ""),
+    }
+}

@@ -1,0 +1,664 @@
+//! The chat protocol, rule by rule, on the in-memory harness.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reactor::testing::Harness;
+use reactor::{CloseReason, ConnId, Handler};
+
+use super::*;
+
+/// A transcript the test reads while the handler writes it.
+#[derive(Clone, Default)]
+struct Transcript(Arc<Mutex<Vec<u8>>>);
+
+impl Transcript {
+    /// Takes what was written since the last take.
+    fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes).unwrap()
+    }
+}
+
+impl io::Write for Transcript {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn chat_with(config: ChatConfig) -> (Harness<Chat>, Transcript) {
+    let transcript = Transcript::default();
+    let chat = Chat::new(config, Box::new(transcript.clone()));
+    (Harness::new(chat), transcript)
+}
+
+fn chat() -> (Harness<Chat>, Transcript) {
+    chat_with(ChatConfig::default())
+}
+
+/// A room where each of `nicks` has joined and taken that nick, with every
+/// output and the transcript taken.
+fn room(nicks: &[&str]) -> (Harness<Chat>, Transcript, Vec<ConnId>) {
+    let (mut h, transcript) = chat();
+    let ids: Vec<ConnId> = nicks
+        .iter()
+        .map(|nick| {
+            let id = h.connect();
+            h.receive(id, format!("Hi\n/nick {nick}\n"));
+            id
+        })
+        .collect();
+    for &id in &ids {
+        h.take(id);
+    }
+    transcript.take();
+    (h, transcript, ids)
+}
+
+#[test]
+fn hi_is_answered_hello_then_a_welcome() {
+    let (mut h, _) = chat();
+    let id = h.connect();
+    assert_eq!(h.take_text(id), "", "the client speaks first");
+    h.receive(id, "Hi\n");
+    assert_eq!(
+        h.take_text(id),
+        "Hello\n* welcome, you are user1; /help lists commands\n"
+    );
+    assert_eq!(h.closed(id), None);
+}
+
+#[test]
+fn the_greeting_ignores_case_spaces_and_cr() {
+    let (mut h, _) = chat();
+    for greeting in [" hi \r\n", "HI\n", "\thI\n"] {
+        let id = h.connect();
+        h.receive(id, greeting);
+        assert!(h.take_text(id).starts_with("Hello\n"), "{greeting:?}");
+    }
+}
+
+#[test]
+fn empty_lines_before_the_greeting_are_ignored() {
+    let (mut h, _) = chat();
+    let id = h.connect();
+    h.receive(id, "\n\r\n   \nHi\n");
+    assert!(h.take_text(id).starts_with("Hello\n"));
+}
+
+#[test]
+fn anything_but_hi_first_is_refused_and_closed() {
+    let (mut h, transcript) = chat();
+    let alice = h.connect();
+    h.receive(alice, "Hi\n");
+    h.take(alice);
+    transcript.take();
+
+    let id = h.connect();
+    h.receive(id, "hello\nHi\n");
+    assert_eq!(
+        h.take_text(id),
+        "ERR say Hi first\n",
+        "nothing after it is read"
+    );
+    assert_eq!(h.closed(id), Some(CloseReason::Requested));
+    assert_eq!(h.take_text(alice), "", "it never joined, so it never left");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn default_nicks_count_up() {
+    let (mut h, _) = chat();
+    for n in 1..=3 {
+        let id = h.connect();
+        h.receive(id, "Hi\n");
+        assert!(h.take_text(id).contains(&format!("you are user{n};")));
+    }
+}
+
+#[test]
+fn a_default_nick_someone_took_is_skipped() {
+    let (mut h, _) = chat();
+    let first = h.connect();
+    h.receive(first, "Hi\n/nick user2\n");
+    let second = h.connect();
+    h.receive(second, "Hi\n");
+    assert!(h.take_text(second).contains("you are user3;"));
+}
+
+#[test]
+fn the_others_and_the_transcript_are_told_of_a_join() {
+    let (mut h, transcript, ids) = room(&["alice"]);
+    let newcomer = h.connect();
+    h.receive(newcomer, "Hi\n");
+    assert_eq!(h.take_text(ids[0]), "* user2 joined\n");
+    assert!(!h.take_text(newcomer).contains("joined"));
+    assert_eq!(transcript.take(), "* user2 joined\n");
+}
+
+#[test]
+fn a_message_goes_to_everyone_else_and_the_transcript() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    let [alice, bob, carol] = ids[..] else {
+        unreachable!()
+    };
+    h.receive(alice, "hello all\n");
+    assert_eq!(h.take_text(alice), "", "not back to the sender");
+    assert_eq!(h.take_text(bob), "<alice> hello all\n");
+    assert_eq!(h.take_text(carol), "<alice> hello all\n");
+    assert_eq!(transcript.take(), "<alice> hello all\n");
+}
+
+#[test]
+fn a_greeted_client_that_has_not_spoken_only_listens() {
+    let (mut h, _, ids) = room(&["alice"]);
+    let waiting = h.connect();
+    h.receive(ids[0], "anyone?\n");
+    assert_eq!(h.take_text(waiting), "", "not greeted: not in the room");
+}
+
+#[test]
+fn empty_and_blank_lines_are_ignored() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "\n\r\n  \t \n\x1b\n");
+    assert_eq!(h.take_text(ids[0]), "");
+    assert_eq!(h.take_text(ids[1]), "");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn a_message_split_across_reads_is_put_back_together() {
+    let (mut h, _, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "hel");
+    h.receive(ids[0], "lo wor");
+    assert_eq!(h.take_text(ids[1]), "");
+    h.receive(ids[0], "ld\r");
+    h.receive(ids[0], "\n");
+    assert_eq!(h.take_text(ids[1]), "<alice> hello world\n");
+}
+
+#[test]
+fn several_lines_in_one_read_are_each_handled_in_order() {
+    let (mut h, _, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "one\r\ntwo\n/who\nthree\npartial");
+    assert_eq!(
+        h.take_text(ids[1]),
+        "<alice> one\n<alice> two\n<alice> three\n"
+    );
+    assert_eq!(h.take_text(ids[0]), "* 2 online: alice, bob\n");
+    assert_eq!(h.pending_input(ids[0]), "partial".len());
+}
+
+#[test]
+fn bye_is_answered_and_closed_and_the_others_told_once() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "  BYE \r\nignored\n");
+    assert_eq!(h.take_text(ids[0]), "Bye\n");
+    assert_eq!(h.closed(ids[0]), Some(CloseReason::Requested));
+    assert_eq!(
+        h.take_text(ids[1]),
+        "* alice left\n",
+        "once, though on_close followed"
+    );
+    assert_eq!(transcript.take(), "* alice left\n");
+}
+
+#[test]
+fn a_disconnect_is_a_leave_told_once() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.disconnect(ids[0]);
+    h.disconnect(ids[0]);
+    assert_eq!(h.take_text(ids[1]), "* alice left\n");
+    assert_eq!(transcript.take(), "* alice left\n");
+    h.receive(ids[1], "/who\n");
+    assert_eq!(h.take_text(ids[1]), "* 1 online: bob\n");
+}
+
+#[test]
+fn a_close_for_any_other_reason_is_a_leave_too() {
+    let (h, transcript) = chat();
+    let mut h = h.with_max_input(16);
+    let alice = h.connect();
+    h.receive(alice, "Hi\n");
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    h.take(bob);
+    transcript.take();
+    // The harness's input limit, below max_line, closes alice with InputLimit.
+    h.receive(alice, "x".repeat(17));
+    assert_eq!(h.closed(alice), Some(CloseReason::InputLimit));
+    assert_eq!(h.take_text(bob), "* user1 left\n");
+}
+
+#[test]
+fn a_client_that_never_greeted_leaves_silently() {
+    let (mut h, transcript, ids) = room(&["alice"]);
+    let waiting = h.connect();
+    h.disconnect(waiting);
+    assert_eq!(h.take_text(ids[0]), "");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn nick_changes_are_told_to_everyone_including_the_changer() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "/nick Ally_2-x\n");
+    assert_eq!(h.take_text(ids[0]), "* alice is now Ally_2-x\n");
+    assert_eq!(h.take_text(ids[1]), "* alice is now Ally_2-x\n");
+    assert_eq!(transcript.take(), "* alice is now Ally_2-x\n");
+    h.receive(ids[0], "hi\n");
+    assert_eq!(h.take_text(ids[1]), "<Ally_2-x> hi\n");
+}
+
+#[test]
+fn bad_nicks_are_refused_with_the_reason() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    let cases = [
+        ("/nick\n", "ERR usage: /nick NAME\n"),
+        ("/nick    \n", "ERR usage: /nick NAME\n"),
+        (
+            "/nick al ice\n",
+            "ERR a nick may only have letters, digits, _ and -\n",
+        ),
+        (
+            "/nick <bob>\n",
+            "ERR a nick may only have letters, digits, _ and -\n",
+        ),
+        (
+            "/nick éloïse\n",
+            "ERR a nick may only have letters, digits, _ and -\n",
+        ),
+        ("/nick ab\x1b\n", "* alice is now ab\n"),
+        ("/nick server\n", "ERR nick server is reserved\n"),
+        ("/nick SERVER\n", "ERR nick server is reserved\n"),
+        ("/nick BOB\n", "ERR nick BOB is taken\n"),
+        ("/nick bob\n", "ERR nick bob is taken\n"),
+    ];
+    for (line, answer) in cases {
+        h.receive(ids[0], line);
+        assert_eq!(h.take_text(ids[0]), answer, "{line:?}");
+    }
+    h.receive(ids[0], format!("/nick {}\n", "a".repeat(33)));
+    assert_eq!(
+        h.take_text(ids[0]),
+        "ERR nick too long (max 32 characters)\n"
+    );
+    let longest = "a".repeat(32);
+    h.receive(ids[0], format!("/nick {longest}\n"));
+    let renames = format!("* alice is now ab\n* ab is now {longest}\n");
+    assert_eq!(h.take_text(ids[0]), format!("* ab is now {longest}\n"));
+    assert_eq!(
+        h.take_text(ids[1]),
+        renames,
+        "the others see only the changes"
+    );
+    assert_eq!(transcript.take(), renames);
+}
+
+#[test]
+fn a_nick_can_change_case() {
+    let (mut h, _, ids) = room(&["alice"]);
+    h.receive(ids[0], "/nick ALICE\n");
+    assert_eq!(h.take_text(ids[0]), "* alice is now ALICE\n");
+}
+
+#[test]
+fn who_lists_the_room_in_join_order_without_the_operator() {
+    let (mut h, transcript, ids) = room(&["carol", "alice", "bob"]);
+    let waiting = h.connect();
+    h.receive(ids[1], "/who\n");
+    assert_eq!(h.take_text(ids[1]), "* 3 online: carol, alice, bob\n");
+    assert_eq!(h.take_text(ids[0]), "", "the answer is the asker's alone");
+    assert_eq!(transcript.take(), "");
+    h.receive(ids[0], "bye\n");
+    assert_eq!(h.take_text(ids[1]), "* carol left\n");
+    h.receive(ids[1], "/WHO\n");
+    assert_eq!(h.take_text(ids[1]), "* 2 online: alice, bob\n");
+    assert_eq!(h.take_text(waiting), "");
+}
+
+#[test]
+fn msg_goes_to_one_client_marked_private_and_not_to_the_transcript() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    h.receive(ids[0], "/msg BOB  meet me  at noon\n");
+    assert_eq!(h.take_text(ids[1]), "<alice> (private) meet me  at noon\n");
+    assert_eq!(h.take_text(ids[0]), "");
+    assert_eq!(h.take_text(ids[2]), "");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn msg_to_an_unknown_nick_or_without_text_is_an_error() {
+    let (mut h, _, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "/msg dave hi\n");
+    assert_eq!(h.take_text(ids[0]), "ERR no such nick: dave\n");
+    h.receive(ids[0], "/msg server hi\n");
+    assert_eq!(h.take_text(ids[0]), "ERR no such nick: server\n");
+    for line in ["/msg\n", "/msg bob\n", "/msg bob   \n"] {
+        h.receive(ids[0], line);
+        assert_eq!(
+            h.take_text(ids[0]),
+            "ERR usage: /msg NICK text\n",
+            "{line:?}"
+        );
+    }
+    assert_eq!(h.take_text(ids[1]), "");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (mut h, _, ids) = room(&["alice"]);
+    h.receive(ids[0], "/help\n");
+    let help = h.take_text(ids[0]);
+    assert_eq!(help, String::from_utf8_lossy(HELP));
+    assert!(help.lines().all(|line| line.starts_with("* ")));
+    for command in ["/nick", "/who", "/msg", "/help", "bye"] {
+        assert!(help.contains(command), "{command}");
+    }
+}
+
+#[test]
+fn an_unknown_command_is_an_error() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], "/dance now\n/\n");
+    assert_eq!(
+        h.take_text(ids[0]),
+        "ERR unknown command /dance (try /help)\nERR unknown command / (try /help)\n"
+    );
+    assert_eq!(h.take_text(ids[1]), "");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn control_characters_never_reach_the_others() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    let cases: [(&[u8], &str); 6] = [
+        (b"\x1b[2J\x1b[31mred\x1b[0m", "[2J[31mred[0m"),
+        (b"bell\x07 nul\x00 bs\x08", "bell nul bs"),
+        (b"del\x7f", "del"),
+        ("c1\u{9b}31m\u{85}".as_bytes(), "c131m"),
+        (b"hello\rfake", "hellofake"),
+        (b"tab\tstays", "tab\tstays"),
+    ];
+    for (line, relayed) in cases {
+        h.receive(ids[0], [line, b"\n"].concat());
+        assert_eq!(h.take_text(ids[1]), format!("<alice> {relayed}\n"));
+    }
+    transcript.take();
+    h.receive(ids[0], b"caf\xe9 \xff!\n");
+    assert_eq!(h.take(ids[1]), "<alice> caf\u{fffd} \u{fffd}!\n".as_bytes());
+    assert_eq!(transcript.take(), "<alice> caf\u{fffd} \u{fffd}!\n");
+}
+
+#[test]
+fn a_spoofed_nick_arrives_under_the_true_one() {
+    let (mut h, _, ids) = room(&["alice", "bob", "carol"]);
+    h.receive(ids[0], "<bob> hi\n* bob left\n");
+    assert_eq!(
+        h.take_text(ids[2]),
+        "<alice> <bob> hi\n<alice> * bob left\n"
+    );
+}
+
+#[test]
+fn a_line_over_the_limit_is_an_error_and_closes() {
+    let config = ChatConfig {
+        max_line: 8,
+        ..ChatConfig::default()
+    };
+    let (mut h, transcript) = chat_with(config);
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(alice, "Hi\n");
+    h.receive(bob, "Hi\n");
+    h.take(alice);
+    h.take(bob);
+    transcript.take();
+
+    h.receive(alice, "12345678\r\n");
+    assert_eq!(
+        h.take_text(bob),
+        "<user1> 12345678\n",
+        "exactly max_line is fine"
+    );
+    h.receive(alice, "123456789\n");
+    assert_eq!(h.take_text(alice), "ERR line too long (max 8 bytes)\n");
+    assert_eq!(h.closed(alice), Some(CloseReason::Requested));
+    assert_eq!(h.take_text(bob), "* user1 left\n");
+    assert_eq!(transcript.take(), "<user1> 12345678\n* user1 left\n");
+}
+
+#[test]
+fn a_line_that_never_ends_is_caught_before_its_end() {
+    let config = ChatConfig {
+        max_line: 8,
+        ..ChatConfig::default()
+    };
+    let (mut h, _) = chat_with(config);
+    let id = h.connect();
+    h.receive(id, "Hi\n");
+    h.take(id);
+    h.receive(id, "12345");
+    assert_eq!(h.closed(id), None);
+    h.receive(id, "6789");
+    assert_eq!(h.take_text(id), "ERR line too long (max 8 bytes)\n");
+    assert_eq!(h.closed(id), Some(CloseReason::Requested));
+}
+
+#[test]
+fn the_limit_holds_before_the_greeting_too() {
+    let (mut h, _) = chat();
+    let id = h.connect();
+    h.receive(id, vec![b'x'; 5000]);
+    assert_eq!(h.take_text(id), "ERR line too long (max 4096 bytes)\n");
+    assert_eq!(h.closed(id), Some(CloseReason::Requested));
+}
+
+#[test]
+fn a_full_server_refuses_with_the_busy_line() {
+    let (h, _) = chat();
+    assert_eq!(
+        h.handler.refusal(),
+        Some(Bytes::from_static(
+            b"ERR busy: too many clients, try again later\n"
+        ))
+    );
+    let config = ChatConfig {
+        busy_message: "ERR busy: serving another client, try again later".to_string(),
+        ..ChatConfig::default()
+    };
+    let (h, _) = chat_with(config);
+    assert_eq!(
+        h.handler.refusal(),
+        Some(Bytes::from_static(
+            b"ERR busy: serving another client, try again later\n"
+        ))
+    );
+}
+
+#[test]
+fn a_client_that_does_not_greet_in_time_is_closed() {
+    let (mut h, transcript) = chat();
+    let slow = h.connect();
+    let quick = h.connect();
+    h.receive(quick, "Hi\n");
+    h.take(quick);
+    transcript.take();
+    h.advance(Duration::from_millis(9_999));
+    assert_eq!(h.closed(slow), None);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.take_text(slow), "ERR timeout: say Hi first\n");
+    assert_eq!(h.closed(slow), Some(CloseReason::Requested));
+    assert_eq!(h.closed(quick), None, "greeting cancelled its timer");
+    assert_eq!(h.take_text(quick), "");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn the_greeting_timeout_is_configurable_and_its_timer_cancelled() {
+    let config = ChatConfig {
+        greeting_timeout: Duration::from_secs(2),
+        ..ChatConfig::default()
+    };
+    let (mut h, _) = chat_with(config);
+    let slow = h.connect();
+    let gone = h.connect();
+    h.disconnect(gone);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.take_text(slow), "ERR timeout: say Hi first\n");
+    assert_eq!(h.take_text(gone), "");
+    assert_eq!(h.closed(gone), Some(CloseReason::PeerClosed));
+}
+
+#[test]
+fn a_console_line_goes_to_everyone_as_server() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    let waiting = h.connect();
+    h.post(ConsoleLine("welcome all\r\n".to_string()));
+    assert_eq!(h.take_text(ids[0]), "<server> welcome all\n");
+    assert_eq!(h.take_text(ids[1]), "<server> welcome all\n");
+    assert_eq!(h.take_text(waiting), "");
+    assert_eq!(transcript.take(), "<server> welcome all\n");
+    h.post(ConsoleLine("  \n".to_string()));
+    assert_eq!(h.take_text(ids[0]), "");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn console_who_and_help_answer_in_the_transcript() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.post(ConsoleLine("/who".to_string()));
+    assert_eq!(transcript.take(), "* 2 online: alice, bob\n");
+    h.post(ConsoleLine("/help".to_string()));
+    assert_eq!(transcript.take(), String::from_utf8_lossy(CONSOLE_HELP));
+    h.post(ConsoleLine("/dance".to_string()));
+    assert_eq!(
+        transcript.take(),
+        "ERR unknown command /dance (try /help)\n"
+    );
+    assert_eq!(h.take_text(ids[0]), "");
+
+    let (mut h, transcript) = chat();
+    h.post(ConsoleLine("/who".to_string()));
+    assert_eq!(transcript.take(), "* 0 online\n");
+}
+
+#[test]
+fn console_kick_closes_the_client_and_tells_the_room_once() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    h.post(ConsoleLine("/kick ALICE".to_string()));
+    assert_eq!(h.take_text(ids[0]), "ERR kicked by the operator\n");
+    assert_eq!(h.closed(ids[0]), Some(CloseReason::Requested));
+    assert_eq!(h.take_text(ids[1]), "* alice was kicked\n");
+    assert_eq!(transcript.take(), "* alice was kicked\n");
+
+    h.post(ConsoleLine("/kick alice".to_string()));
+    assert_eq!(transcript.take(), "ERR no such nick: alice\n");
+    h.post(ConsoleLine("/kick".to_string()));
+    assert_eq!(transcript.take(), "ERR usage: /kick NICK\n");
+    assert_eq!(h.take_text(ids[1]), "");
+}
+
+#[test]
+fn console_quit_stops_the_loop() {
+    let (mut h, _, _) = room(&["alice"]);
+    h.post(ConsoleLine("/quit".to_string()));
+    assert!(h.cx.stopped());
+}
+
+#[test]
+fn stopping_tells_the_room_and_no_one_leaves() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    let waiting = h.connect();
+    h.stop();
+    for &id in &ids {
+        assert_eq!(h.take_text(id), "* server shutting down\n");
+        assert_eq!(h.closed(id), Some(CloseReason::Shutdown));
+    }
+    assert_eq!(h.take_text(waiting), "", "not greeted: owed Hello first");
+    assert_eq!(h.closed(waiting), Some(CloseReason::Shutdown));
+    assert_eq!(transcript.take(), "* server shutting down\n");
+}
+
+#[test]
+fn a_broken_transcript_does_not_stop_the_chat() {
+    struct Broken;
+    impl io::Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+    let mut h = Harness::new(Chat::new(ChatConfig::default(), Box::new(Broken)));
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(alice, "Hi\n");
+    h.receive(bob, "Hi\n");
+    h.receive(alice, "still here\n");
+    assert!(h.take_text(bob).ends_with("<user1> still here\n"));
+}
+
+#[test]
+fn the_handler_can_move_to_another_thread_and_stays_small() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Chat>();
+    // An idle connection costs one map entry: keep it small.
+    assert!(std::mem::size_of::<(ConnId, Client)>() <= 32);
+}
+
+#[test]
+fn the_sample_session_of_protocol_md() {
+    let (mut h, transcript) = chat();
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    let alice = h.connect();
+    h.receive(alice, "Hi\n/nick alice\n/who\n");
+    h.receive(bob, "/nick bob\nhi alice\n");
+    h.receive(
+        alice,
+        "hello bob\n/msg bob \x1b[2Jpsst\n/nick Bob\n/shout hey\n",
+    );
+    h.post(ConsoleLine("maintenance at noon".to_string()));
+    h.receive(alice, "bye\n");
+    assert_eq!(
+        h.take_text(alice),
+        "Hello\n\
+         * welcome, you are user2; /help lists commands\n\
+         * user2 is now alice\n\
+         * 2 online: user1, alice\n\
+         * user1 is now bob\n\
+         <bob> hi alice\n\
+         ERR nick Bob is taken\n\
+         ERR unknown command /shout (try /help)\n\
+         <server> maintenance at noon\n\
+         Bye\n"
+    );
+    assert!(h.take_text(bob).ends_with(
+        "* user2 joined\n\
+         * user2 is now alice\n\
+         * user1 is now bob\n\
+         <alice> hello bob\n\
+         <alice> (private) [2Jpsst\n\
+         <server> maintenance at noon\n\
+         * alice left\n"
+    ));
+    assert_eq!(
+        transcript.take(),
+        "* user1 joined\n\
+         * user2 joined\n\
+         * user2 is now alice\n\
+         * user1 is now bob\n\
+         <bob> hi alice\n\
+         <alice> hello bob\n\
+         <server> maintenance at noon\n\
+         * alice left\n"
+    );
+}

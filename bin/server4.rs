@@ -14,11 +14,7 @@ use reactor::Reactor;
 /// echoed, then the server closes that connection; --raw turns this off.
 /// SIGINT or SIGTERM stops the server gracefully.
 #[derive(Parser)]
-#[command(
-    version,
-    after_help = "Exit status: 0 after a graceful stop, 1 on an error (such as a port \
-                  in use), 2 on a usage error."
-)]
+#[command(version, after_help = cli::SERVER_EXIT_STATUS)]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,

@@ -11,6 +11,13 @@ use std::time::Duration;
 
 use reactor::Config;
 
+use crate::chat::{Chat, ChatConfig};
+use crate::console;
+
+/// The exit statuses of every server, for the end of its `--help`.
+pub const SERVER_EXIT_STATUS: &str = "Exit status: 0 after a graceful stop (signal or /quit), \
+                                       1 on an error (such as a port in use), 2 on a usage error.";
+
 /// The arguments every server takes.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -20,10 +27,10 @@ pub struct ServerArgs {
     /// Port to listen on, 0 to 65535; 0 picks a free one. The address
     /// actually used is printed on stdout as `listening on IP:PORT`.
     pub port: u16,
-    /// Clients served at once; connections beyond it are accepted and closed
-    /// at once.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub max_clients: usize,
+    /// Clients served at once (default 10000); one more is told the server is
+    /// busy and closed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: Option<u64>,
     /// Close a connection that has sent nothing for SECS seconds (default:
     /// never).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -36,10 +43,13 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The loop's configuration: the defaults, with these limits.
     pub fn config(&self) -> Config {
+        let defaults = Config::default();
         Config {
-            max_connections: self.max_clients,
+            max_connections: self
+                .max_clients
+                .map_or(defaults.max_connections, |n| n as usize),
             idle_timeout: self.idle_timeout.map(Duration::from_secs),
-            ..Config::default()
+            ..defaults
         }
     }
 
@@ -65,6 +75,34 @@ impl ServerArgs {
             }
         }
         Err(last_error)
+    }
+}
+
+/// The arguments the chat servers (server1, server2, server3) add.
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// Longest line a client may send, in bytes; a longer one is answered
+    /// with `ERR line too long` and the client is disconnected.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub max_line: u64,
+    /// Seconds a new client has to say `Hi` before it is disconnected.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub greeting_timeout: u64,
+}
+
+impl ChatArgs {
+    /// The chat handler, with its transcript on stdout and `busy` as the
+    /// line sent to a client over the limit.
+    pub fn handler(&self, busy: Option<&str>) -> Chat {
+        let defaults = ChatConfig::default();
+        let config = ChatConfig {
+            max_line: self.max_line as usize,
+            greeting_timeout: Duration::from_secs(self.greeting_timeout),
+            busy_message: busy.map_or(defaults.busy_message, str::to_owned),
+        };
+        Chat::new(config, console::transcript())
     }
 }
 

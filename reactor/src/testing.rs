@@ -109,9 +109,11 @@ impl Context for MemoryContext {
         self.stopped = true;
     }
 
+    /// Every pretend connection comes from 127.0.0.1, each from its own port.
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        let port = 1024 + (id.slot() % 64_000) as u16;
         self.open(id)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], 40_000 + id.slot() as u16)))
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], port)))
     }
 }
 

@@ -63,20 +63,28 @@ pub struct Threaded<M> {
 }
 
 impl<M: Send + 'static> Threaded<M> {
-    /// A server that will accept from `listener`.
-    pub fn new(listener: TcpListener, config: Config) -> Result<Threaded<M>, Error> {
+    /// A server with no listener yet; set up like a [`Reactor`](crate::Reactor).
+    pub fn new(config: Config) -> Result<Threaded<M>, Error> {
         let poller = Arc::new(Poller::new().map_err(Error::Poller)?);
-        listener.set_nonblocking(true)?;
-        let listener = Registered::new(&poller, listener, LISTENER_KEY, Interest::READ)?;
         let (mailbox_tx, mailbox) = mpsc::channel();
         Ok(Threaded {
             poller,
-            listener: Some(listener),
+            listener: None,
             signals: None,
             config,
             mailbox,
             mailbox_tx,
         })
+    }
+
+    /// Accepts clients from `listener`.
+    pub fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
+        // Non-blocking so that the main thread can take every pending
+        // connection per wake-up and go back to waiting.
+        listener.set_nonblocking(true)?;
+        let io = Registered::new(&self.poller, listener, LISTENER_KEY, Interest::READ)?;
+        self.listener = Some(io);
+        Ok(())
     }
 
     /// The address the listener is bound to.
@@ -152,10 +160,16 @@ impl<M: Send + 'static> Threaded<M> {
                     LISTENER_KEY => self.accept(scope, shared),
                     SIGNAL_KEY => {
                         let signalled = self.signals.as_ref().map_or(0, |s| s.source().drain());
-                        if signalled > 0 && stop_deadline.is_some() {
-                            stop_deadline = Some(Instant::now());
+                        if signalled == 0 {
+                            continue;
                         }
-                        shared.lock().core.stop_requested |= signalled > 0;
+                        if stop_deadline.is_some() {
+                            log::info!("second signal: stopping now");
+                            stop_deadline = Some(Instant::now());
+                        } else {
+                            log::info!("signal received: stopping");
+                        }
+                        shared.lock().core.stop_requested = true;
                     }
                     _ => {}
                 }

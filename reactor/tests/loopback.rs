@@ -122,7 +122,8 @@ fn serve(
             (handle, thread)
         }
         Driver::Threads => {
-            let mut server = Threaded::new(listener, config).unwrap();
+            let mut server = Threaded::new(config).unwrap();
+            server.listen(listener).unwrap();
             let handle = server.handle();
             let thread = thread::spawn(move || {
                 server.run(&mut probe).unwrap();

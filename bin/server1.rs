@@ -1,0 +1,59 @@
+//! server1: the chat server that serves one client at a time.
+
+use std::error::Error;
+
+use chatapp::chat::ConsoleLine;
+use chatapp::cli::{self, ChatArgs, ServerArgs};
+use chatapp::console;
+use clap::Parser;
+use reactor::Reactor;
+
+/// What a second client is told while the first is being served.
+const BUSY: &str = "ERR busy: serving another client, try again later";
+
+/// Chat server for one client at a time: the chat is between that client
+/// and the operator at the console.
+///
+/// A client greets with `Hi` and is answered `Hello`. While it is connected,
+/// anyone else who connects is told `ERR busy: serving another client, try
+/// again later` at once and disconnected; once it leaves, the next client is
+/// served. Lines typed on stdin go to the client from `server` (/help lists
+/// the console commands, /quit stops); stdout is the chat transcript,
+/// stderr the log. SIGINT or SIGTERM stops the server gracefully.
+#[derive(Parser)]
+#[command(version, after_help = cli::SERVER_EXIT_STATUS)]
+struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    chat: ChatArgs,
+}
+
+fn main() {
+    let args = Args::parse();
+    cli::init_logging(args.server.quiet);
+    if let Err(e) = serve(&args) {
+        cli::fail(e);
+    }
+}
+
+fn serve(args: &Args) -> Result<(), Box<dyn Error>> {
+    if args.server.max_clients.is_some_and(|n| n != 1) {
+        return Err("server1 serves one client at a time: --max-clients can only be 1".into());
+    }
+    let listener = args.server.bind()?;
+    let addr = listener.local_addr()?;
+    let mut config = args.server.config();
+    // One at a time is the event loop's connection limit set to one: the
+    // loop answers the second client with the handler's refusal, at once.
+    config.max_connections = 1;
+    let mut reactor = Reactor::new(config)?;
+    reactor.listen(listener)?;
+    reactor.stop_on_signals()?;
+    console::spawn(reactor.handle(), ConsoleLine);
+    cli::announce(addr);
+
+    reactor.run(&mut args.chat.handler(Some(BUSY)))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! server2: the chat server with a thread for every client.
+
+use std::error::Error;
+
+use chatapp::chat::ConsoleLine;
+use chatapp::cli::{self, ChatArgs, ServerArgs};
+use chatapp::console;
+use clap::Parser;
+use reactor::threaded::Threaded;
+
+/// Chat server: all clients in one room, each served by threads of its own.
+///
+/// A client greets with `Hi` and is answered `Hello`; each line it sends
+/// then goes to everyone else as `<nick> line`. See docs/protocol.md.
+/// Lines typed on stdin go to everyone from `server` (/help lists the
+/// console commands, /quit stops); stdout is the chat transcript, stderr
+/// the log. SIGINT or SIGTERM stops the server gracefully.
+#[derive(Parser)]
+#[command(version, after_help = cli::SERVER_EXIT_STATUS)]
+struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    chat: ChatArgs,
+}
+
+fn main() {
+    let args = Args::parse();
+    cli::init_logging(args.server.quiet);
+    if let Err(e) = serve(&args) {
+        cli::fail(e);
+    }
+}
+
+fn serve(args: &Args) -> Result<(), Box<dyn Error>> {
+    let listener = args.server.bind()?;
+    let addr = listener.local_addr()?;
+    let mut server = Threaded::new(args.server.config())?;
+    server.listen(listener)?;
+    server.stop_on_signals()?;
+    console::spawn(server.handle(), ConsoleLine);
+    cli::announce(addr);
+
+    server.run(&mut args.chat.handler(None))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,12 +1,9 @@
 //! server1: the chat server that serves one client at a time.
 
-use std::error::Error;
-
 use chatapp::chat::ConsoleLine;
 use chatapp::cli::{self, ChatArgs, ServerArgs};
-use chatapp::console;
 use clap::Parser;
-use reactor::Reactor;
+use reactor::{Config, Reactor};
 
 /// What a second client is told while the first is being served.
 const BUSY: &str = "ERR busy: serving another client, try again later";
@@ -32,28 +29,15 @@ struct Args {
 fn main() {
     let args = Args::parse();
     cli::init_logging(args.server.quiet);
-    if let Err(e) = serve(&args) {
-        cli::fail(e);
-    }
-}
-
-fn serve(args: &Args) -> Result<(), Box<dyn Error>> {
     if args.server.max_clients.is_some_and(|n| n != 1) {
-        return Err("server1 serves one client at a time: --max-clients can only be 1".into());
+        cli::fail("server1 serves one client at a time: --max-clients can only be 1");
     }
-    let listener = args.server.bind()?;
-    let addr = listener.local_addr()?;
-    let mut config = args.server.config();
+    let mut chat = args.chat.handler(Some(BUSY));
     // One at a time is the event loop's connection limit set to one: the
-    // loop answers the second client with the handler's refusal, at once.
-    config.max_connections = 1;
-    let mut reactor = Reactor::new(config)?;
-    reactor.listen(listener)?;
-    reactor.stop_on_signals()?;
-    console::spawn(reactor.handle(), ConsoleLine);
-    cli::announce(addr);
-
-    reactor.run(&mut args.chat.handler(Some(BUSY)))?;
-    tracing::info!("stopped");
-    Ok(())
+    // loop answers a second client with the handler's busy line, at once.
+    let config = Config {
+        max_connections: 1,
+        ..args.server.config()
+    };
+    cli::serve::<Reactor<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
 }

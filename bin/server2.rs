@@ -1,10 +1,7 @@
 //! server2: the chat server with a thread for every client.
 
-use std::error::Error;
-
 use chatapp::chat::ConsoleLine;
 use chatapp::cli::{self, ChatArgs, ServerArgs};
-use chatapp::console;
 use clap::Parser;
 use reactor::threaded::Threaded;
 
@@ -27,21 +24,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     cli::init_logging(args.server.quiet);
-    if let Err(e) = serve(&args) {
-        cli::fail(e);
-    }
-}
-
-fn serve(args: &Args) -> Result<(), Box<dyn Error>> {
-    let listener = args.server.bind()?;
-    let addr = listener.local_addr()?;
-    let mut server = Threaded::new(args.server.config())?;
-    server.listen(listener)?;
-    server.stop_on_signals()?;
-    console::spawn(server.handle(), ConsoleLine);
-    cli::announce(addr);
-
-    server.run(&mut args.chat.handler(None))?;
-    tracing::info!("stopped");
-    Ok(())
+    let mut chat = args.chat.handler(None);
+    let config = args.server.config();
+    cli::serve::<Threaded<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
 }

@@ -1,10 +1,7 @@
 //! server3: the chat server on the event loop — every client, one thread.
 
-use std::error::Error;
-
 use chatapp::chat::ConsoleLine;
 use chatapp::cli::{self, ChatArgs, ServerArgs};
-use chatapp::console;
 use clap::Parser;
 use reactor::Reactor;
 
@@ -27,21 +24,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     cli::init_logging(args.server.quiet);
-    if let Err(e) = serve(&args) {
-        cli::fail(e);
-    }
-}
-
-fn serve(args: &Args) -> Result<(), Box<dyn Error>> {
-    let listener = args.server.bind()?;
-    let addr = listener.local_addr()?;
-    let mut reactor = Reactor::new(args.server.config())?;
-    reactor.listen(listener)?;
-    reactor.stop_on_signals()?;
-    console::spawn(reactor.handle(), ConsoleLine);
-    cli::announce(addr);
-
-    reactor.run(&mut args.chat.handler(None))?;
-    tracing::info!("stopped");
-    Ok(())
+    let mut chat = args.chat.handler(None);
+    let config = args.server.config();
+    cli::serve::<Reactor<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
 }

@@ -1,8 +1,6 @@
 //! server4: the echo server. Every byte a client sends comes straight back;
 //! a line saying `bye` ends the connection.
 
-use std::error::Error;
-
 use chatapp::cli::{self, ServerArgs};
 use chatapp::echo::Echo;
 use clap::Parser;
@@ -26,21 +24,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     cli::init_logging(args.server.quiet);
-    if let Err(e) = serve(&args) {
-        cli::fail(e);
-    }
-}
-
-fn serve(args: &Args) -> Result<(), Box<dyn Error>> {
-    let listener = args.server.bind()?;
-    let addr = listener.local_addr()?;
-    let mut reactor = Reactor::new(args.server.config())?;
-    reactor.listen(listener)?;
-    reactor.stop_on_signals()?;
-    // Only now: whoever waits for this line may connect, or send a signal.
-    cli::announce(addr);
-
-    reactor.run(&mut Echo::new(args.raw))?;
-    tracing::info!("stopped");
-    Ok(())
+    let mut echo = Echo::new(args.raw);
+    let config = args.server.config();
+    cli::serve::<Reactor<_>, _>(&args.server, config, &mut echo, None);
 }

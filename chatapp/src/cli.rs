@@ -4,12 +4,13 @@
 //! stdout is kept for what scripts read (`listening on …` and, for the chat
 //! servers, the transcript); logs and errors go to stderr.
 
+use std::error::Error;
 use std::fmt::Display;
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::Duration;
 
-use reactor::Config;
+use reactor::{Config, Driver, Handler};
 
 use crate::chat::{Chat, ChatConfig};
 use crate::console;
@@ -122,6 +123,50 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// What every server's `main` does once its arguments are parsed: bind,
+/// set up driver `D` with `config`, stop on SIGINT/SIGTERM, start the
+/// operator console if the handler takes one (`console` wraps each stdin
+/// line in the handler's message type), announce the address, and serve
+/// `handler` until stopped. An error ends the program with `error: …`.
+pub fn serve<D, H>(
+    args: &ServerArgs,
+    config: Config,
+    handler: &mut H,
+    console: Option<fn(String) -> H::Message>,
+) where
+    D: Driver<H>,
+    H: Handler,
+{
+    if let Err(e) = try_serve::<D, H>(args, config, handler, console) {
+        fail(e);
+    }
+}
+
+fn try_serve<D, H>(
+    args: &ServerArgs,
+    config: Config,
+    handler: &mut H,
+    console: Option<fn(String) -> H::Message>,
+) -> Result<(), Box<dyn Error>>
+where
+    D: Driver<H>,
+    H: Handler,
+{
+    let listener = args.bind()?;
+    let addr = listener.local_addr()?;
+    let mut driver = D::new(config)?;
+    driver.listen(listener)?;
+    driver.stop_on_signals()?;
+    if let Some(wrap) = console {
+        console::spawn(driver.handle(), wrap);
+    }
+    // Only now: whoever waits for this line may connect, or send a signal.
+    announce(addr);
+    driver.run(handler)?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Sends logs to stderr: info and above, or warnings and above if `quiet`.

@@ -40,15 +40,9 @@ use slab::Slab;
 use crate::conn::{Conn, Phase};
 use crate::handle::{Command, Handle};
 use crate::signals::SignalPipe;
-use crate::sys::{Interest, Registered};
+use crate::sys::{self, Interest, Registered, LISTENER_KEY, SIGNAL_KEY};
 use crate::timers::Timers;
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Stream, TimerId};
-
-/// Poller key of the listening socket. Connection keys are `ConnId` bits,
-/// whose generation is never zero, so keys with generation zero are free.
-const LISTENER_KEY: usize = 0;
-/// Poller key of the signal pipe.
-const SIGNAL_KEY: usize = 1;
 
 /// Size of the read buffer the whole loop shares.
 const READ_BUFFER: usize = 64 * 1024;
@@ -173,10 +167,8 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// Accepts connections from `listener` (made non-blocking here).
     pub fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        listener.set_nonblocking(true)?;
-        let io = Registered::new(&self.poller, listener, LISTENER_KEY, Interest::READ)?;
         self.listener = Some(Listener {
-            io,
+            io: sys::watch_listener(&self.poller, listener)?,
             paused_until: None,
         });
         Ok(())
@@ -211,13 +203,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// graceful stop short). Until the loop is dropped those signals no
     /// longer end the process by themselves.
     pub fn stop_on_signals(&mut self) -> Result<(), Error> {
-        let pipe = SignalPipe::new(true).map_err(Error::Signals)?;
-        self.signals = Some(Registered::new(
-            &self.poller,
-            pipe,
-            SIGNAL_KEY,
-            Interest::READ,
-        )?);
+        self.signals = Some(sys::watch_signals(&self.poller)?);
         Ok(())
     }
 
@@ -664,17 +650,21 @@ impl<M: Send + 'static> Reactor<M> {
         self.tell_closed(handler);
     }
 
+    /// The ids of every connection in the slab.
+    fn ids(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .map(|(slot, c)| ConnId::new(slot, c.gen))
+            .collect()
+    }
+
     /// Begins a graceful stop: no more accepting, a last word from the
     /// handler, then every connection flushed and closed.
     fn begin_stop<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         self.stop_deadline = Some(self.now + self.config.shutdown_timeout);
         self.listener = None;
         handler.on_stop(self);
-        let ids: Vec<ConnId> = self
-            .conns
-            .iter()
-            .map(|(slot, c)| ConnId::new(slot, c.gen))
-            .collect();
+        let ids = self.ids();
         for id in ids {
             self.begin_close(id, CloseReason::Shutdown);
         }
@@ -683,11 +673,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// The stop deadline passed: whoever is still there is cut off.
     fn cut_off_all<H: Handler<Message = M>>(&mut self, handler: &mut H) {
-        let ids: Vec<ConnId> = self
-            .conns
-            .iter()
-            .map(|(slot, c)| ConnId::new(slot, c.gen))
-            .collect();
+        let ids = self.ids();
         for id in ids {
             self.release(handler, id, CloseReason::Shutdown);
         }

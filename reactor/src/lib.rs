@@ -12,6 +12,7 @@
 
 mod config;
 mod conn;
+mod driver;
 mod error;
 mod event_loop;
 mod handle;
@@ -25,6 +26,7 @@ pub mod threaded;
 mod timers;
 
 pub use config::Config;
+pub use driver::Driver;
 pub use error::Error;
 pub use event_loop::Reactor;
 pub use handle::Handle;

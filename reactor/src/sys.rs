@@ -8,10 +8,21 @@
 //! to drop the guard, whose `Drop` deletes it from the poller first.
 
 use std::io;
+use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use polling::{Event, PollMode, Poller};
+
+use crate::signals::SignalPipe;
+use crate::Error;
+
+/// Poller key of a driver's listening socket. Connection keys are `ConnId`
+/// bits, whose generation is never zero, so keys with generation zero are
+/// free for the driver's own sources.
+pub(crate) const LISTENER_KEY: usize = 0;
+/// Poller key of a driver's signal pipe.
+pub(crate) const SIGNAL_KEY: usize = 1;
 
 /// Which readiness a source is watched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,4 +100,26 @@ impl<S: AsFd> Drop for Registered<S> {
 
 fn event(key: usize, interest: Interest) -> Event {
     Event::new(key, interest.read, interest.write)
+}
+
+/// Registers a listening socket under [`LISTENER_KEY`], made non-blocking
+/// so that a driver can accept every pending connection per wake-up and go
+/// back to waiting.
+pub(crate) fn watch_listener(
+    poller: &Arc<Poller>,
+    listener: TcpListener,
+) -> Result<Registered<TcpListener>, Error> {
+    listener.set_nonblocking(true)?;
+    Ok(Registered::new(
+        poller,
+        listener,
+        LISTENER_KEY,
+        Interest::READ,
+    )?)
+}
+
+/// Installs the SIGINT/SIGTERM pipe and registers it under [`SIGNAL_KEY`].
+pub(crate) fn watch_signals(poller: &Arc<Poller>) -> Result<Registered<SignalPipe>, Error> {
+    let pipe = SignalPipe::new(true).map_err(Error::Signals)?;
+    Ok(Registered::new(poller, pipe, SIGNAL_KEY, Interest::READ)?)
 }

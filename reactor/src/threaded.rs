@@ -38,12 +38,10 @@ use slab::Slab;
 
 use crate::handle::{Command, Handle};
 use crate::signals::SignalPipe;
-use crate::sys::{Interest, Registered};
+use crate::sys::{self, Registered, LISTENER_KEY, SIGNAL_KEY};
 use crate::timers::Timers;
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, TimerId};
 
-const LISTENER_KEY: usize = 0;
-const SIGNAL_KEY: usize = 1;
 /// Client threads need little stack: they block in `read` and `writev`.
 const STACK_SIZE: usize = 256 * 1024;
 const READ_BUFFER: usize = 16 * 1024;
@@ -79,11 +77,7 @@ impl<M: Send + 'static> Threaded<M> {
 
     /// Accepts clients from `listener`.
     pub fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        // Non-blocking so that the main thread can take every pending
-        // connection per wake-up and go back to waiting.
-        listener.set_nonblocking(true)?;
-        let io = Registered::new(&self.poller, listener, LISTENER_KEY, Interest::READ)?;
-        self.listener = Some(io);
+        self.listener = Some(sys::watch_listener(&self.poller, listener)?);
         Ok(())
     }
 
@@ -94,13 +88,7 @@ impl<M: Send + 'static> Threaded<M> {
 
     /// Stops gracefully on SIGINT or SIGTERM, as the reactor does.
     pub fn stop_on_signals(&mut self) -> Result<(), Error> {
-        let pipe = SignalPipe::new(true).map_err(Error::Signals)?;
-        self.signals = Some(Registered::new(
-            &self.poller,
-            pipe,
-            SIGNAL_KEY,
-            Interest::READ,
-        )?);
+        self.signals = Some(sys::watch_signals(&self.poller)?);
         Ok(())
     }
 

@@ -1,0 +1,68 @@
+//! [`Driver`]: what the two drivers have in common, so that a program can
+//! be written once and run on either.
+
+use std::net::{SocketAddr, TcpListener};
+
+use crate::threaded::Threaded;
+use crate::{Config, Error, Handle, Handler, Reactor};
+
+/// Something that serves connections to a handler `H`: the single-threaded
+/// [`Reactor`] or the thread-per-connection [`Threaded`]. Both are set up
+/// the same way — `new`, `listen`, `stop_on_signals` — and then `run`.
+pub trait Driver<H: Handler>: Sized {
+    /// A driver with these limits and no listener.
+    fn new(config: Config) -> Result<Self, Error>;
+    /// Accepts connections from `listener`.
+    fn listen(&mut self, listener: TcpListener) -> Result<(), Error>;
+    /// The address being listened on.
+    fn local_addr(&self) -> Option<SocketAddr>;
+    /// Stops gracefully on SIGINT or SIGTERM.
+    fn stop_on_signals(&mut self) -> Result<(), Error>;
+    /// A handle for other threads to post messages or stop the driver.
+    fn handle(&self) -> Handle<H::Message>;
+    /// Serves until stopped and every connection is closed.
+    fn run(&mut self, handler: &mut H) -> Result<(), Error>;
+}
+
+impl<H: Handler> Driver<H> for Reactor<H::Message> {
+    fn new(config: Config) -> Result<Self, Error> {
+        Reactor::new(config)
+    }
+    fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
+        Reactor::listen(self, listener)
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Reactor::local_addr(self)
+    }
+    fn stop_on_signals(&mut self) -> Result<(), Error> {
+        Reactor::stop_on_signals(self)
+    }
+    fn handle(&self) -> Handle<H::Message> {
+        Reactor::handle(self)
+    }
+    fn run(&mut self, handler: &mut H) -> Result<(), Error> {
+        Reactor::run(self, handler)
+    }
+}
+
+/// The handler is shared by every client's thread, so it must be `Send`.
+impl<H: Handler + Send> Driver<H> for Threaded<H::Message> {
+    fn new(config: Config) -> Result<Self, Error> {
+        Threaded::new(config)
+    }
+    fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
+        Threaded::listen(self, listener)
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Threaded::local_addr(self)
+    }
+    fn stop_on_signals(&mut self) -> Result<(), Error> {
+        Threaded::stop_on_signals(self)
+    }
+    fn handle(&self) -> Handle<H::Message> {
+        Threaded::handle(self)
+    }
+    fn run(&mut self, handler: &mut H) -> Result<(), Error> {
+        Threaded::run(self, handler)
+    }
+}

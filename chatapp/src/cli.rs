@@ -125,7 +125,8 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// What every server's `main` does once its arguments are parsed: bind,
+/// What every server's `main` does once its arguments are parsed: raise
+/// the open-file limit to the hard limit, bind,
 /// set up driver `D` with `config`, stop on SIGINT/SIGTERM, start the
 /// operator console if the handler takes one (`console` wraps each stdin
 /// line in the handler's message type), announce the address, and serve
@@ -154,6 +155,12 @@ where
     D: Driver<H>,
     H: Handler,
 {
+    // Every client is a file descriptor, and the soft limit (often 1024) is
+    // far below what a server is allowed: take the hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("up to {limit} open files"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let listener = args.bind()?;
     let addr = listener.local_addr()?;
     let mut driver = D::new(config)?;

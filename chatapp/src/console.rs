@@ -7,8 +7,9 @@
 //! on all of them, and every driver accepts posts through its `Handle`.
 
 use std::io::{self, BufRead, Write};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
+use std::time::Duration;
 
 use reactor::Handle;
 
@@ -51,6 +52,7 @@ const TRANSCRIPT_BACKLOG: usize = 4096;
 /// are dropped and counted, and the count is logged once stdout catches up.
 pub fn transcript() -> Box<dyn Write + Send> {
     let (lines, rx) = mpsc::sync_channel::<Vec<u8>>(TRANSCRIPT_BACKLOG);
+    let (finished, done) = mpsc::channel();
     let writer = move || {
         let mut out = io::stdout();
         for line in rx {
@@ -58,6 +60,7 @@ pub fn transcript() -> Box<dyn Write + Send> {
                 return; // stdout is closed: the queue fills, lines are dropped
             }
         }
+        let _ = finished.send(());
     };
     if let Err(e) = thread::Builder::new()
         .name("transcript".into())
@@ -66,15 +69,23 @@ pub fn transcript() -> Box<dyn Write + Send> {
         tracing::warn!("no transcript: {e}");
     }
     Box::new(Transcript {
-        lines,
+        lines: Some(lines),
+        done,
         partial: Vec::new(),
         dropped: 0,
     })
 }
 
+/// How long a stopping server waits for the transcript's last lines to be
+/// written: not forever, since stdout may be a pipe nobody reads.
+const TRANSCRIPT_DRAIN: Duration = Duration::from_secs(2);
+
 /// Collects bytes into lines and hands each whole line to the writer thread.
 struct Transcript {
-    lines: SyncSender<Vec<u8>>,
+    /// `None` once dropping: closing the channel ends the writer thread.
+    lines: Option<SyncSender<Vec<u8>>>,
+    /// Reports that the writer thread has written every line.
+    done: Receiver<()>,
     partial: Vec<u8>,
     dropped: u64,
 }
@@ -86,7 +97,8 @@ impl Write for Transcript {
             self.partial.extend_from_slice(&rest[..=end]);
             rest = &rest[end + 1..];
             let line = std::mem::take(&mut self.partial);
-            match self.lines.try_send(line) {
+            let Some(lines) = &self.lines else { break };
+            match lines.try_send(line) {
                 Ok(()) if self.dropped > 0 => {
                     tracing::warn!(
                         "stdout fell behind: {} transcript lines dropped",
@@ -104,5 +116,14 @@ impl Write for Transcript {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Drop for Transcript {
+    /// Waits for the lines still queued — the last words of a stopping
+    /// server, such as `* server shutting down` — to reach stdout.
+    fn drop(&mut self) {
+        self.lines = None;
+        let _ = self.done.recv_timeout(TRANSCRIPT_DRAIN);
     }
 }

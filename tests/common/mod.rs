@@ -1,15 +1,17 @@
 //! Helpers for the end-to-end tests: start a server binary and wait for it
-//! to listen, run a binary to its end, and talk to a server with timeouts.
-//! Every wait is bounded, and a server is killed when its test ends, pass or
-//! fail.
+//! to listen, type on its console and read its transcript, run a binary to
+//! its end, and talk to a server with timeouts. Every wait is bounded, and a
+//! server is killed when its test ends, pass or fail.
 
 // Each test file uses only some of these helpers.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -21,43 +23,43 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The server's stdin: the chat servers' operator console.
+    console: ChildStdin,
+    /// The lines of stdout after `listening on …` (the chat servers'
+    /// transcript), without their `\n`.
+    stdout: Receiver<String>,
     /// Collects stderr, so that a server that logs never blocks on a full pipe.
     stderr: Option<JoinHandle<String>>,
 }
 
 impl Server {
     /// Starts `bin` (a path from `env!("CARGO_BIN_EXE_…")`) as
-    /// `bin 127.0.0.1 0 ARGS…` and waits for it to print its address.
+    /// `bin 127.0.0.1 0 ARGS…` and waits for it to print its address. Its
+    /// stdin is a pipe for [`console`](Server::console), and its stdout is
+    /// read as it comes, for [`expect_transcript`](Server::expect_transcript).
     pub fn start(bin: &str, args: &[&str]) -> Server {
         let mut child = Command::new(bin)
             .args(["127.0.0.1", "0"])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let console = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let stderr = thread::spawn(move || read_all(stderr));
-
-        // The first line is read on a thread so that it can be waited for
-        // with a timeout; the thread then keeps stdout drained.
-        let (first_line, line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = first_line.send(stdout.read_line(&mut line).map(|_| line));
-            let _ = io::copy(&mut stdout, &mut io::sink());
-        });
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            console,
+            stdout: read_lines(stdout),
             stderr: Some(stderr),
         };
-        let first = match line.recv_timeout(TIMEOUT) {
-            Ok(Ok(line)) if !line.is_empty() => line,
-            _ => {
+        let first = match server.stdout.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
                 let _ = server.child.kill();
                 panic!(
                     "{bin} did not say where it listens; stderr:\n{}",
@@ -65,12 +67,9 @@ impl Server {
                 );
             }
         };
-        let addr = first
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!("expected `listening on IP:PORT`, got {first:?}");
-            });
+        let addr = first.strip_prefix("listening on ").unwrap_or_else(|| {
+            panic!("expected `listening on IP:PORT`, got {first:?}");
+        });
         server.addr = addr.parse().expect("an IP:PORT");
         server
     }
@@ -80,6 +79,33 @@ impl Server {
         self.addr
     }
 
+    /// Types `line` on the server's console (its stdin).
+    pub fn console(&mut self, line: &str) {
+        self.console
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to the server's stdin");
+    }
+
+    /// Checks that the next line the server writes on stdout, within
+    /// [`TIMEOUT`], is `expected`.
+    pub fn expect_transcript(&self, expected: &str) {
+        match self.stdout.recv_timeout(TIMEOUT) {
+            Ok(line) => assert_eq!(line, expected, "transcript"),
+            Err(e) => panic!("expected {expected:?} in the transcript, got {e}"),
+        }
+    }
+
+    /// Waits up to [`TIMEOUT`] for the server to exit, and checks that it
+    /// exits with status 0.
+    pub fn expect_exit_success(&mut self) {
+        let status = self.wait_with_timeout(TIMEOUT);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "server exit: {status:?}; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
     /// Sends the server SIGTERM.
     pub fn sigterm(&self) {
         signal(self.child.id(), libc::SIGTERM);
@@ -87,17 +113,7 @@ impl Server {
 
     /// Waits up to `timeout` for the server to exit.
     pub fn wait_with_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            // std cannot wait for a child with a timeout; polling is cheap.
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_with_timeout(&mut self.child, timeout)
     }
 
     /// Everything the server wrote to stderr. Waits for it to close stderr,
@@ -120,28 +136,96 @@ impl Drop for Server {
 
 /// Runs `bin ARGS…` with `stdin` as its input, to its end, which must come
 /// within [`TIMEOUT`].
-pub fn run(bin: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let pid = child.id();
-    let mut input = child.stdin.take().expect("piped");
-    let stdin = stdin.to_vec();
-    // The program may exit without reading it all: a failed write is fine.
-    thread::spawn(move || input.write_all(&stdin));
+pub fn run(bin: &str, args: &[impl AsRef<OsStr> + Debug], stdin: &[u8]) -> Output {
+    Program::start(bin, args, stdin).finish()
+}
 
-    let (done, output) = mpsc::channel();
-    thread::spawn(move || done.send(child.wait_with_output()));
-    match output.recv_timeout(TIMEOUT) {
-        Ok(output) => output.expect("wait"),
-        Err(_) => {
-            signal(pid, libc::SIGKILL);
-            panic!("{bin} {args:?} did not finish within {TIMEOUT:?}");
+/// A binary other than a server, such as the client, started with its stdin
+/// written, its stderr readable line by line as it runs. It is killed when
+/// its test ends, pass or fail.
+pub struct Program {
+    child: Child,
+    name: String,
+    /// Collects stdout, so that the program never blocks on a full pipe.
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Receiver<String>,
+}
+
+impl Program {
+    /// Starts `bin ARGS…` with `stdin` as its input.
+    pub fn start(bin: &str, args: &[impl AsRef<OsStr> + Debug], stdin: &[u8]) -> Program {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut input = child.stdin.take().expect("piped");
+        let stdin = stdin.to_vec();
+        // The program may exit without reading it all: a failed write is fine.
+        thread::spawn(move || input.write_all(&stdin));
+        let mut stdout = child.stdout.take().expect("piped");
+        let stderr = read_lines(child.stderr.take().expect("piped"));
+        let stdout = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        });
+        Program {
+            child,
+            name: format!("{bin} {args:?}"),
+            stdout: Some(stdout),
+            stderr,
         }
+    }
+
+    /// Checks that the next line the program writes on stderr, within
+    /// [`TIMEOUT`], is `expected`.
+    pub fn expect_stderr(&self, expected: &str) {
+        match self.stderr.recv_timeout(TIMEOUT) {
+            Ok(line) => assert_eq!(line, expected, "stderr of {}", self.name),
+            Err(e) => panic!("expected {expected:?} on stderr of {}, got {e}", self.name),
+        }
+    }
+
+    /// Waits up to [`TIMEOUT`] for the program to exit, and returns its
+    /// status, its stdout, and the lines of stderr not read yet.
+    pub fn finish(&mut self) -> Output {
+        let Some(status) = wait_with_timeout(&mut self.child, TIMEOUT) else {
+            panic!("{} did not finish within {TIMEOUT:?}", self.name);
+        };
+        let stdout = self.stdout.take().map(|t| t.join().expect("no panic"));
+        // The program has exited, so its stderr is at its end.
+        let stderr: String = self.stderr.iter().map(|line| line + "\n").collect();
+        Output {
+            status,
+            stdout: stdout.unwrap_or_default(),
+            stderr: stderr.into_bytes(),
+        }
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // Does nothing if the program has already exited and been reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // std cannot wait for a child with a timeout; polling is cheap.
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -217,4 +301,145 @@ fn read_all(mut from: impl Read) -> String {
     let mut text = String::new();
     let _ = from.read_to_string(&mut text);
     text
+}
+
+/// Reads `from` line by line on a thread of its own, and passes each line,
+/// without its `\n`, to the receiver. Every line is read, wanted or not, so
+/// that the writer never blocks on a full pipe.
+fn read_lines(from: impl Read + Send + 'static) -> Receiver<String> {
+    let (lines, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut from = BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match from.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line));
+                    // Nobody listens once the test is done with the server.
+                    let _ = lines.send(text.into_owned());
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// A client of a chat server that reads line by line, every read bounded.
+pub struct ChatClient {
+    to: TcpStream,
+    from: BufReader<TcpStream>,
+}
+
+impl ChatClient {
+    /// Connects to `addr`, and says nothing yet.
+    pub fn connect(addr: SocketAddr) -> ChatClient {
+        let to = connect(addr);
+        let from = BufReader::with_capacity(64 * 1024, to.try_clone().expect("try_clone"));
+        ChatClient { to, from }
+    }
+
+    /// Connects to `addr` and greets; returns the client and its nick.
+    pub fn join(addr: SocketAddr) -> (ChatClient, String) {
+        let mut client = ChatClient::connect(addr);
+        let nick = client.greet();
+        (client, nick)
+    }
+
+    /// Says `Hi`, expects `Hello` and the welcome, and returns the nick the
+    /// welcome gives.
+    pub fn greet(&mut self) -> String {
+        self.send("Hi");
+        self.expect_line("Hello");
+        self.welcome()
+    }
+
+    /// Reads the welcome that follows `Hello`, and returns the nick it gives.
+    pub fn welcome(&mut self) -> String {
+        let welcome = self.line();
+        welcome
+            .strip_prefix("* welcome, you are ")
+            .and_then(|rest| rest.split_once(';'))
+            .map(|(nick, _)| nick.to_owned())
+            .unwrap_or_else(|| panic!("expected the welcome, got {welcome:?}"))
+    }
+
+    /// Sends `line` and a `\n`.
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    /// Sends `bytes` as they are.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.to.write_all(bytes).expect("write");
+    }
+
+    /// The next line, without its `\n`, within [`TIMEOUT`].
+    pub fn line(&mut self) -> String {
+        self.line_within(TIMEOUT)
+    }
+
+    /// The next line, without its `\n`, within `timeout`; panics if none
+    /// comes, or the connection ends first.
+    pub fn line_within(&mut self, timeout: Duration) -> String {
+        self.to
+            .set_read_timeout(Some(timeout))
+            .expect("set_read_timeout");
+        let mut line = Vec::new();
+        match self.from.read_until(b'\n', &mut line) {
+            Ok(_) if line.ends_with(b"\n") => {
+                line.pop();
+                String::from_utf8(line).expect("the server sends UTF-8")
+            }
+            Ok(_) => panic!("connection closed; last bytes {line:?}"),
+            Err(e) => panic!("no line within {timeout:?}: {e}; got {line:?}"),
+        }
+    }
+
+    /// Checks that the next line, within [`TIMEOUT`], is `expected`.
+    pub fn expect_line(&mut self, expected: &str) {
+        assert_eq!(self.line(), expected);
+    }
+
+    /// Checks that the server closes the connection, with nothing more to
+    /// read, within [`TIMEOUT`].
+    pub fn expect_eof(&mut self) {
+        self.to
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("set_read_timeout");
+        let mut rest = Vec::new();
+        match self.from.read_to_end(&mut rest) {
+            Ok(_) => assert!(
+                rest.is_empty(),
+                "expected the end, got {:?}",
+                String::from_utf8_lossy(&rest)
+            ),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && rest.is_empty() => {}
+            Err(e) => panic!("expected the end, got {e} after {rest:?}"),
+        }
+    }
+
+    /// Reads and throws away everything up to the end of the connection,
+    /// which must come within `timeout`; returns how many bytes came.
+    pub fn count_to_end(&mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut count = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "still open after {count} bytes");
+            self.to
+                .set_read_timeout(Some(left))
+                .expect("set_read_timeout");
+            let n = match self.from.fill_buf() {
+                Ok([]) => return count,
+                Ok(buf) => buf.len(),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return count,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("read after {count} bytes: {e}"),
+            };
+            self.from.consume(n);
+            count += n;
+        }
+    }
 }

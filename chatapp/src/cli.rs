@@ -91,6 +91,10 @@ pub struct ChatArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub greeting_timeout: u64,
+    /// Connections one IP address may have at once (default: no limit); one
+    /// more is told `ERR busy: too many connections from your address`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_per_ip: Option<u64>,
 }
 
 impl ChatArgs {
@@ -102,6 +106,7 @@ impl ChatArgs {
             max_line: self.max_line as usize,
             greeting_timeout: Duration::from_secs(self.greeting_timeout),
             busy_message: busy.map_or(defaults.busy_message, str::to_owned),
+            max_per_ip: self.max_per_ip.map(|n| n as usize),
         };
         Chat::new(config, console::transcript())
     }

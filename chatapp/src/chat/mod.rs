@@ -20,8 +20,10 @@ mod nick;
 #[cfg(test)]
 mod tests;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -39,6 +41,8 @@ const SAY_HI: &[u8] = b"ERR say Hi first\n";
 const GREETING_TIMEOUT: &[u8] = b"ERR timeout: say Hi first\n";
 /// Sent to a client the operator kicks.
 const KICKED: &[u8] = b"ERR kicked by the operator\n";
+/// Sent to a client whose address already has `max_per_ip` connections.
+const TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR busy: too many connections from your address\n";
 /// Sent to everyone when the server stops.
 const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
 
@@ -74,6 +78,10 @@ pub struct ChatConfig {
     /// The whole line, without its `\n`, sent to a client the server is too
     /// full to serve; it should start with `ERR busy: `.
     pub busy_message: String,
+    /// How many connections one IP address may have open at once; one more
+    /// is sent `ERR busy: too many connections from your address` and
+    /// closed. `None`: no limit.
+    pub max_per_ip: Option<usize>,
 }
 
 impl Default for ChatConfig {
@@ -82,6 +90,7 @@ impl Default for ChatConfig {
             max_line: 4096,
             greeting_timeout: Duration::from_secs(10),
             busy_message: "ERR busy: too many clients, try again later".to_string(),
+            max_per_ip: None,
         }
     }
 }
@@ -113,6 +122,11 @@ pub struct Chat {
     last_user: u64,
     /// The refusal line, built once from `config.busy_message`.
     refusal: Bytes,
+    /// With `max_per_ip`: the open connections of each address...
+    per_ip: HashMap<IpAddr, usize>,
+    /// ...and the address each was counted under, to uncount it when it
+    /// goes: by then the driver no longer knows its peer.
+    counted: HashMap<ConnId, IpAddr>,
     /// Where everything said in the room is written for the operator.
     transcript: Box<dyn Write + Send>,
 }
@@ -130,7 +144,43 @@ impl Chat {
             room: Vec::new(),
             last_user: 0,
             refusal,
+            per_ip: HashMap::new(),
+            counted: HashMap::new(),
             transcript,
+        }
+    }
+
+    /// Counts `id` against its address's `max_per_ip`; `false` if the
+    /// address already has that many. A connection with no address (not a
+    /// network one) is not counted.
+    fn admit(&mut self, cx: &dyn Context, id: ConnId) -> bool {
+        let Some(max) = self.config.max_per_ip else {
+            return true;
+        };
+        // Canonical, so that an IPv4 client counts the same whether it came
+        // in over IPv4 or as a v4-mapped address on a dual-stack listener.
+        let Some(ip) = cx.peer_addr(id).map(|addr| addr.ip().to_canonical()) else {
+            return true;
+        };
+        let open = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if open >= max {
+            return false;
+        }
+        self.per_ip.insert(ip, open + 1);
+        self.counted.insert(id, ip);
+        true
+    }
+
+    /// Gives back the place `id` took from its address's `max_per_ip`.
+    fn uncount(&mut self, id: ConnId) {
+        let Some(ip) = self.counted.remove(&id) else {
+            return;
+        };
+        if let Entry::Occupied(mut open) = self.per_ip.entry(ip) {
+            *open.get_mut() -= 1;
+            if *open.get() == 0 {
+                open.remove();
+            }
         }
     }
 
@@ -316,10 +366,12 @@ impl Chat {
         }
     }
 
-    /// Removes `id` from the clients (cancelling its greeting timer) and from
-    /// the room; returns its nick if it had one. Once forgotten, a client
-    /// cannot leave twice: this is what makes `* NICK left` come exactly once.
+    /// Removes `id` from the clients (cancelling its greeting timer), from
+    /// the room and from its address's count; returns its nick if it had
+    /// one. Once forgotten, a client cannot leave twice: this is what makes
+    /// `* NICK left` come exactly once.
     fn forget(&mut self, cx: &mut dyn Context, id: ConnId) -> Option<Box<str>> {
+        self.uncount(id);
         match self.clients.remove(&id)? {
             Client::Greeting { deadline } => {
                 cx.cancel_timer(deadline);
@@ -385,6 +437,12 @@ impl Handler for Chat {
     type Message = ConsoleLine;
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        if !self.admit(cx, id) {
+            // Not a client: `on_close` will find nothing to forget.
+            cx.send(id, Bytes::from_static(TOO_MANY_FROM_ADDRESS));
+            cx.close(id);
+            return;
+        }
         // The id is the tag: the only timers this handler sets are these.
         let deadline = cx.set_timer(self.config.greeting_timeout, id.to_bits());
         self.clients.insert(id, Client::Greeting { deadline });

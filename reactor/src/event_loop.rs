@@ -29,6 +29,7 @@
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -466,7 +467,14 @@ impl<M: Send + 'static> Reactor<M> {
             kept.extend_from_slice(&data);
             &mut kept
         };
-        handler.on_data(self, id, input);
+        // Input comes from strangers: a handler bug it triggers costs that
+        // one connection, not every client of the loop.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_data(self, id, input)));
+        if outcome.is_err() {
+            log::error!("{id}: the handler panicked on this connection's input; closing it");
+            self.release(handler, id, CloseReason::HandlerPanicked);
+            return;
+        }
 
         let max_input = self.config.max_input;
         let Some(conn) = self.live(id).filter(|c| c.is_open()) else {

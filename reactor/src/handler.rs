@@ -115,6 +115,9 @@ pub enum CloseReason {
     Idle,
     /// The loop stopped.
     Shutdown,
+    /// The handler panicked in `on_data` for this connection. The driver
+    /// logs it and closes only this connection; the others are served on.
+    HandlerPanicked,
 }
 
 impl CloseReason {
@@ -140,6 +143,7 @@ impl fmt::Display for CloseReason {
             CloseReason::OutputLimit => f.write_str("output limit"),
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::Shutdown => f.write_str("shutdown"),
+            CloseReason::HandlerPanicked => f.write_str("the handler panicked"),
         }
     }
 }

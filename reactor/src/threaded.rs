@@ -27,6 +27,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Scope};
@@ -676,7 +677,13 @@ fn read_loop<H: Handler>(
             break;
         }
         input.extend_from_slice(&buf[..n]);
-        state.call(|h, cx| h.on_data(cx, id, &mut input));
+        // As on the reactor: a panic on one client's input costs that client.
+        let call = || state.call(|h, cx| h.on_data(cx, id, &mut input));
+        if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+            log::error!("{id}: the handler panicked on this connection's input; closing it");
+            state.release(id, CloseReason::HandlerPanicked);
+            break;
+        }
         if input.len() > config.max_input && state.core.get(id).is_some() {
             state.core.begin_close(id, CloseReason::InputLimit);
             state.tell_closed();

@@ -473,6 +473,25 @@ fn tempfile() -> File {
     file
 }
 
+fn a_handler_panic_costs_only_its_connection(driver: Driver) {
+    fn fragile(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        assert!(
+            input.as_ref() != b"boom",
+            "a handler bug, triggered by input"
+        );
+        echo(cx, id, input);
+    }
+    let server = serve(driver, Config::default(), fragile);
+    let mut victim = server.connect();
+    let victim_id = server.opened();
+    let mut bystander = server.connect();
+    server.opened();
+    victim.write_all(b"boom").unwrap();
+    assert_eq!(server.closed(), (victim_id, CloseReason::HandlerPanicked));
+    bystander.write_all(b"fine").unwrap();
+    assert_eq!(read_exact_n(&mut bystander, 4), b"fine");
+}
+
 /// Runs each test once per driver: the handler cannot tell them apart.
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -486,6 +505,7 @@ macro_rules! on_both_drivers {
 }
 
 on_both_drivers!(
+    a_handler_panic_costs_only_its_connection,
     echoes_and_reports_peer_close,
     a_stale_id_reaches_nobody,
     large_output_survives_partial_writes_in_order,

@@ -1,0 +1,284 @@
+//! The run itself: connect every connection, wait until the workload says
+//! all are ready (greeted, subscribed), then measure — or, with `--idle`,
+//! just hold them — within a deadline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+
+use crate::net::{ConnError, Net, Outbox, Ready};
+use crate::stats::{self, CpuTime};
+
+/// Connects started but not finished, at most: enough to keep the server's
+/// accept queue busy, few enough not to overflow it (a dropped SYN is
+/// retried only a second later).
+const CONNECT_WINDOW: usize = 256;
+/// Longest a wait may sleep, so that deadlines and the progress bar are
+/// looked at often enough.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What a workload has done so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// Messages answered (echo) or delivered (fan-out).
+    pub completed: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Bytes of answers or deliveries received.
+    pub bytes: u64,
+}
+
+/// What the loop asks of a workload: what to send when, and what to make of
+/// what arrives.
+pub trait Workload {
+    /// How many connections it needs.
+    fn connections(&self) -> usize;
+    /// Connection `conn` is up: queue its greeting, if it has one.
+    fn on_connect(&mut self, conn: usize, out: &mut Outbox);
+    /// Bytes from `conn` (with whatever it left unconsumed last time):
+    /// check them, queue what follows, and return how many were consumed.
+    /// An error is a mismatch: the run fails with it.
+    fn on_input(
+        &mut self,
+        conn: usize,
+        input: &[u8],
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<usize, String>;
+    /// Whether every connection is ready to be measured, `connected` of
+    /// them having connected.
+    fn ready(&self, connected: usize) -> bool;
+    /// Starts sending.
+    fn start(&mut self, now: Instant, out: &mut Outbox);
+    /// Sends nothing new from now on; what is in flight is still awaited.
+    fn stop_sending(&mut self);
+    /// Whether everything that will be sent has been answered.
+    fn finished(&self) -> bool;
+    /// What has been done so far.
+    fn counts(&self) -> Counts;
+    /// How many messages will complete in all, if that is known in advance.
+    fn total(&self) -> Option<u64>;
+    /// The latency of every completed message, in nanoseconds.
+    fn latency(&self) -> &Histogram<u64>;
+}
+
+/// How to run.
+pub struct Plan {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Local addresses to connect from, in turn; empty to let the kernel pick.
+    pub sources: Vec<IpAddr>,
+    /// Send for this long (or, idle, hold this long) rather than a count.
+    pub duration: Option<Duration>,
+    /// Only connect (and greet) and hold the connections.
+    pub idle: bool,
+    /// When the whole run must have ended.
+    pub deadline: Instant,
+    /// The server's process, to measure its CPU time and memory.
+    pub server_pid: Option<u32>,
+    /// Progress, or a hidden bar.
+    pub progress: ProgressBar,
+}
+
+/// What a run measured.
+pub struct Outcome {
+    /// From the first connect until every connection was ready.
+    pub setup: Duration,
+    /// From the start of sending until the last answer (or the hold's end).
+    pub elapsed: Duration,
+    /// The server's CPU time over `elapsed`.
+    pub server_cpu: Option<CpuTime>,
+    /// loadgen's own CPU time over `elapsed`.
+    pub own_cpu: CpuTime,
+    /// The server's resident memory at the end, in KiB.
+    pub server_rss_kib: Option<u64>,
+}
+
+/// Why a run failed.
+pub enum Failure {
+    /// A connection could not be made.
+    Connect(std::io::Error, usize),
+    /// Something went wrong on an open connection, or with what came back.
+    Run(String),
+    /// The deadline passed first.
+    Timeout(Counts),
+}
+
+/// Where the run is.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Connecting and greeting.
+    Setup,
+    /// Sending and receiving, since `since`.
+    Measuring {
+        since: Instant,
+        stop_at: Option<Instant>,
+    },
+    /// Idle: holding every connection until `until`.
+    Holding { since: Instant, until: Instant },
+}
+
+/// Runs `workload` as `plan` says.
+pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure> {
+    let count = workload.connections();
+    let fail = |e: std::io::Error| Failure::Run(crate::describe(&e));
+    let mut net = Net::new(count).map_err(fail)?;
+    let mut out = Outbox::new(count);
+    let mut events = Vec::with_capacity(1024);
+    let mut ready = Vec::with_capacity(1024);
+    let mut dirty = Vec::new();
+
+    let setup_start = Instant::now();
+    let mut started = 0;
+    let mut connecting = 0;
+    let mut connected = 0;
+    let mut phase = Phase::Setup;
+    let mut setup = Duration::ZERO;
+    let mut cpu_before = (None, CpuTime::default());
+    let progress = &plan.progress;
+    progress.set_length(count as u64);
+    progress.set_message("connecting");
+    let mut next_progress = setup_start;
+
+    loop {
+        while started < count && connecting < CONNECT_WINDOW {
+            let source =
+                (!plan.sources.is_empty()).then(|| plan.sources[started % plan.sources.len()]);
+            net.connect(started, plan.addr, source)
+                .map_err(|e| Failure::Connect(e, connected))?;
+            started += 1;
+            connecting += 1;
+        }
+        net.wait(&mut events, &mut ready, TICK).map_err(fail)?;
+        let now = Instant::now();
+        for &Ready {
+            conn,
+            readable,
+            writable,
+        } in &ready
+        {
+            if net.is_connecting(conn) {
+                net.finish_connect(conn)
+                    .map_err(|e| Failure::Connect(e, connected))?;
+                connecting -= 1;
+                connected += 1;
+                workload.on_connect(conn, &mut out);
+                continue;
+            }
+            if readable {
+                let result = net
+                    .read(conn, |input| workload.on_input(conn, input, now, &mut out))
+                    .map_err(broken)?;
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(Failure::Run(format!(
+                            "connection {conn} was closed by the server"
+                        )))
+                    }
+                    Err(mismatch) => return Err(Failure::Run(mismatch)),
+                }
+            }
+            if writable {
+                net.flush(conn, &mut out).map_err(broken)?;
+            }
+        }
+
+        match phase {
+            Phase::Setup if connected == count && workload.ready(connected) => {
+                setup = now - setup_start;
+                cpu_before = (
+                    plan.server_pid.and_then(|pid| CpuTime::of(Some(pid)).ok()),
+                    CpuTime::of(None).unwrap_or_default(),
+                );
+                if plan.idle {
+                    let hold = plan.duration.unwrap_or_default();
+                    progress.set_message("holding");
+                    progress.set_length(hold.as_millis() as u64);
+                    progress.set_position(0);
+                    phase = Phase::Holding {
+                        since: now,
+                        until: now + hold,
+                    };
+                } else {
+                    workload.start(now, &mut out);
+                    progress.set_message("measuring");
+                    progress.set_length(
+                        workload.total().unwrap_or_else(|| {
+                            plan.duration.unwrap_or_default().as_millis() as u64
+                        }),
+                    );
+                    progress.set_position(0);
+                    phase = Phase::Measuring {
+                        since: now,
+                        stop_at: plan.duration.map(|d| now + d),
+                    };
+                }
+            }
+            Phase::Measuring { since, stop_at } => {
+                if stop_at.is_some_and(|at| now >= at) {
+                    workload.stop_sending();
+                }
+                if workload.finished() {
+                    return Ok(finish(plan, setup, now - since, cpu_before));
+                }
+            }
+            Phase::Holding { since, until } if now >= until => {
+                return Ok(finish(plan, setup, now - since, cpu_before));
+            }
+            _ => {}
+        }
+
+        out.take_dirty(&mut dirty);
+        for &conn in &dirty {
+            net.flush(conn, &mut out).map_err(broken)?;
+        }
+
+        if now >= plan.deadline {
+            return Err(Failure::Timeout(workload.counts()));
+        }
+        if now >= next_progress {
+            next_progress = now + TICK;
+            progress.set_position(match phase {
+                Phase::Setup => connected as u64,
+                Phase::Measuring { since, .. } if workload.total().is_none() => {
+                    (now - since).as_millis() as u64
+                }
+                Phase::Measuring { .. } => workload.counts().completed,
+                Phase::Holding { since, .. } => (now - since).as_millis() as u64,
+            });
+        }
+    }
+}
+
+/// A connection that broke, as a failure of the run.
+fn broken(e: ConnError) -> Failure {
+    Failure::Run(format!(
+        "connection {}: {}",
+        e.conn,
+        crate::describe(&e.error)
+    ))
+}
+
+/// The measurements taken when the run ends, against those taken when it
+/// started.
+fn finish(
+    plan: &Plan,
+    setup: Duration,
+    elapsed: Duration,
+    (server_before, own_before): (Option<CpuTime>, CpuTime),
+) -> Outcome {
+    let server_cpu = plan
+        .server_pid
+        .zip(server_before)
+        .and_then(|(pid, before)| Some(CpuTime::of(Some(pid)).ok()?.since(before)));
+    Outcome {
+        setup,
+        elapsed,
+        server_cpu,
+        own_cpu: CpuTime::of(None).unwrap_or_default().since(own_before),
+        server_rss_kib: plan.server_pid.and_then(|pid| stats::rss_kib(pid).ok()),
+    }
+}

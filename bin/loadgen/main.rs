@@ -1,0 +1,420 @@
+//! loadgen: a load generator for the netchat servers, and for the peer
+//! servers in bench/ that they are compared with.
+//!
+//! One thread drives every connection with epoll (see `net`): blocking
+//! threads would be simpler, but 10,000 idle clients, or 1,000 in one chat
+//! room, on a two-core machine need a loop. A run connects, waits until
+//! every connection is ready (greeted, for chat), then measures: messages
+//! per second, bytes per second, latency percentiles from an HDR
+//! histogram, and, given the server's pid, its CPU time per message. What
+//! comes back is checked, and the first mismatch ends the run with an
+//! error.
+
+mod echo;
+mod engine;
+mod fanout;
+mod net;
+mod payload;
+mod stats;
+
+use std::io::{self, IsTerminal};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use chatapp::cli::describe;
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use engine::{Failure, Outcome, Plan, Workload};
+use fanout::Protocol;
+use stats::Latency;
+
+/// How long a run may take when neither --timeout nor --duration says:
+/// generous for a count-bound run on loopback, and still bounded.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest message: the whole pipeline of a connection must fit in memory
+/// many times over.
+const MAX_SIZE: u64 = 1 << 20;
+/// Descriptors loadgen needs besides its connections (stdio, epoll, /proc).
+const SPARE_FILES: u64 = 32;
+
+/// Load generator for the netchat servers: opens connections, sends
+/// messages, checks every byte that comes back, and reports throughput,
+/// latency percentiles and (with --server-pid) the server's CPU time per
+/// message.
+///
+/// Examples: `loadgen 5000 -c 50 -s 64 --pipeline 16 -d 10s` (echo);
+/// `loadgen 5000 --mode chat -c 100 -n 100` (chat: every client sends 100
+/// lines, each relayed to the 99 others); `loadgen 5000 --mode chat -c
+/// 10000 --idle -d 30s` (hold 10,000 greeted clients for 30 s).
+#[derive(Parser)]
+#[command(
+    version,
+    after_help = "Exit status: 0 when every message came back as sent, 1 on an error \
+                  (cannot connect, a mismatch, a connection closed, the timeout), 2 on a \
+                  usage error."
+)]
+struct Args {
+    /// The server's port.
+    port: u16,
+    /// The server's address. Only loopback addresses are accepted unless
+    /// --allow-remote is given.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// What to speak.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// Connections: echo streams, chat clients, or Redis subscribers.
+    #[arg(short = 'c', long, default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    connections: u64,
+    /// Messages each connection sends (chat and Redis: each sender).
+    #[arg(short = 'n', long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    messages: u64,
+    /// Bytes per message, newline included for echo-lines and chat (a
+    /// chat message is at least its header, about 20 bytes).
+    #[arg(short = 's', long, default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SIZE))]
+    size: u64,
+    /// Messages each connection (or sender) keeps in flight: sent, and not
+    /// yet echoed or delivered to everyone.
+    #[arg(long, default_value_t = 1, value_name = "D",
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pipeline: u64,
+    /// Send for this long (`10s`, `500ms`) instead of -n messages; with
+    /// --idle, how long to hold the connections.
+    #[arg(short = 'd', long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Chat and Redis: how many clients send (default: all of them). Chat
+    /// senders are the first clients; Redis senders get connections of
+    /// their own.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    senders: Option<u64>,
+    /// Only connect (chat: and greet) every connection, hold them all for
+    /// --duration, then close them; reports the server's memory.
+    #[arg(long, requires = "duration")]
+    idle: bool,
+    /// Fail if the run, connecting included, takes longer than this
+    /// (default: --duration plus a minute, or a minute).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// The server's process id: report its CPU time per message (from
+    /// /proc/PID/stat, over the measured part of the run) and its memory.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Connect from this many local addresses, 127.0.0.1, 127.0.0.2, …
+    /// (IPv4 loopback servers only): each has about 28,000 ephemeral ports.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=254))]
+    sources: u64,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Allow a server address that is not loopback.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+/// What loadgen speaks to the server.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// A byte stream echoed back (server4, any echo server).
+    Echo,
+    /// Newline-terminated messages echoed back.
+    EchoLines,
+    /// The netchat chat protocol: greet, then every line goes to the
+    /// others; measures deliveries.
+    Chat,
+    /// Redis pub/sub on one channel, as a reference for chat fan-out.
+    Redis,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::EchoLines => "echo-lines",
+            Mode::Chat => "chat",
+            Mode::Redis => "redis",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let addr = resolve(&args.host, args.port)?;
+    if !addr.ip().is_loopback() && !args.allow_remote {
+        return Err(format!(
+            "{} is not a loopback address: pass --allow-remote to load another host",
+            addr.ip()
+        ));
+    }
+    let sources = sources(args.sources, addr)?;
+    let connections = args.connections as usize;
+    let size = args.size as usize;
+    let pipeline = args.pipeline as usize;
+    let per_conn = args.duration.is_none().then_some(args.messages);
+    let epoch = Instant::now();
+
+    let mut workload: Box<dyn Workload> = match args.mode {
+        Mode::Echo | Mode::EchoLines => {
+            if args.senders.is_some() {
+                return Err("--senders is for --mode chat and --mode redis".into());
+            }
+            let lines = args.mode == Mode::EchoLines;
+            Box::new(echo::Echo::new(
+                lines,
+                connections,
+                size,
+                pipeline,
+                per_conn,
+            ))
+        }
+        Mode::Chat | Mode::Redis => {
+            let protocol = if args.mode == Mode::Chat {
+                Protocol::Chat
+            } else {
+                Protocol::Redis
+            };
+            if protocol == Protocol::Chat && connections < 2 && !args.idle {
+                return Err(
+                    "chat needs at least two clients (-c 2): one to send, one to receive".into(),
+                );
+            }
+            let senders = args.senders.map_or(connections, |n| n as usize);
+            if protocol == Protocol::Chat && senders > connections {
+                return Err(format!(
+                    "--senders {senders} is more than the {connections} clients"
+                ));
+            }
+            Box::new(fanout::Fanout::new(
+                protocol,
+                connections,
+                senders,
+                size,
+                pipeline,
+                per_conn,
+                epoch,
+            ))
+        }
+    };
+    raise_file_limit(workload.connections() as u64)?;
+
+    let timeout = args
+        .timeout
+        .unwrap_or_else(|| args.duration.unwrap_or_default() + DEFAULT_TIMEOUT);
+    let progress = if io::stdout().is_terminal() && !args.json {
+        let bar = ProgressBar::new(0);
+        let style = ProgressStyle::with_template("{msg:>10} [{bar:40}] {percent:>3}% {elapsed}")
+            .expect("a valid template");
+        bar.set_style(style.progress_chars("=> "));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let plan = Plan {
+        addr,
+        sources,
+        duration: args.duration,
+        idle: args.idle,
+        deadline: epoch + timeout,
+        server_pid: args.server_pid,
+        progress,
+    };
+    let result = engine::run(workload.as_mut(), &plan);
+    plan.progress.finish_and_clear();
+    let outcome = result.map_err(|failure| explain(failure, addr, &*workload, timeout))?;
+    report(args, addr, &*workload, &outcome);
+    Ok(())
+}
+
+/// The first address `host` resolves to.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("cannot resolve host '{host}'"))
+}
+
+/// The local addresses to spread connections over: none (the kernel
+/// picks) for one, 127.0.0.1 … 127.0.0.N for more.
+fn sources(count: u64, server: SocketAddr) -> Result<Vec<IpAddr>, String> {
+    if count == 1 {
+        return Ok(Vec::new());
+    }
+    match server.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Ok((1..=count as u8)
+            .map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+            .collect()),
+        _ => Err("--sources needs an IPv4 loopback server (127.x.x.x)".into()),
+    }
+}
+
+/// Raises the open-file limit to the hard limit, and checks that
+/// `connections` fit under it.
+fn raise_file_limit(connections: u64) -> Result<(), String> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .map_err(|e| format!("cannot raise the open-file limit: {}", describe(&e)))?;
+    if connections + SPARE_FILES > limit {
+        return Err(format!(
+            "{connections} connections need more open files than the limit of {limit}: \
+             raise it (ulimit -n {})",
+            connections + SPARE_FILES
+        ));
+    }
+    Ok(())
+}
+
+/// A failed run as a sentence.
+fn explain(
+    failure: Failure,
+    addr: SocketAddr,
+    workload: &dyn Workload,
+    timeout: Duration,
+) -> String {
+    match failure {
+        Failure::Connect(e, connected) => {
+            let hint = match e.raw_os_error() {
+                // EADDRNOTAVAIL: every local port towards the server is taken.
+                Some(99) => ": out of local ports, spread the connections with --sources",
+                // EMFILE
+                Some(24) => ": raise the open-file limit (ulimit -n)",
+                _ => "",
+            };
+            let after = if connected > 0 {
+                format!(" (after {connected} connections)")
+            } else {
+                String::new()
+            };
+            format!("cannot connect to {addr}: {}{hint}{after}", describe(&e))
+        }
+        Failure::Run(message) => message,
+        Failure::Timeout(counts) => {
+            let of = workload
+                .total()
+                .map_or(String::new(), |total| format!(" of {total}"));
+            format!(
+                "timed out after {}: {}{of} messages completed",
+                humantime::format_duration(timeout),
+                counts.completed
+            )
+        }
+    }
+}
+
+/// Prints what was measured, for people or (--json) for scripts.
+fn report(args: &Args, addr: SocketAddr, workload: &dyn Workload, outcome: &Outcome) {
+    let counts = workload.counts();
+    let seconds = outcome.elapsed.as_secs_f64();
+    let rate = counts.completed as f64 / seconds;
+    let mb_per_sec = counts.bytes as f64 / seconds / 1e6;
+    let latency = Latency::of(workload.latency());
+    let per_message =
+        |d: Duration| (counts.completed > 0).then(|| d.as_nanos() as f64 / counts.completed as f64);
+    let server_ns = outcome.server_cpu.and_then(|cpu| per_message(cpu.total()));
+    let own_ns = per_message(outcome.own_cpu.total());
+    let fanout = matches!(args.mode, Mode::Chat | Mode::Redis);
+
+    if args.json {
+        let value = serde_json::json!({
+            "mode": args.mode.name(),
+            "addr": addr.to_string(),
+            "connections": workload.connections(),
+            "senders": fanout.then(|| args.senders.unwrap_or(args.connections)),
+            "size": args.size,
+            "pipeline": args.pipeline,
+            "idle": args.idle,
+            "setup_s": outcome.setup.as_secs_f64(),
+            "seconds": seconds,
+            "sent": counts.sent,
+            "completed": counts.completed,
+            "bytes": counts.bytes,
+            "per_s": rate,
+            "mb_per_s": mb_per_sec,
+            "latency_us": {
+                "p50": latency.p50, "p99": latency.p99,
+                "p999": latency.p999, "max": latency.max,
+            },
+            "server_cpu_ns_per_msg": server_ns,
+            "server_user_ns_per_msg": outcome.server_cpu.and_then(|c| per_message(c.user)),
+            "server_sys_ns_per_msg": outcome.server_cpu.and_then(|c| per_message(c.system)),
+            "server_cpu_s": outcome.server_cpu.map(|c| c.total().as_secs_f64()),
+            "server_rss_kib": outcome.server_rss_kib,
+            "loadgen_cpu_ns_per_msg": own_ns,
+        });
+        println!("{value}");
+        return;
+    }
+
+    let (what, one) = if fanout {
+        ("deliveries", "delivery")
+    } else {
+        ("messages", "message")
+    };
+    println!(
+        "{} to {addr}: {} connections, {}-byte messages, pipeline {}",
+        args.mode.name(),
+        workload.connections(),
+        args.size,
+        args.pipeline
+    );
+    println!(
+        "  ready        {} connections in {:.2} s",
+        workload.connections(),
+        outcome.setup.as_secs_f64()
+    );
+    if args.idle {
+        println!("  held         for {seconds:.2} s");
+    } else {
+        if fanout {
+            println!("  sent         {} messages", counts.sent);
+        }
+        println!(
+            "  {what:<12} {} in {seconds:.2} s: {rate:.0}/s, {mb_per_sec:.1} MB/s",
+            counts.completed
+        );
+        println!(
+            "  latency      p50 {}, p99 {}, p99.9 {}, max {}",
+            micros(latency.p50),
+            micros(latency.p99),
+            micros(latency.p999),
+            micros(latency.max)
+        );
+    }
+    if let (Some(cpu), Some(ns)) = (outcome.server_cpu, server_ns) {
+        let user = per_message(cpu.user).unwrap_or_default();
+        let system = per_message(cpu.system).unwrap_or_default();
+        println!(
+            "  server CPU   {:.2} s: {ns:.0} ns per {one} (user {user:.0}, system {system:.0})",
+            cpu.total().as_secs_f64(),
+        );
+    }
+    if let Some(ns) = own_ns {
+        println!("  loadgen CPU  {ns:.0} ns per {one}");
+    }
+    if let Some(kib) = outcome.server_rss_kib {
+        println!("  server RSS   {kib} KiB");
+    }
+}
+
+/// Microseconds, or milliseconds when that is easier to read.
+fn micros(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}

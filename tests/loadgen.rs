@@ -1,0 +1,140 @@
+//! loadgen, the load generator, against the real servers: it must complete
+//! small runs and count them right, and fail loudly — status 1, one
+//! `error: …` line — when it cannot connect or gets back something else
+//! than it sent. No test here looks at how fast anything is.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Output;
+
+use common::{run, Server};
+use serde_json::Value;
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
+const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
+
+/// Runs loadgen against `server` with `args`.
+fn loadgen(server: &Server, args: &[&str]) -> Output {
+    let port = server.addr().port().to_string();
+    let mut argv = vec![port.as_str()];
+    argv.extend(args);
+    run(LOADGEN, &argv, b"")
+}
+
+/// The JSON report of a run that must have succeeded.
+fn report(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
+/// The error line of a run that must have failed with status 1.
+fn error(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "loadgen should fail");
+    String::from_utf8_lossy(&output.stderr)
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn echo_runs_count_every_message() {
+    let server = Server::start(SERVER4, &[]);
+    for mode in ["echo", "echo-lines"] {
+        let args = [
+            "--mode",
+            mode,
+            "-c",
+            "4",
+            "-n",
+            "200",
+            "--pipeline",
+            "8",
+            "--json",
+        ];
+        let report = report(&loadgen(&server, &args));
+        assert_eq!(report["completed"], 800, "{mode}");
+        assert_eq!(report["bytes"], 800 * 64, "{mode}");
+    }
+}
+
+#[test]
+fn a_run_given_a_pid_reports_that_processs_cpu_and_memory() {
+    let server = Server::start(SERVER4, &[]);
+    // Any process will do for reading /proc: this test's own.
+    let pid = std::process::id().to_string();
+    let args = ["-c", "2", "-n", "100", "--server-pid", &pid, "--json"];
+    let report = report(&loadgen(&server, &args));
+    assert!(report["server_cpu_ns_per_msg"].is_number());
+    assert!(report["server_rss_kib"].as_u64().is_some_and(|kib| kib > 0));
+}
+
+#[test]
+fn chat_delivers_every_message_to_every_other_client() {
+    let server = Server::start(SERVER3, &[]);
+    let args = [
+        "--mode",
+        "chat",
+        "-c",
+        "5",
+        "-n",
+        "20",
+        "--pipeline",
+        "2",
+        "--json",
+    ];
+    let report = report(&loadgen(&server, &args));
+    assert_eq!(report["sent"], 5 * 20);
+    assert_eq!(report["completed"], 5 * 20 * 4);
+}
+
+#[test]
+fn idle_clients_greet_and_are_held() {
+    let server = Server::start(SERVER3, &[]);
+    let args = [
+        "--mode", "chat", "-c", "20", "--idle", "-d", "200ms", "--json",
+    ];
+    let report = report(&loadgen(&server, &args));
+    assert_eq!(report["connections"], 20);
+    assert_eq!(report["completed"], 0);
+}
+
+#[test]
+fn a_refused_connection_is_one_error_line() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let output = run(LOADGEN, &[port.to_string()], b"");
+    assert_eq!(
+        error(&output),
+        format!("error: cannot connect to 127.0.0.1:{port}: connection refused")
+    );
+}
+
+#[test]
+fn an_answer_that_is_not_the_echo_fails_the_run() {
+    // A chat server answers an echo client's first line with an error.
+    let server = Server::start(SERVER3, &[]);
+    let output = loadgen(&server, &["--mode", "echo-lines", "-n", "10"]);
+    let error = error(&output);
+    assert!(
+        error.starts_with("error: connection 0: echo differs"),
+        "{error}"
+    );
+    assert!(error.contains("ERR say Hi first"), "{error}");
+}
+
+#[test]
+fn other_hosts_are_refused_without_allow_remote() {
+    // 192.0.2.0/24 is reserved for documentation: nothing is sent there.
+    let output = run(LOADGEN, &["--host", "192.0.2.1", "5000"], b"");
+    assert_eq!(
+        error(&output),
+        "error: 192.0.2.1 is not a loopback address: pass --allow-remote to load another host"
+    );
+}

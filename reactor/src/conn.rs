@@ -129,32 +129,15 @@ impl Conn {
         if bufs.output.is_empty() {
             return Ok(());
         }
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let mut count = 0;
-        for (slice, chunk) in slices.iter_mut().zip(&bufs.output) {
-            *slice = IoSlice::new(chunk);
-            count += 1;
-        }
-        let mut written = loop {
-            match self.io.source().write_vectored(&slices[..count]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+        let stream = self.io.source();
+        match write_chunks(&mut bufs.output, |slices| stream.write_vectored(slices)) {
+            Ok(written) => {
+                bufs.output_len -= written;
+                Ok(())
             }
-        };
-        bufs.output_len -= written;
-        while written > 0 {
-            let front = bufs.output.front_mut().expect("wrote more than was queued");
-            if front.len() <= written {
-                written -= front.len();
-                bufs.output.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// What the poller should watch for: input unless the peer is done
@@ -166,4 +149,38 @@ impl Conn {
             write: self.output_len() > 0,
         }
     }
+}
+
+/// Hands the front of `chunks` (at most `MAX_IOV` of them) to one vectored
+/// `write`, retried if interrupted, and removes what it wrote: whole chunks
+/// popped, a partly written one advanced. Returns the bytes written. Both
+/// drivers write their output queues through it.
+pub(crate) fn write_chunks(
+    chunks: &mut VecDeque<Bytes>,
+    mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let mut count = 0;
+    for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
+        *slice = IoSlice::new(chunk);
+        count += 1;
+    }
+    let written = loop {
+        match write(&slices[..count]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => break result?,
+        }
+    };
+    let mut left = written;
+    while left > 0 {
+        let front = chunks.front_mut().expect("wrote more than was queued");
+        if front.len() <= left {
+            left -= front.len();
+            chunks.pop_front();
+        } else {
+            front.advance(left);
+            left = 0;
+        }
+    }
+    Ok(written)
 }

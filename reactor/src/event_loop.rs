@@ -323,9 +323,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// The connection `id` names, unless it is stale or already released.
     fn live(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.slot())
-            .filter(|c| c.gen == id.gen() && c.phase != Phase::Dead)
+        live_in(&mut self.conns, id)
     }
 
     fn accept<H: Handler<Message = M>>(&mut self, handler: &mut H) {
@@ -417,12 +415,11 @@ impl<M: Send + 'static> Reactor<M> {
             // keep the old allocation alive only as long as they live.
             self.scratch = BytesMut::zeroed(READ_BUFFER);
         }
-        let Some(conn) = self.conns.get_mut(id.slot()) else {
+        // The slab alone, not `self.live`: the read below borrows the
+        // scratch buffer at the same time.
+        let Some(conn) = live_in(&mut self.conns, id) else {
             return;
         };
-        if conn.gen != id.gen() || conn.phase == Phase::Dead {
-            return;
-        }
         let result = loop {
             match conn.io.source().read(&mut self.scratch) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -726,6 +723,13 @@ impl<M: Send + 'static> Context for Reactor<M> {
         let conn = self.conns.get(id.slot())?;
         (conn.gen == id.gen() && conn.is_open()).then(|| conn.io.source().peer_addr())?
     }
+}
+
+/// The connection `id` names in `conns`, unless it is stale or released.
+fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.slot())
+        .filter(|c| c.gen == id.gen() && c.phase != Phase::Dead)
 }
 
 /// A duration in whole seconds, rounded up, for the coarse tick clock.

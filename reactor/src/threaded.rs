@@ -25,18 +25,19 @@
 //! [`Reactor`]: crate::Reactor
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Scope};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 use slab::Slab;
 
+use crate::conn::write_chunks;
 use crate::handle::{Command, Handle};
 use crate::signals::SignalPipe;
 use crate::sys::{self, Registered, LISTENER_KEY, SIGNAL_KEY};
@@ -46,8 +47,6 @@ use crate::{CloseReason, Config, ConnId, Context, Error, Handler, TimerId};
 /// Client threads need little stack: they block in `read` and `writev`.
 const STACK_SIZE: usize = 256 * 1024;
 const READ_BUFFER: usize = 16 * 1024;
-/// Most chunks per `writev`, as in the reactor.
-const MAX_IOV: usize = 64;
 /// Refused connections lingering at once, at most (see the reactor's).
 const MAX_REFUSING: usize = 256;
 
@@ -251,7 +250,7 @@ impl<M: Send + 'static> Threaded<M> {
     {
         let config = &self.config;
         let stream = Arc::new(stream);
-        let mut live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = recover(shared.live.lock());
         let refused = live.sockets.len() - live.refusing >= config.max_connections;
         if refused && live.refusing >= MAX_REFUSING {
             return;
@@ -322,6 +321,13 @@ fn thread_capacity() -> Option<usize> {
     Some(text.trim().parse::<usize>().ok()? / 10)
 }
 
+/// The guard (or wait result) even from a poisoned lock. A handler that
+/// panicked while one client's thread held a lock must not take the whole
+/// server down with it; the panic itself is dealt with where it happened.
+fn recover<T>(result: LockResult<T>) -> T {
+    result.unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Starts a client thread; `false` if the system would not.
 fn spawn<'scope>(scope: &'scope Scope<'scope, '_>, f: impl FnOnce() + Send + 'scope) -> bool {
     match thread::Builder::new()
@@ -354,13 +360,11 @@ struct Live {
 
 impl<'h, H: Handler> Shared<'h, H> {
     fn lock(&self) -> MutexGuard<'_, State<'h, H>> {
-        // A handler that panicked on one client's thread must not take the
-        // whole server down with a poisoned lock.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        recover(self.state.lock())
     }
 
     fn thread_done(&self, key: usize, refused: bool) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = recover(self.live.lock());
         live.sockets.remove(key);
         if refused {
             live.refusing -= 1;
@@ -370,17 +374,13 @@ impl<'h, H: Handler> Shared<'h, H> {
 
     /// Waits until every client thread has ended or `deadline` passes.
     fn wait_all_gone(&self, deadline: Instant) -> bool {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = recover(self.live.lock());
         while !live.sockets.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            live = self
-                .all_gone
-                .wait_timeout(live, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            live = recover(self.all_gone.wait_timeout(live, left)).0;
         }
         true
     }
@@ -393,7 +393,7 @@ impl<'h, H: Handler> Shared<'h, H> {
         }
         drop(state);
         // Those already closing too: every client thread wakes and ends.
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = recover(self.live.lock());
         for (_, socket) in &live.sockets {
             let _ = socket.shutdown(Shutdown::Both);
         }
@@ -418,6 +418,12 @@ impl<H: Handler> State<'_, H> {
             log::debug!("{id}: closed ({reason})");
             self.handler.on_close(&mut self.core, id, reason);
         }
+    }
+
+    /// Closes `id` gracefully and tells the handler.
+    fn close(&mut self, id: ConnId, reason: CloseReason) {
+        self.core.begin_close(id, reason);
+        self.tell_closed();
     }
 
     /// Ends `id` at once and tells the handler.
@@ -559,7 +565,7 @@ struct OutQueue {
 
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, OutQueue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        recover(self.queue.lock())
     }
 
     /// Queues `data`; returns the bytes now waiting.
@@ -587,10 +593,7 @@ impl Outbox {
     /// Waits until the writer thread has ended, at most `timeout`.
     fn wait_done(&self, timeout: Duration) -> bool {
         let q = self.lock();
-        let (q, _) = self
-            .ready
-            .wait_timeout_while(q, timeout, |q| !q.done)
-            .unwrap_or_else(|e| e.into_inner());
+        let (q, _) = recover(self.ready.wait_timeout_while(q, timeout, |q| !q.done));
         q.done
     }
 }
@@ -602,7 +605,7 @@ fn write_loop(stream: &TcpStream, outbox: &Outbox) {
         {
             let mut q = outbox.lock();
             while q.chunks.is_empty() && !q.finishing && !q.aborted {
-                q = outbox.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                q = recover(outbox.ready.wait(q));
             }
             if q.aborted {
                 break;
@@ -615,30 +618,11 @@ fn write_loop(stream: &TcpStream, outbox: &Outbox) {
             std::mem::swap(&mut batch, &mut q.chunks);
         }
         while !batch.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slice, chunk) in slices.iter_mut().zip(&batch) {
-                *slice = IoSlice::new(chunk);
-                count += 1;
-            }
-            let written = match (&*stream).write_vectored(&slices[..count]) {
+            match write_chunks(&mut batch, |slices| (&*stream).write_vectored(slices)) {
                 Ok(0) => break 'outer,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(written) => outbox.lock().len -= written,
                 // The reader sees the broken connection too and reports it.
                 Err(_) => break 'outer,
-            };
-            outbox.lock().len -= written;
-            let mut left = written;
-            while left > 0 {
-                let front = batch.front_mut().expect("wrote more than queued");
-                if front.len() <= left {
-                    left -= front.len();
-                    batch.pop_front();
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
             }
         }
     }
@@ -673,8 +657,7 @@ fn read_loop<H: Handler>(
                 if lingering {
                     break; // close_timeout passed
                 }
-                shared.lock().core.begin_close(id, CloseReason::Idle);
-                shared.lock().tell_closed();
+                shared.lock().close(id, CloseReason::Idle);
                 0
             }
             Err(e) => {
@@ -696,8 +679,7 @@ fn read_loop<H: Handler>(
             continue;
         }
         if n == 0 {
-            state.core.begin_close(id, CloseReason::PeerClosed);
-            state.tell_closed();
+            state.close(id, CloseReason::PeerClosed);
             break;
         }
         input.extend_from_slice(&buf[..n]);
@@ -709,8 +691,7 @@ fn read_loop<H: Handler>(
             break;
         }
         if input.len() > config.max_input && state.core.get(id).is_some() {
-            state.core.begin_close(id, CloseReason::InputLimit);
-            state.tell_closed();
+            state.close(id, CloseReason::InputLimit);
         }
         if input.is_empty() {
             // Give the memory back: most of the time nothing is left over.

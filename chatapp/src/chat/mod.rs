@@ -118,6 +118,10 @@ pub struct Chat {
     /// The clients that greeted, in the order they joined: whom a broadcast
     /// goes to, and the order `/who` lists them in.
     room: Vec<ConnId>,
+    /// Who in the room has which nick, keyed in lower case: nicks are unique
+    /// regardless of case. Greeting, `/nick`, `/msg` and `/kick` look here
+    /// rather than scan the room, which made filling a room quadratic.
+    nicks: HashMap<Box<str>, ConnId>,
     /// The number of the last default nick given out, `user<N>`.
     last_user: u64,
     /// The refusal line, built once from `config.busy_message`.
@@ -142,6 +146,7 @@ impl Chat {
             config,
             clients: HashMap::new(),
             room: Vec::new(),
+            nicks: HashMap::new(),
             last_user: 0,
             refusal,
             per_ip: HashMap::new(),
@@ -225,12 +230,11 @@ impl Chat {
         // Told to the room before joining it: the newcomer has its welcome.
         self.broadcast(cx, &Bytes::from(format!("* {nick} joined\n")), None);
         self.room.push(id);
+        self.nicks.insert(nick.to_ascii_lowercase().into(), id);
         self.clients.insert(id, Client::Joined { nick });
     }
 
     /// The next `user<N>` nobody has: someone may have picked it with `/nick`.
-    /// Looking costs a scan of the room, no more than the join notice that
-    /// follows.
     fn default_nick(&mut self) -> Box<str> {
         loop {
             self.last_user += 1;
@@ -281,6 +285,8 @@ impl Chat {
             return;
         };
         let old = std::mem::replace(nick, new.into());
+        self.nicks.remove(&*old.to_ascii_lowercase());
+        self.nicks.insert(new.to_ascii_lowercase().into(), id);
         self.broadcast(cx, &Bytes::from(format!("* {old} is now {new}\n")), None);
     }
 
@@ -381,6 +387,7 @@ impl Chat {
                 // Keeps the join order for `/who`; a leave is O(n) anyway,
                 // like the notice that follows it.
                 self.room.retain(|&member| member != id);
+                self.nicks.remove(&*nick.to_ascii_lowercase());
                 Some(nick)
             }
         }
@@ -422,14 +429,9 @@ impl Chat {
         }
     }
 
-    /// Who in the room is called `nick`, ignoring case. A scan rather than an
-    /// index by nick: only commands look, and an index would cost memory on
-    /// every connection.
+    /// Who in the room is called `nick`, ignoring case.
     fn find(&self, nick: &str) -> Option<ConnId> {
-        self.room
-            .iter()
-            .copied()
-            .find(|&id| self.nick(id).is_some_and(|n| n.eq_ignore_ascii_case(nick)))
+        self.nicks.get(&*nick.to_ascii_lowercase()).copied()
     }
 }
 

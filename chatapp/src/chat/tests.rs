@@ -309,6 +309,26 @@ fn a_nick_can_change_case() {
 }
 
 #[test]
+fn a_nick_given_up_by_renaming_or_leaving_is_free_again() {
+    let (mut h, _, ids) = room(&["alice", "bob", "carol"]);
+    h.receive(ids[0], "/nick Ally\n");
+    h.receive(ids[2], "bye\n");
+    h.take_text(ids[1]);
+    h.receive(ids[1], "/msg alice hello?\n");
+    assert_eq!(h.take_text(ids[1]), "ERR no such nick: alice\n");
+    h.receive(ids[1], "/nick ALICE\n");
+    assert_eq!(h.take_text(ids[1]), "* bob is now ALICE\n");
+    h.take_text(ids[0]);
+    h.receive(ids[0], "/nick Carol\n");
+    assert_eq!(h.take_text(ids[0]), "* Ally is now Carol\n");
+    h.receive(ids[0], "/msg alice hi\n");
+    assert_eq!(
+        h.take_text(ids[1]),
+        "* Ally is now Carol\n<Carol> (private) hi\n"
+    );
+}
+
+#[test]
 fn who_lists_the_room_in_join_order_without_the_operator() {
     let (mut h, transcript, ids) = room(&["carol", "alice", "bob"]);
     let waiting = h.connect();

@@ -17,7 +17,7 @@ mod net;
 mod payload;
 mod stats;
 
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -236,8 +236,8 @@ fn run(args: &Args) -> Result<(), String> {
     let result = engine::run(workload.as_mut(), &plan);
     plan.progress.finish_and_clear();
     let outcome = result.map_err(|failure| explain(failure, addr, &*workload, timeout))?;
-    report(args, addr, &*workload, &outcome);
-    Ok(())
+    report(&mut io::stdout().lock(), args, addr, &*workload, &outcome)
+        .map_err(|e| format!("cannot write the report: {e}"))
 }
 
 /// The first address `host` resolves to.
@@ -315,8 +315,14 @@ fn explain(
     }
 }
 
-/// Prints what was measured, for people or (--json) for scripts.
-fn report(args: &Args, addr: SocketAddr, workload: &dyn Workload, outcome: &Outcome) {
+/// Writes what was measured to `out`, for people or (--json) for scripts.
+fn report(
+    out: &mut dyn Write,
+    args: &Args,
+    addr: SocketAddr,
+    workload: &dyn Workload,
+    outcome: &Outcome,
+) -> io::Result<()> {
     let counts = workload.counts();
     let seconds = outcome.elapsed.as_secs_f64();
     let rate = counts.completed as f64 / seconds;
@@ -355,8 +361,7 @@ fn report(args: &Args, addr: SocketAddr, workload: &dyn Workload, outcome: &Outc
             "server_rss_kib": outcome.server_rss_kib,
             "loadgen_cpu_ns_per_msg": own_ns,
         });
-        println!("{value}");
-        return;
+        return writeln!(out, "{value}");
     }
 
     let (what, one) = if fanout {
@@ -364,50 +369,56 @@ fn report(args: &Args, addr: SocketAddr, workload: &dyn Workload, outcome: &Outc
     } else {
         ("messages", "message")
     };
-    println!(
+    writeln!(
+        out,
         "{} to {addr}: {} connections, {}-byte messages, pipeline {}",
         args.mode.name(),
         workload.connections(),
         args.size,
         args.pipeline
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  ready        {} connections in {:.2} s",
         workload.connections(),
         outcome.setup.as_secs_f64()
-    );
+    )?;
     if args.idle {
-        println!("  held         for {seconds:.2} s");
+        writeln!(out, "  held         for {seconds:.2} s")?;
     } else {
         if fanout {
-            println!("  sent         {} messages", counts.sent);
+            writeln!(out, "  sent         {} messages", counts.sent)?;
         }
-        println!(
+        writeln!(
+            out,
             "  {what:<12} {} in {seconds:.2} s: {rate:.0}/s, {mb_per_sec:.1} MB/s",
             counts.completed
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  latency      p50 {}, p99 {}, p99.9 {}, max {}",
             micros(latency.p50),
             micros(latency.p99),
             micros(latency.p999),
             micros(latency.max)
-        );
+        )?;
     }
     if let (Some(cpu), Some(ns)) = (outcome.server_cpu, server_ns) {
         let user = per_message(cpu.user).unwrap_or_default();
         let system = per_message(cpu.system).unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "  server CPU   {:.2} s: {ns:.0} ns per {one} (user {user:.0}, system {system:.0})",
             cpu.total().as_secs_f64(),
-        );
+        )?;
     }
     if let Some(ns) = own_ns {
-        println!("  loadgen CPU  {ns:.0} ns per {one}");
+        writeln!(out, "  loadgen CPU  {ns:.0} ns per {one}")?;
     }
     if let Some(kib) = outcome.server_rss_kib {
-        println!("  server RSS   {kib} KiB");
+        writeln!(out, "  server RSS   {kib} KiB")?;
     }
+    Ok(())
 }
 
 /// Microseconds, or milliseconds when that is easier to read.

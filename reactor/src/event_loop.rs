@@ -411,9 +411,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// simply followed by another readiness report.
     fn read<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
         if self.scratch.len() < MIN_READ {
-            // Older parts may still be shared by frames a handler kept; they
-            // keep the old allocation alive only as long as they live.
-            self.scratch = BytesMut::zeroed(READ_BUFFER);
+            self.renew_scratch();
         }
         // The slab alone, not `self.live`: the read below borrows the
         // scratch buffer at the same time.
@@ -489,6 +487,25 @@ impl<M: Send + 'static> Reactor<M> {
         } else {
             conn.keep_input(mem::take(input));
         }
+    }
+
+    /// Makes the scratch buffer whole again once it is nearly used up.
+    ///
+    /// Usually every slice split off it has been dropped by now (echoed
+    /// bytes are dropped once written, and a chat line is copied), so the
+    /// same allocation is taken back. Allocating afresh instead costs more
+    /// than the allocator: glibc returns a freed 64 KiB to the kernel, and
+    /// the next buffer is faulted in page by page. The memory is zeroed again
+    /// either way, because safe code may only read into initialised bytes.
+    fn renew_scratch(&mut self) {
+        self.scratch.clear();
+        if !self.scratch.try_reclaim(READ_BUFFER) {
+            // A handler still holds a slice (a frame it kept, output not yet
+            // written): that keeps the old allocation alive only as long as
+            // the slice lives.
+            self.scratch = BytesMut::with_capacity(READ_BUFFER);
+        }
+        self.scratch.resize(READ_BUFFER, 0);
     }
 
     fn queue_flush(&mut self, id: ConnId) {

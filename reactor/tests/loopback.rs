@@ -260,6 +260,28 @@ fn large_output_survives_partial_writes_in_order(driver: Driver) {
         .all(|(i, &b)| b == ((i % (64 * 1024)) % 251) as u8));
 }
 
+fn input_echoed_without_copying_stays_intact_while_queued(driver: Driver) {
+    // The echoed slices are the read buffer itself. The client sends all
+    // 8 MiB before reading any, so the server must hold echoed output
+    // while later reads need buffer space: that space must never be theirs.
+    fn echo_in_place(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        cx.send(id, input.split().freeze());
+    }
+    const LEN: usize = 8 << 20;
+    let config = Config {
+        max_output: 16 << 20,
+        ..Config::default()
+    };
+    let server = serve(driver, config, echo_in_place);
+    let mut client = server.connect();
+    let pattern = |i: usize| (i * 7 % 251) as u8;
+    let data: Vec<u8> = (0..LEN).map(pattern).collect();
+    client.write_all(&data).unwrap();
+    let got = read_exact_n(&mut client, LEN);
+    let first_bad = got.iter().enumerate().position(|(i, &b)| b != pattern(i));
+    assert_eq!(first_bad, None);
+}
+
 fn a_peer_that_does_not_read_is_cut_off_and_others_are_served(driver: Driver) {
     fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         if input.as_ref() == b"flood" {
@@ -509,6 +531,7 @@ on_both_drivers!(
     echoes_and_reports_peer_close,
     a_stale_id_reaches_nobody,
     large_output_survives_partial_writes_in_order,
+    input_echoed_without_copying_stays_intact_while_queued,
     a_peer_that_does_not_read_is_cut_off_and_others_are_served,
     input_the_handler_does_not_consume_is_limited,
     closing_after_an_error_line_does_not_lose_it,

@@ -121,6 +121,20 @@ fn relays_among_three_clients(bin: &str) {
 }
 
 #[test]
+fn over_the_announce_limit_joins_and_leaves_go_to_the_transcript_only() {
+    let server = Server::start(SERVER3, &["--announce-limit", "1"]);
+    let (mut a, _) = ChatClient::join(server.addr());
+    let (b, _) = ChatClient::join(server.addr());
+    drop(b);
+    server.expect_transcript("* user1 joined");
+    server.expect_transcript("* user2 joined");
+    server.expect_transcript("* user2 left");
+    // a's next line is its own question's answer: no notice came before it.
+    a.send("/who");
+    a.expect_line("* 1 online: user1");
+}
+
+#[test]
 fn server2_is_not_stalled_by_a_client_that_never_reads() {
     a_client_that_never_reads_does_not_stall_the_others(SERVER2);
 }

@@ -95,6 +95,11 @@ pub struct ChatArgs {
     /// more is told `ERR busy: too many connections from your address`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_per_ip: Option<u64>,
+    /// Tell the room of joins and leaves only while it has at most N
+    /// participants; in a bigger room they would be most of the traffic.
+    /// The transcript has them all.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub announce_limit: usize,
 }
 
 impl ChatArgs {
@@ -107,6 +112,7 @@ impl ChatArgs {
             greeting_timeout: Duration::from_secs(self.greeting_timeout),
             busy_message: busy.map_or(defaults.busy_message, str::to_owned),
             max_per_ip: self.max_per_ip.map(|n| n as usize),
+            announce_limit: self.announce_limit,
         };
         Chat::new(config, console::transcript())
     }

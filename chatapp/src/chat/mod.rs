@@ -82,6 +82,13 @@ pub struct ChatConfig {
     /// is sent `ERR busy: too many connections from your address` and
     /// closed. `None`: no limit.
     pub max_per_ip: Option<usize>,
+    /// Joins and leaves are told to the room only while it has at most this
+    /// many participants, counting the one who comes or goes; the transcript
+    /// has them all. In a bigger room they would be most of the traffic:
+    /// filling a room of N clients costs N²/2 notices, 20,000 for 200 and
+    /// half a million for 1,000. (Twitch's chat stops sending them at
+    /// 1,000.)
+    pub announce_limit: usize,
 }
 
 impl Default for ChatConfig {
@@ -91,6 +98,7 @@ impl Default for ChatConfig {
             greeting_timeout: Duration::from_secs(10),
             busy_message: "ERR busy: too many clients, try again later".to_string(),
             max_per_ip: None,
+            announce_limit: 200,
         }
     }
 }
@@ -228,7 +236,7 @@ impl Chat {
         let welcome = format!("Hello\n* welcome, you are {nick}; /help lists commands\n");
         cx.send(id, Bytes::from(welcome));
         // Told to the room before joining it: the newcomer has its welcome.
-        self.broadcast(cx, &Bytes::from(format!("* {nick} joined\n")), None);
+        self.announce(cx, &Bytes::from(format!("* {nick} joined\n")));
         self.room.push(id);
         self.nicks.insert(nick.to_ascii_lowercase().into(), id);
         self.clients.insert(id, Client::Joined { nick });
@@ -368,7 +376,18 @@ impl Chat {
     /// Forgets `id`; if it was in the room, tells the others `* NICK {how}`.
     fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str) {
         if let Some(nick) = self.forget(cx, id) {
-            self.broadcast(cx, &Bytes::from(format!("* {nick} {how}\n")), None);
+            self.announce(cx, &Bytes::from(format!("* {nick} {how}\n")));
+        }
+    }
+
+    /// A join or a leave, made while the one who comes or goes is not in
+    /// `room`: told to the room if it is small enough (see
+    /// [`ChatConfig::announce_limit`]), and always to the transcript.
+    fn announce(&mut self, cx: &mut dyn Context, notice: &Bytes) {
+        if self.room.len() < self.config.announce_limit {
+            self.broadcast(cx, notice, None);
+        } else {
+            self.transcribe(notice);
         }
     }
 

@@ -143,6 +143,35 @@ fn the_others_and_the_transcript_are_told_of_a_join() {
 }
 
 #[test]
+fn joins_and_leaves_are_told_only_in_rooms_up_to_the_announce_limit() {
+    let (mut h, transcript) = chat_with(ChatConfig {
+        announce_limit: 3,
+        ..ChatConfig::default()
+    });
+    let ids: Vec<ConnId> = (0..4).map(|_| h.connect()).collect();
+    for &id in &ids {
+        h.receive(id, "Hi\n");
+    }
+    assert_eq!(
+        h.take_text(ids[0]),
+        "Hello\n* welcome, you are user1; /help lists commands\n* user2 joined\n* user3 joined\n"
+    );
+    assert!(!h.take_text(ids[3]).contains("joined"));
+    // Four in the room: the fourth one's coming and going are not told...
+    h.receive(ids[3], "bye\n");
+    assert_eq!(h.take_text(ids[0]), "", "joined and left unannounced");
+    // ...but in a room of three they are.
+    h.receive(ids[2], "bye\n");
+    assert_eq!(h.take_text(ids[0]), "* user3 left\n");
+    assert_eq!(
+        transcript.take(),
+        "* user1 joined\n* user2 joined\n* user3 joined\n* user4 joined\n\
+         * user4 left\n* user3 left\n",
+        "the transcript has them all"
+    );
+}
+
+#[test]
 fn a_message_goes_to_everyone_else_and_the_transcript() {
     let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
     let [alice, bob, carol] = ids[..] else {

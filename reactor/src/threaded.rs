@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   main thread (run):   poll(listener, signals, Handle wake-ups; timeout = next timer)
-//!        │  accept ─► on_open ─► spawn reader thread ─► spawns writer thread
+//!        │  accept ─► spawn reader thread ─► on_open, spawns writer thread
 //!        │  timers ─► on_timer      messages ─► on_wake      signal ─► stop
 //!        ▼
 //!   reader thread (one per client)       writer thread (one per client)
@@ -259,9 +259,10 @@ impl<M: Send + 'static> Threaded<M> {
         live.refusing += usize::from(refused);
         drop(live);
         if refused {
-            let refusal = shared.lock().handler.refusal();
             let close_timeout = config.close_timeout;
             let spawned = spawn(scope, move || {
+                // Asked here for the reason `serve_client` joins here.
+                let refusal = shared.lock().handler.refusal();
                 if let Some(text) = refusal {
                     let _ = (&*stream).write_all(&text);
                 }
@@ -273,36 +274,55 @@ impl<M: Send + 'static> Threaded<M> {
             }
             return;
         }
-
-        let outbox = Arc::new(Outbox::default());
-        let mut state = shared.lock();
-        let id = state.core.insert(Arc::clone(&stream), Arc::clone(&outbox));
         let config = config.clone();
-        let reader_stream = Arc::clone(&stream);
         let spawned = spawn(scope, move || {
-            let writer_stream = Arc::clone(&reader_stream);
-            let writer_outbox = Arc::clone(&outbox);
-            let writer = thread::Builder::new()
-                .stack_size(STACK_SIZE)
-                .spawn_scoped(scope, move || write_loop(&writer_stream, &writer_outbox));
-            match writer {
-                Ok(writer) => {
-                    read_loop(shared, id, &reader_stream, &outbox, &config);
-                    let _ = writer.join();
-                }
-                Err(e) => {
-                    log::warn!("cannot start a writer thread: {e}");
-                    shared.lock().release(id, CloseReason::Error(e.kind()));
-                }
-            }
+            serve_client(scope, shared, stream, &config);
             shared.thread_done(key, false);
         });
-        if spawned {
-            state.call(|h, cx| h.on_open(cx, id));
-        } else {
-            state.core.peers.remove(id.slot());
-            drop(state);
+        if !spawned {
             shared.thread_done(key, false);
+        }
+    }
+}
+
+/// A client's own thread, from its `on_open` to its end: it joins the
+/// handler's table, starts its writer and reads until the connection is over.
+///
+/// Joining takes the handler's lock, so it happens here and not on the
+/// accepting thread: a handler busy under that lock (a broadcast to
+/// thousands) must not stop the server from accepting, or the kernel's
+/// listen queue overflows and new clients are reset.
+fn serve_client<'scope, H>(
+    scope: &'scope Scope<'scope, '_>,
+    shared: &'scope Shared<'_, H>,
+    stream: Arc<TcpStream>,
+    config: &Config,
+) where
+    H: Handler + Send,
+{
+    let outbox = Arc::new(Outbox::default());
+    let id = {
+        let mut state = shared.lock();
+        if state.core.stop_requested {
+            return; // accepted as the server stops: closed unserved
+        }
+        let id = state.core.insert(Arc::clone(&stream), Arc::clone(&outbox));
+        state.call(|h, cx| h.on_open(cx, id));
+        id
+    };
+    let writer_stream = Arc::clone(&stream);
+    let writer_outbox = Arc::clone(&outbox);
+    let writer = thread::Builder::new()
+        .stack_size(STACK_SIZE)
+        .spawn_scoped(scope, move || write_loop(&writer_stream, &writer_outbox));
+    match writer {
+        Ok(writer) => {
+            read_loop(shared, id, &stream, &outbox, config);
+            let _ = writer.join();
+        }
+        Err(e) => {
+            log::warn!("cannot start a writer thread: {e}");
+            shared.lock().release(id, CloseReason::Error(e.kind()));
         }
     }
 }

@@ -1,10 +1,9 @@
 //! The echo server's handler (server4): every byte received goes straight
 //! back, and a line saying `bye` ends the connection.
 
-use std::collections::HashMap;
-
 use bytes::{Bytes, BytesMut};
 use reactor::{CloseReason, ConnId, Context, Handler};
+use rustc_hash::FxHashMap;
 
 /// Echoes a stream byte for byte, at once: no framing, no waiting for a
 /// newline, binary data welcome.
@@ -18,7 +17,7 @@ pub struct Echo {
     /// Where each connection's current line stands, for connections that are
     /// in the middle of a line; a connection at the start of a line (the
     /// usual case between messages) has no entry. Always empty when `raw`.
-    lines: HashMap<ConnId, Line>,
+    lines: FxHashMap<ConnId, Line>,
 }
 
 impl Echo {
@@ -26,7 +25,7 @@ impl Echo {
     pub fn new(raw: bool) -> Echo {
         Echo {
             raw,
-            lines: HashMap::new(),
+            lines: FxHashMap::default(),
         }
     }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reactor::{CloseReason, ConnId, Context, Handler, TimerId};
+use rustc_hash::FxHashMap;
 
 use crate::lines::{next_line, LineTooLong};
 use clean::clean;
@@ -122,7 +123,7 @@ enum Client {
 pub struct Chat {
     config: ChatConfig,
     /// Every open connection, greeted or not.
-    clients: HashMap<ConnId, Client>,
+    clients: FxHashMap<ConnId, Client>,
     /// The clients that greeted, in the order they joined: whom a broadcast
     /// goes to, and the order `/who` lists them in.
     room: Vec<ConnId>,
@@ -138,7 +139,7 @@ pub struct Chat {
     per_ip: HashMap<IpAddr, usize>,
     /// ...and the address each was counted under, to uncount it when it
     /// goes: by then the driver no longer knows its peer.
-    counted: HashMap<ConnId, IpAddr>,
+    counted: FxHashMap<ConnId, IpAddr>,
     /// Where everything said in the room is written for the operator.
     transcript: Box<dyn Write + Send>,
 }
@@ -152,13 +153,13 @@ impl Chat {
         let refusal = Bytes::from(format!("{}\n", config.busy_message));
         Chat {
             config,
-            clients: HashMap::new(),
+            clients: FxHashMap::default(),
             room: Vec::new(),
             nicks: HashMap::new(),
             last_user: 0,
             refusal,
             per_ip: HashMap::new(),
-            counted: HashMap::new(),
+            counted: FxHashMap::default(),
             transcript,
         }
     }

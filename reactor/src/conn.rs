@@ -120,6 +120,21 @@ impl Conn {
         }
     }
 
+    /// Writes `data` straight to the socket, ahead of no queued output;
+    /// returns how much the socket took. A full socket or an error takes
+    /// nothing: the caller queues the rest, and the flush that follows
+    /// meets the error again and closes the connection, in one place.
+    pub(crate) fn write_now(&mut self, data: &[u8]) -> usize {
+        let slice = [IoSlice::new(data)];
+        loop {
+            match self.io.source().write_vectored(&slice) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return 0,
+            }
+        }
+    }
+
     /// Writes as much queued output as the socket takes in one `writev`.
     /// Returns `Ok` also when the socket is full (`WouldBlock`).
     pub(crate) fn write_out(&mut self) -> io::Result<()> {

@@ -720,6 +720,23 @@ impl<M: Send + 'static> Context for Reactor<M> {
         true
     }
 
+    fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
+        let Some(conn) = self.live(to).filter(|c| c.is_open()) else {
+            return false;
+        };
+        // Only with nothing queued: written now, it would overtake that.
+        let written = if conn.output_len() == 0 {
+            conn.write_now(data)
+        } else {
+            0
+        };
+        if written < data.len() {
+            conn.queue(Bytes::copy_from_slice(&data[written..]));
+            self.queue_flush(to);
+        }
+        true
+    }
+
     fn close(&mut self, to: ConnId) {
         self.begin_close(to, CloseReason::Requested);
     }

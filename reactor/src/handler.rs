@@ -74,6 +74,17 @@ pub trait Context {
     /// `false`, dropping `data`, if `to` is closed or closing.
     fn send(&mut self, to: ConnId, data: Bytes) -> bool;
 
+    /// Sends a copy of `data` to `to`, written through at once where the
+    /// driver can: the reactor writes it to the socket before returning if
+    /// nothing is queued ahead of it, and copies only what the socket does
+    /// not take. So answering from the input costs neither an allocation nor
+    /// a copy. One system call per call: for one answer per callback (an
+    /// echo); many small pieces are cheaper queued with `send` and written
+    /// together. Returns `false` if `to` is closed or closing.
+    fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
+        self.send(to, Bytes::copy_from_slice(data))
+    }
+
     /// Sends the same bytes to each of `to`; returns how many took them.
     fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
         to.iter().filter(|&&id| self.send(id, data.clone())).count()

@@ -282,6 +282,30 @@ fn input_echoed_without_copying_stays_intact_while_queued(driver: Driver) {
     assert_eq!(first_bad, None);
 }
 
+fn slices_written_through_keep_their_order_with_queued_output(driver: Driver) {
+    // 4 MiB is more than the socket takes at once: the first slice is
+    // partly written through, and the rest of it, then the two sends
+    // after it, must queue behind it in order.
+    fn answer(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        let big: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 251) as u8).collect();
+        cx.send_slice(id, &big);
+        cx.send(id, Bytes::from_static(b"<queued>"));
+        cx.send_slice(id, b"<slice>");
+    }
+    let config = Config {
+        max_output: 16 << 20,
+        ..Config::default()
+    };
+    let server = serve(driver, config, answer);
+    let mut client = server.connect();
+    client.write_all(b"go").unwrap();
+    let got = read_exact_n(&mut client, (4 << 20) + 15);
+    let (big, tail) = got.split_at(4 << 20);
+    assert!(big.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert_eq!(tail, b"<queued><slice>");
+}
+
 fn a_peer_that_does_not_read_is_cut_off_and_others_are_served(driver: Driver) {
     fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         if input.as_ref() == b"flood" {
@@ -532,6 +556,7 @@ on_both_drivers!(
     a_stale_id_reaches_nobody,
     large_output_survives_partial_writes_in_order,
     input_echoed_without_copying_stays_intact_while_queued,
+    slices_written_through_keep_their_order_with_queued_output,
     a_peer_that_does_not_read_is_cut_off_and_others_are_served,
     input_the_handler_does_not_consume_is_limited,
     closing_after_an_error_line_does_not_lose_it,

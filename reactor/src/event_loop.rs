@@ -307,7 +307,17 @@ impl<M: Send + 'static> Reactor<M> {
             let conn = &mut self.conns[slot];
             conn.owed_close = true;
             let id = ConnId::new(slot, conn.gen);
-            handler.on_open(self, id);
+            self.open_conn(handler, id);
+        }
+    }
+
+    /// Tells the handler of a new connection. As with `on_data`, a panic
+    /// in the handler costs only this connection.
+    fn open_conn<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_open(self, id)));
+        if outcome.is_err() {
+            log::error!("{id}: the handler panicked opening this connection; closing it");
+            self.release(handler, id, CloseReason::HandlerPanicked);
         }
     }
 
@@ -376,7 +386,7 @@ impl<M: Send + 'static> Reactor<M> {
         } else {
             self.open += 1;
             conn.owed_close = true;
-            handler.on_open(self, id);
+            self.open_conn(handler, id);
         }
     }
 

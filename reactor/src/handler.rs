@@ -126,8 +126,9 @@ pub enum CloseReason {
     Idle,
     /// The loop stopped.
     Shutdown,
-    /// The handler panicked in `on_data` for this connection. The driver
-    /// logs it and closes only this connection; the others are served on.
+    /// The handler panicked in `on_open` or `on_data` for this connection.
+    /// The driver logs it and closes only this connection; the others are
+    /// served on.
     HandlerPanicked,
 }
 

@@ -258,30 +258,43 @@ impl<M: Send + 'static> Threaded<M> {
         let key = live.sockets.insert(Arc::clone(&stream));
         live.refusing += usize::from(refused);
         drop(live);
-        if refused {
-            let close_timeout = config.close_timeout;
-            let spawned = spawn(scope, move || {
-                // Asked here for the reason `serve_client` joins here.
+        let config = config.clone();
+        let spawned = spawn(scope, move || {
+            // However the thread ends, its place is given back.
+            let _done = ThreadDone {
+                shared,
+                key,
+                refused,
+            };
+            if refused {
+                // Asked here, not on the accepting thread: see `serve_client`.
                 let refusal = shared.lock().handler.refusal();
                 if let Some(text) = refusal {
                     let _ = (&*stream).write_all(&text);
                 }
-                linger(&stream, close_timeout);
-                shared.thread_done(key, true);
-            });
-            if !spawned {
-                shared.thread_done(key, true);
+                linger(&stream, config.close_timeout);
+            } else {
+                serve_client(scope, shared, stream, &config);
             }
-            return;
-        }
-        let config = config.clone();
-        let spawned = spawn(scope, move || {
-            serve_client(scope, shared, stream, &config);
-            shared.thread_done(key, false);
         });
         if !spawned {
-            shared.thread_done(key, false);
+            shared.thread_done(key, refused);
         }
+    }
+}
+
+/// Gives a client thread's place in `Live` back when dropped: at the end of
+/// the thread, or as a panic unwinds it, so a handler bug cannot leak a
+/// place under `max_connections` or leave a graceful stop waiting.
+struct ThreadDone<'a, 'h, H: Handler> {
+    shared: &'a Shared<'h, H>,
+    key: usize,
+    refused: bool,
+}
+
+impl<H: Handler> Drop for ThreadDone<'_, '_, H> {
+    fn drop(&mut self) {
+        self.shared.thread_done(self.key, self.refused);
     }
 }
 
@@ -289,9 +302,9 @@ impl<M: Send + 'static> Threaded<M> {
 /// handler's table, starts its writer and reads until the connection is over.
 ///
 /// Joining takes the handler's lock, so it happens here and not on the
-/// accepting thread: a handler busy under that lock (a broadcast to
-/// thousands) must not stop the server from accepting, or the kernel's
-/// listen queue overflows and new clients are reset.
+/// accepting thread: were each accept to wait for a handler busy under that
+/// lock (a broadcast to thousands), the kernel's listen queue would overflow
+/// and new clients be reset.
 fn serve_client<'scope, H>(
     scope: &'scope Scope<'scope, '_>,
     shared: &'scope Shared<'_, H>,
@@ -304,10 +317,20 @@ fn serve_client<'scope, H>(
     let id = {
         let mut state = shared.lock();
         if state.core.stop_requested {
-            return; // accepted as the server stops: closed unserved
+            // Accepted as the server stops: closed unserved, but gently, so
+            // that unread input (a `Hi` already sent) does not reset it.
+            drop(state);
+            linger(&stream, config.close_timeout);
+            return;
         }
         let id = state.core.insert(Arc::clone(&stream), Arc::clone(&outbox));
-        state.call(|h, cx| h.on_open(cx, id));
+        // As with `on_data`: a panic here costs this client only.
+        let call = || state.call(|h, cx| h.on_open(cx, id));
+        if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+            log::error!("{id}: the handler panicked opening this connection; closing it");
+            state.release(id, CloseReason::HandlerPanicked);
+            return;
+        }
         id
     };
     let writer_stream = Arc::clone(&stream);

@@ -38,12 +38,21 @@ struct Probe {
     /// Ids of past connections, to check that stale ids reach nobody.
     past: Vec<ConnId>,
     stale_sends: Vec<bool>,
+    /// Set by the message [`PANIC_ON_NEXT_OPEN`]: the next `on_open` panics.
+    fragile_open: bool,
 }
+
+/// Posted to a `Probe`, makes its next `on_open` panic.
+const PANIC_ON_NEXT_OPEN: u32 = 0xdead;
 
 impl Handler for Probe {
     type Message = u32;
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        assert!(
+            !std::mem::take(&mut self.fragile_open),
+            "a handler bug in on_open"
+        );
         for &old in &self.past {
             self.stale_sends
                 .push(cx.send(old, Bytes::from_static(b"ghost\n")));
@@ -67,8 +76,10 @@ impl Handler for Probe {
 
     fn on_wake(&mut self, cx: &mut dyn Context, msg: u32) {
         self.seen.send(Seen::Wake(msg)).unwrap();
-        if msg == 0 {
-            cx.stop();
+        match msg {
+            0 => cx.stop(),
+            PANIC_ON_NEXT_OPEN => self.fragile_open = true,
+            _ => {}
         }
     }
 
@@ -109,6 +120,7 @@ fn serve(
         on_data,
         past: Vec::new(),
         stale_sends: Vec::new(),
+        fragile_open: false,
     };
     let (handle, thread) = match driver {
         Driver::Reactor => {
@@ -485,6 +497,7 @@ fn any_pollable_stream_can_be_attached_but_files_cannot() {
         on_data: echo,
         past: Vec::new(),
         stale_sends: Vec::new(),
+        fragile_open: false,
     };
     let thread = thread::spawn(move || reactor.run(&mut probe).unwrap());
     theirs.set_read_timeout(Some(WAIT)).unwrap();
@@ -538,6 +551,25 @@ fn a_handler_panic_costs_only_its_connection(driver: Driver) {
     assert_eq!(read_exact_n(&mut bystander, 4), b"fine");
 }
 
+fn a_handler_panic_on_open_costs_only_that_connection(driver: Driver) {
+    let server = serve(driver, Config::default(), echo);
+    let mut bystander = server.connect();
+    server.opened();
+    server.handle.post(PANIC_ON_NEXT_OPEN).unwrap();
+    server.expect(|s| *s == Seen::Wake(PANIC_ON_NEXT_OPEN));
+    let mut victim = server.connect();
+    let (_, reason) = server.closed();
+    assert_eq!(reason, CloseReason::HandlerPanicked);
+    assert_eq!(read_to_eof(&mut victim), b"");
+    bystander.write_all(b"fine").unwrap();
+    assert_eq!(read_exact_n(&mut bystander, 4), b"fine");
+    // And the server goes on accepting.
+    let mut next = server.connect();
+    server.opened();
+    next.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut next, 2), b"ok");
+}
+
 /// Runs each test once per driver: the handler cannot tell them apart.
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -552,6 +584,7 @@ macro_rules! on_both_drivers {
 
 on_both_drivers!(
     a_handler_panic_costs_only_its_connection,
+    a_handler_panic_on_open_costs_only_that_connection,
     echoes_and_reports_peer_close,
     a_stale_id_reaches_nobody,
     large_output_survives_partial_writes_in_order,

@@ -59,9 +59,9 @@ const TRANSCRIPT_DRAIN: Duration = Duration::from_secs(2);
 /// a pipe nobody reads (`server3 … | less`, left in the background). A
 /// blocking write there would stop every client, so the handler only appends
 /// lines to a shared buffer, which the writer thread takes whole and writes
-/// at most every `TRANSCRIPT_PAUSE`. When stdout falls `TRANSCRIPT_BACKLOG`
-/// bytes behind, further lines are dropped and counted, and the count is
-/// logged once stdout catches up.
+/// at most every `TRANSCRIPT_PAUSE`. When `TRANSCRIPT_BACKLOG` bytes wait
+/// behind the batch being written, further lines are dropped and counted,
+/// and the count is logged once stdout catches up (or at the end).
 pub fn transcript() -> Box<dyn Write + Send> {
     let shared = Arc::new(Shared::default());
     let theirs = Arc::clone(&shared);
@@ -108,7 +108,7 @@ fn write_out(shared: &Shared) {
     let mut out = io::stdout();
     let mut batch = Vec::new();
     loop {
-        {
+        let closing = {
             let mut queue = lock(&shared.queue);
             while queue.bytes.is_empty() && !queue.closing {
                 queue.waiting = true;
@@ -120,12 +120,15 @@ fn write_out(shared: &Shared) {
             }
             // Swap, not copy: the handler goes on filling the other buffer.
             mem::swap(&mut queue.bytes, &mut batch);
-        }
+            queue.closing
+        };
         if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
             break; // stdout is closed: lines pile up to the limit, then are dropped
         }
         batch.clear();
-        thread::sleep(TRANSCRIPT_PAUSE);
+        if !closing {
+            thread::sleep(TRANSCRIPT_PAUSE);
+        }
     }
     lock(&shared.queue).ended = true;
     shared.done.notify_all();
@@ -208,6 +211,12 @@ impl Drop for Transcript {
                 .wait_timeout(queue, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                "stdout fell behind: {} transcript lines dropped",
+                self.dropped
+            );
         }
     }
 }

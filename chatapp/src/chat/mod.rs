@@ -12,8 +12,10 @@
 //!
 //! The state is two collections: `clients`, every open connection and how
 //! far it has got, and `room`, the ids of those that greeted, in the order
-//! they joined. A broadcast builds its line once into a [`Bytes`] and hands
-//! the same bytes to every recipient; nothing is allocated per recipient.
+//! they joined; plus `nicks`, an index of the room by lower-cased nick,
+//! changed wherever a nick is given, changed or given up. A broadcast builds
+//! its line once into a [`Bytes`] and hands the same bytes to every
+//! recipient; nothing is allocated per recipient.
 
 mod clean;
 mod nick;

@@ -121,16 +121,14 @@ impl Conn {
     }
 
     /// Writes `data` straight to the socket, ahead of no queued output;
-    /// returns how much the socket took. A full socket or an error takes
-    /// nothing: the caller queues the rest, and the flush that follows
-    /// meets the error again and closes the connection, in one place.
-    pub(crate) fn write_now(&mut self, data: &[u8]) -> usize {
+    /// returns how much the socket took, 0 if it is full.
+    pub(crate) fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
         let slice = [IoSlice::new(data)];
         loop {
             match self.io.source().write_vectored(&slice) {
-                Ok(n) => return n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                result => return result,
             }
         }
     }

@@ -734,9 +734,19 @@ impl<M: Send + 'static> Context for Reactor<M> {
         let Some(conn) = self.live(to).filter(|c| c.is_open()) else {
             return false;
         };
+        if data.is_empty() {
+            return true;
+        }
         // Only with nothing queued: written now, it would overtake that.
         let written = if conn.output_len() == 0 {
-            conn.write_now(data)
+            match conn.write_now(data) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Broken: closed with what broke it, like a failed flush.
+                    self.begin_close(to, CloseReason::from_error(&e));
+                    return false;
+                }
+            }
         } else {
             0
         };

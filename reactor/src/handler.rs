@@ -34,7 +34,8 @@ pub trait Handler {
 
     /// The connection is gone for the handler: `id` is stale from now on.
     /// Called exactly once for every connection that was opened, as soon as
-    /// it starts closing (the loop may still be flushing it to the peer).
+    /// it starts closing (the loop may still be flushing it to the peer) —
+    /// also for one whose `on_open` panicked before it finished.
     fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
         let _ = (cx, id, reason);
     }
@@ -78,9 +79,10 @@ pub trait Context {
     /// driver can: the reactor writes it to the socket before returning if
     /// nothing is queued ahead of it, and copies only what the socket does
     /// not take. So answering from the input costs neither an allocation nor
-    /// a copy. One system call per call: for one answer per callback (an
-    /// echo); many small pieces are cheaper queued with `send` and written
-    /// together. Returns `false` if `to` is closed or closing.
+    /// a copy. At least one system call per call: for one answer per
+    /// callback (an echo); many small pieces are cheaper queued with `send`
+    /// and written together. Returns `false` if `to` is closed or closing,
+    /// or the write found the connection broken (it is then closing).
     fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
         self.send(to, Bytes::copy_from_slice(data))
     }

@@ -295,15 +295,23 @@ fn input_echoed_without_copying_stays_intact_while_queued(driver: Driver) {
 }
 
 fn slices_written_through_keep_their_order_with_queued_output(driver: Driver) {
-    // 4 MiB is more than the socket takes at once: the first slice is
-    // partly written through, and the rest of it, then the two sends
-    // after it, must queue behind it in order.
+    // `1`: 4 MiB is more than the socket takes at once, so the first slice
+    // is partly written through, and its rest and what follows must queue
+    // behind it. `2`, on a drained socket: the slice must not overtake the
+    // send queued just before it.
     fn answer(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        input.clear();
-        let big: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 251) as u8).collect();
-        cx.send_slice(id, &big);
-        cx.send(id, Bytes::from_static(b"<queued>"));
-        cx.send_slice(id, b"<slice>");
+        match input.split().as_ref() {
+            b"1" => {
+                let big: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 251) as u8).collect();
+                cx.send_slice(id, &big);
+                cx.send(id, Bytes::from_static(b"<queued>"));
+                cx.send_slice(id, b"<slice>");
+            }
+            _ => {
+                cx.send(id, Bytes::from_static(b"<queued>"));
+                cx.send_slice(id, b"<slice>");
+            }
+        }
     }
     let config = Config {
         max_output: 16 << 20,
@@ -311,11 +319,13 @@ fn slices_written_through_keep_their_order_with_queued_output(driver: Driver) {
     };
     let server = serve(driver, config, answer);
     let mut client = server.connect();
-    client.write_all(b"go").unwrap();
+    client.write_all(b"1").unwrap();
     let got = read_exact_n(&mut client, (4 << 20) + 15);
     let (big, tail) = got.split_at(4 << 20);
     assert!(big.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     assert_eq!(tail, b"<queued><slice>");
+    client.write_all(b"2").unwrap();
+    assert_eq!(read_exact_n(&mut client, 15), b"<queued><slice>");
 }
 
 fn a_peer_that_does_not_read_is_cut_off_and_others_are_served(driver: Driver) {

@@ -106,15 +106,18 @@ impl ChatArgs {
     /// The chat handler, with its transcript on stdout and `busy` as the
     /// line sent to a client over the limit.
     pub fn handler(&self, busy: Option<&str>) -> Chat {
+        Chat::new(self.config(busy), console::transcript())
+    }
+
+    fn config(&self, busy: Option<&str>) -> ChatConfig {
         let defaults = ChatConfig::default();
-        let config = ChatConfig {
+        ChatConfig {
             max_line: self.max_line as usize,
             greeting_timeout: Duration::from_secs(self.greeting_timeout),
             busy_message: busy.map_or(defaults.busy_message, str::to_owned),
             max_per_ip: self.max_per_ip.map(|n| n as usize),
             announce_limit: self.announce_limit,
-        };
-        Chat::new(config, console::transcript())
+        }
     }
 }
 
@@ -242,6 +245,8 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        chat: ChatArgs,
     }
 
     fn args(argv: &[&str]) -> ServerArgs {
@@ -262,6 +267,20 @@ mod tests {
         assert_eq!(config.max_connections, 3);
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(args(&["localhost", "0"]).config().idle_timeout, None);
+    }
+
+    #[test]
+    fn chat_option_defaults_are_the_handler_defaults() {
+        // clap needs its defaults as literals; this keeps them from drifting.
+        let parsed = Cli::parse_from(["server", "localhost", "0"])
+            .chat
+            .config(None);
+        let defaults = ChatConfig::default();
+        assert_eq!(parsed.max_line, defaults.max_line);
+        assert_eq!(parsed.greeting_timeout, defaults.greeting_timeout);
+        assert_eq!(parsed.busy_message, defaults.busy_message);
+        assert_eq!(parsed.max_per_ip, defaults.max_per_ip);
+        assert_eq!(parsed.announce_limit, defaults.announce_limit);
     }
 
     #[test]

@@ -501,8 +501,8 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// Makes the scratch buffer whole again once it is nearly used up.
     ///
-    /// Usually every slice split off it has been dropped by now (echoed
-    /// bytes are dropped once written, and a chat line is copied), so the
+    /// Usually every slice split off it has been dropped by now (echo writes
+    /// its input through with `send_slice`, chat copies its lines), so the
     /// same allocation is taken back. Allocating afresh instead costs more
     /// than the allocator: glibc returns a freed 64 KiB to the kernel, and
     /// the next buffer is faulted in page by page. The memory is zeroed again
@@ -751,8 +751,7 @@ impl<M: Send + 'static> Context for Reactor<M> {
             0
         };
         if written < data.len() {
-            conn.queue(Bytes::copy_from_slice(&data[written..]));
-            self.queue_flush(to);
+            self.send(to, Bytes::copy_from_slice(&data[written..]));
         }
         true
     }

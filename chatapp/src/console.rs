@@ -160,6 +160,11 @@ impl Transcript {
             self.shared.ready.notify_one();
         }
         drop(queue);
+        self.report_dropped();
+    }
+
+    /// Logs how many lines were dropped since the last report, if any.
+    fn report_dropped(&mut self) {
         if self.dropped > 0 {
             tracing::warn!(
                 "stdout fell behind: {} transcript lines dropped",
@@ -212,11 +217,7 @@ impl Drop for Transcript {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        if self.dropped > 0 {
-            tracing::warn!(
-                "stdout fell behind: {} transcript lines dropped",
-                self.dropped
-            );
-        }
+        drop(queue);
+        self.report_dropped();
     }
 }

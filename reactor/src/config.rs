@@ -4,23 +4,54 @@ use std::time::Duration;
 
 /// Limits and timeouts of a loop. Every limit costs only the connection that
 /// exceeds it.
+///
+/// Output is governed by three marks, lowest first (Redis's
+/// `client-output-buffer-limit` with a high-water mark for backpressure in
+/// front of it):
+///
+/// ```text
+///   queued output ──► 0 ── low ── high_water ────── soft_output ────── max_output
+///                          └ reading resumes  └ reading stops   └ cut off after   └ cut off at
+///                                                                 soft_output_time  the send
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Connections served at once. One more is accepted, sent the handler's
-    /// [`refusal`](crate::Handler::refusal) and closed, as Redis does at `maxclients`.
+    /// [`refusal`](crate::Handler::refusal) and closed, as Redis does at
+    /// `maxclients`. A connection stops counting as soon as it starts
+    /// closing: one lingering over its last bytes is no longer a client.
     pub max_connections: usize,
+    /// Connections closing at once (flushing their last bytes, lingering
+    /// for the peer's end of stream, refusals). Past it a connection that
+    /// starts closing is closed at once, without lingering.
+    pub max_closing: usize,
     /// Bytes received from one connection and not yet consumed by the handler
     /// (a line without its end, say). Past it the connection is closed with
     /// `CloseReason::InputLimit`.
     pub max_input: usize,
-    /// Bytes queued for one connection that the peer has not read. Past it the
-    /// connection is closed at once with `CloseReason::OutputLimit`.
+    /// Bytes queued for one connection above which the driver stops reading
+    /// it, until the peer has read it down to half of this. This is
+    /// backpressure: an echo client that reads slower than it writes is
+    /// slowed by TCP instead of being cut off. A handler should stop taking
+    /// input from a connection that is [`backlogged`](crate::Context::backlogged).
+    pub high_water: usize,
+    /// Bytes queued for one connection that may stay queued for at most
+    /// `soft_output_time`; a connection above it for longer is closed with
+    /// `CloseReason::OutputLimit`.
+    pub soft_output: usize,
+    /// See `soft_output`.
+    pub soft_output_time: Duration,
+    /// Bytes queued for one connection that the peer has not read, at most:
+    /// a send that would pass it closes the connection at once with
+    /// `CloseReason::OutputLimit`. What is counted is what the queue costs —
+    /// payload plus the bookkeeping of each queued piece — so N connections
+    /// at the limit hold about N times this much memory.
     pub max_output: usize,
     /// Close a connection that has sent nothing for this long; `None` never does.
     pub idle_timeout: Option<Duration>,
     /// How long a closing connection may take to flush its output and for the
-    /// peer to finish (lingering close) before it is cut off.
-    pub close_timeout: Duration,
+    /// peer to finish (lingering close) before it is cut off. Apache waits 2 s.
+    pub linger_timeout: Duration,
     /// How long a graceful stop may take to flush every connection.
     pub shutdown_timeout: Duration,
 }
@@ -29,11 +60,24 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_connections: 10_000,
+            max_closing: 1024,
             max_input: 64 * 1024,
+            high_water: 64 * 1024,
+            soft_output: 256 * 1024,
+            soft_output_time: Duration::from_secs(10),
             max_output: 1024 * 1024,
             idle_timeout: None,
-            close_timeout: Duration::from_secs(5),
+            linger_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl Config {
+    /// Where reading resumes after `high_water` stopped it: half of it, so
+    /// that a connection near the mark does not switch on and off (two
+    /// `epoll_ctl` calls each time) for every message.
+    pub fn low_water(&self) -> usize {
+        self.high_water / 2
     }
 }

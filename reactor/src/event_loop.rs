@@ -596,7 +596,7 @@ impl<M: Send + 'static> Reactor<M> {
     fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
         let deadline = self
             .tick
-            .saturating_add(secs_ceil(self.config.close_timeout));
+            .saturating_add(secs_ceil(self.config.linger_timeout));
         let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
             return;
         };
@@ -755,6 +755,15 @@ impl<M: Send + 'static> Context for Reactor<M> {
         }
         true
     }
+
+    fn backlogged(&self, id: ConnId) -> bool {
+        let high = self.config.high_water;
+        self.conns
+            .get(id.slot())
+            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.output_len() > high)
+    }
+
+    fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
 
     fn close(&mut self, to: ConnId) {
         self.begin_close(to, CloseReason::Requested);

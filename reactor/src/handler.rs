@@ -30,6 +30,13 @@ pub trait Handler {
     /// take the complete frames from its front (`split_to`) and leave any
     /// partial one, which is kept and handed back, grown, with the next read.
     /// `input` may share the loop's read buffer: copy out what you keep.
+    ///
+    /// A handler may also leave complete frames: while `id` is
+    /// [`backlogged`](Context::backlogged) or after
+    /// [`pause_input`](Context::pause_input). The driver then stops reading
+    /// `id` and calls `on_data` again with the same unconsumed input, and no
+    /// new bytes, once the hold ends. So `on_data` may be handed input it has
+    /// seen before; it must take up where it left off.
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut);
 
     /// The connection is gone for the handler: `id` is stale from now on.
@@ -71,8 +78,13 @@ pub trait Context {
     fn now(&self) -> Instant;
 
     /// Queues `data` for `to`. It is written when the callback returns, in
-    /// order, shared (not copied) if sent to several connections. Returns
-    /// `false`, dropping `data`, if `to` is closed or closing.
+    /// order. Short messages are copied into the connection's contiguous
+    /// output buffer (many small lines then cost their bytes and leave in one
+    /// `write`); long ones are shared, not copied, when sent to several
+    /// connections. Returns `false`, dropping `data`, if `to` is closed or
+    /// closing — or if `data` would take its queue past
+    /// [`Config::max_output`](crate::Config::max_output): `to` is then closed
+    /// at once with [`CloseReason::OutputLimit`].
     fn send(&mut self, to: ConnId, data: Bytes) -> bool;
 
     /// Sends a copy of `data` to `to`, written through at once where the
@@ -87,6 +99,26 @@ pub trait Context {
         self.send(to, Bytes::copy_from_slice(data))
     }
 
+    /// Whether `id` owes its peer more than [`Config::high_water`] (or is
+    /// closed or closing). A handler that answers input should then stop
+    /// consuming `id`'s input and leave the rest in the buffer: the driver
+    /// stops reading `id` until its peer has read the queue down to
+    /// [`Config::low_water`], then hands the rest back to `on_data`. That is
+    /// how a client that asks faster than it reads (pipelined commands whose
+    /// answers are larger than the commands) is slowed down rather than cut
+    /// off or allowed to fill the server's memory.
+    ///
+    /// [`Config::high_water`]: crate::Config::high_water
+    /// [`Config::low_water`]: crate::Config::low_water
+    fn backlogged(&self, id: ConnId) -> bool;
+
+    /// Stops reading `id` for `duration`, then calls `on_data` with its
+    /// unconsumed input: the input is delayed, not dropped, and the peer is
+    /// slowed by TCP meanwhile. For rate limits (a chat's flood control):
+    /// consume what the budget allows, leave the rest, and pause until the
+    /// budget has grown back. Pausing again replaces the previous pause.
+    fn pause_input(&mut self, id: ConnId, duration: Duration);
+
     /// Sends the same bytes to each of `to`; returns how many took them.
     fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
         to.iter().filter(|&&id| self.send(id, data.clone())).count()
@@ -96,7 +128,9 @@ pub trait Context {
     /// discarded from now on; `on_close` follows with `CloseReason::Requested`.
     fn close(&mut self, to: ConnId);
 
-    /// Calls `on_timer(tag)` once, `after` from now.
+    /// Calls `on_timer(tag)` once, `after` from now — at the earliest on the
+    /// driver's next turn, even when `after` is zero, so that a timer that
+    /// sets itself again cannot keep the driver from its other work.
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
 
     /// Cancels a timer that has not fired; otherwise does nothing.
@@ -122,7 +156,9 @@ pub enum CloseReason {
     Requested,
     /// The peer sent more than `Config::max_input` without the handler consuming it.
     InputLimit,
-    /// The peer did not read, and more than `Config::max_output` waited for it.
+    /// The peer did not read: a send would have taken its queue past
+    /// `Config::max_output`, or it stayed above `Config::soft_output` for
+    /// `Config::soft_output_time`.
     OutputLimit,
     /// The peer sent nothing for `Config::idle_timeout`.
     Idle,

@@ -88,6 +88,12 @@ impl Context for MemoryContext {
         true
     }
 
+    fn backlogged(&self, id: ConnId) -> bool {
+        self.open(id).is_none()
+    }
+
+    fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
+
     fn close(&mut self, to: ConnId) {
         if self.open(to).is_some() {
             self.conns

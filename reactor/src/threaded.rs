@@ -272,7 +272,7 @@ impl<M: Send + 'static> Threaded<M> {
                 if let Some(text) = refusal {
                     let _ = (&*stream).write_all(&text);
                 }
-                linger(&stream, config.close_timeout);
+                linger(&stream, config.linger_timeout);
             } else {
                 serve_client(scope, shared, stream, &config);
             }
@@ -320,7 +320,7 @@ fn serve_client<'scope, H>(
             // Accepted as the server stops: closed unserved, but gently, so
             // that unread input (a `Hi` already sent) does not reset it.
             drop(state);
-            linger(&stream, config.close_timeout);
+            linger(&stream, config.linger_timeout);
             return;
         }
         let id = state.core.insert(Arc::clone(&stream), Arc::clone(&outbox));
@@ -559,6 +559,13 @@ impl Context for Core {
         true
     }
 
+    fn backlogged(&self, id: ConnId) -> bool {
+        self.get(id)
+            .is_none_or(|p| p.outbox.lock().len > self.config.high_water)
+    }
+
+    fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
+
     fn close(&mut self, to: ConnId) {
         self.begin_close(to, CloseReason::Requested);
     }
@@ -675,7 +682,7 @@ fn write_loop(stream: &TcpStream, outbox: &Outbox) {
 
 /// The reader thread: reads, hands the handler what arrived, and reports
 /// the end of the connection. Once the connection is closing it only
-/// discards input until the peer finishes (or `close_timeout`).
+/// discards input until the peer finishes (or `linger_timeout`).
 fn read_loop<H: Handler>(
     shared: &Shared<'_, H>,
     id: ConnId,
@@ -698,7 +705,7 @@ fn read_loop<H: Handler>(
                 ) =>
             {
                 if lingering {
-                    break; // close_timeout passed
+                    break; // linger_timeout passed
                 }
                 shared.lock().close(id, CloseReason::Idle);
                 0
@@ -717,7 +724,7 @@ fn read_loop<H: Handler>(
             }
             if !lingering {
                 lingering = true;
-                let _ = stream.set_read_timeout(Some(config.close_timeout));
+                let _ = stream.set_read_timeout(Some(config.linger_timeout));
             }
             continue;
         }
@@ -743,7 +750,7 @@ fn read_loop<H: Handler>(
     }
     // Let the writer flush what is owed (a half-closed peer still reads),
     // but not forever.
-    if !outbox.wait_done(config.close_timeout) {
+    if !outbox.wait_done(config.linger_timeout) {
         outbox.abort();
     }
     let _ = stream.shutdown(Shutdown::Both);

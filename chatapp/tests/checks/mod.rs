@@ -187,6 +187,14 @@ impl Context for Watch<'_> {
         self.cx.close(to);
     }
 
+    fn backlogged(&self, id: ConnId) -> bool {
+        self.cx.backlogged(id)
+    }
+
+    fn pause_input(&mut self, id: ConnId, duration: Duration) {
+        self.cx.pause_input(id, duration);
+    }
+
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
         self.cx.set_timer(after, tag)
     }

@@ -1,17 +1,24 @@
 //! One connection's state in the slab: its stream, where it is in its life,
 //! and its buffers — which exist only while data is in flight.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 
+use crate::output::Output;
 use crate::sys::{Interest, Registered};
 use crate::{CloseReason, Stream};
 
-/// Most chunks handed to one `writev`. Linux allows 1024; 64 already turns a
-/// burst of small messages into one system call.
-const MAX_IOV: usize = 64;
+/// Bytes written to one connection per turn, at most, before the others get
+/// their turn; what is left waits for the next. Redis writes 64 KiB
+/// (`NET_MAX_WRITES_PER_EVENT`); a fan-out turn can owe a fast reader more
+/// than that (one 16 KiB read of tiny lines is about five times as much to
+/// every recipient), and it must be able to keep up.
+const WRITE_BUDGET: usize = 256 * 1024;
+
+/// `soft_since` when the connection is not over its soft output limit.
+pub(crate) const NOT_OVER: u32 = u32::MAX;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +40,10 @@ pub(crate) enum Phase {
 #[derive(Debug, Default)]
 pub(crate) struct Buffers {
     pub(crate) input: BytesMut,
-    output: VecDeque<Bytes>,
-    output_len: usize,
+    pub(crate) output: Output,
+    /// Set by `Context::pause_input`: input is not read nor handed to the
+    /// handler before then.
+    pub(crate) paused_until: Option<Instant>,
 }
 
 /// A connection in the loop's slab.
@@ -51,14 +60,18 @@ pub(crate) struct Conn {
     pub(crate) refused: bool,
     /// The peer has finished sending (we read end of stream).
     pub(crate) read_closed: bool,
+    /// Its queued output passed `Config::high_water` and has not yet drained
+    /// to `Config::low_water`: it is not read meanwhile.
+    pub(crate) held_for_output: bool,
     /// What the poller watches this connection for now.
     pub(crate) interest: Interest,
     /// On the loop's list of connections to flush after this batch.
     pub(crate) flush_queued: bool,
     /// The loop's tick (whole seconds) of the last input, for the idle timeout.
     pub(crate) last_active: u32,
-    /// The tick by which a closing connection is cut off.
-    pub(crate) deadline: u32,
+    /// The tick since which its output has been over `Config::soft_output`,
+    /// or `NOT_OVER`.
+    pub(crate) soft_since: u32,
     pub(crate) bufs: Option<Box<Buffers>>,
 }
 
@@ -71,10 +84,11 @@ impl Conn {
             owed_close: false,
             refused: false,
             read_closed: false,
+            held_for_output: false,
             interest: Interest::READ,
             flush_queued: false,
             last_active: tick,
-            deadline: u32::MAX,
+            soft_since: NOT_OVER,
             bufs: None,
         }
     }
@@ -83,16 +97,29 @@ impl Conn {
         self.phase == Phase::Open
     }
 
-    /// Appends `data` to the output queue.
-    pub(crate) fn queue(&mut self, data: Bytes) {
-        let bufs = self.bufs.get_or_insert_with(Box::default);
-        bufs.output_len += data.len();
-        bufs.output.push_back(data);
+    /// The buffers, made if there were none.
+    pub(crate) fn bufs(&mut self) -> &mut Buffers {
+        self.bufs.get_or_insert_with(Box::default)
     }
 
     /// Bytes queued and not yet written.
     pub(crate) fn output_len(&self) -> usize {
-        self.bufs.as_ref().map_or(0, |b| b.output_len)
+        self.bufs.as_ref().map_or(0, |b| b.output.len())
+    }
+
+    /// What the queued output costs in memory (see `Output::cost`).
+    pub(crate) fn output_cost(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.output.cost())
+    }
+
+    /// Whether its input is held back: by backpressure or by a pause.
+    pub(crate) fn input_held(&self) -> bool {
+        self.held_for_output || self.bufs.as_ref().is_some_and(|b| b.paused_until.is_some())
+    }
+
+    /// Whether it has input the handler left unconsumed.
+    pub(crate) fn has_input(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| !b.input.is_empty())
     }
 
     /// Takes the unconsumed input, leaving none.
@@ -105,7 +132,7 @@ impl Conn {
 
     /// Keeps `input` (non-empty) until the next read.
     pub(crate) fn keep_input(&mut self, input: BytesMut) {
-        self.bufs.get_or_insert_with(Box::default).input = input;
+        self.bufs().input = input;
     }
 
     /// Gives back buffer memory when nothing is in flight, so that a quiet
@@ -114,7 +141,7 @@ impl Conn {
     /// connection does not allocate its queue anew for every message.
     pub(crate) fn release_idle_buffers(&mut self) {
         if let Some(b) = &self.bufs {
-            if b.output.is_empty() && b.input.is_empty() {
+            if b.output.is_empty() && b.input.is_empty() && b.paused_until.is_none() {
                 self.bufs = None;
             }
         }
@@ -133,67 +160,43 @@ impl Conn {
         }
     }
 
-    /// Writes as much queued output as the socket takes in one `writev`.
-    /// Returns `Ok` also when the socket is full (`WouldBlock`).
+    /// Writes queued output until the socket is full (`WouldBlock`), the
+    /// queue is empty, or `WRITE_BUDGET` bytes have gone out this turn.
+    /// Returns `Ok` also when the socket is full.
     pub(crate) fn write_out(&mut self) -> io::Result<()> {
         let Some(bufs) = self.bufs.as_mut() else {
             return Ok(());
         };
-        if bufs.output.is_empty() {
-            return Ok(());
-        }
         let stream = self.io.source();
-        match write_chunks(&mut bufs.output, |slices| stream.write_vectored(slices)) {
-            Ok(written) => {
-                bufs.output_len -= written;
-                Ok(())
+        let mut budget = WRITE_BUDGET;
+        while !bufs.output.is_empty() && budget > 0 {
+            let mut offered = 0;
+            let result = bufs.output.write_with(|slices| {
+                offered = slices.iter().map(|s| s.len()).sum();
+                stream.write_vectored(slices)
+            });
+            match result {
+                // The socket took less than it was offered: it is full now,
+                // and another write would only return `WouldBlock`.
+                Ok(written) if written < offered => return Ok(()),
+                Ok(written) => budget = budget.saturating_sub(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
         }
+        Ok(())
     }
 
     /// What the poller should watch for: input unless the peer is done
-    /// sending (a level-triggered end of stream would report forever), and
-    /// writability only while output waits.
+    /// sending (a level-triggered end of stream would report forever) or an
+    /// open connection's input is held; writability only while output waits.
+    /// A closing connection is read whatever its holds, to see the peer's
+    /// end of stream.
     pub(crate) fn wanted_interest(&self) -> Interest {
+        let held = self.is_open() && self.input_held();
         Interest {
-            read: !self.read_closed,
+            read: !self.read_closed && !held,
             write: self.output_len() > 0,
         }
     }
-}
-
-/// Hands the front of `chunks` (at most `MAX_IOV` of them) to one vectored
-/// `write`, retried if interrupted, and removes what it wrote: whole chunks
-/// popped, a partly written one advanced. Returns the bytes written. Both
-/// drivers write their output queues through it.
-pub(crate) fn write_chunks(
-    chunks: &mut VecDeque<Bytes>,
-    mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
-) -> io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_IOV];
-    let mut count = 0;
-    for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
-        *slice = IoSlice::new(chunk);
-        count += 1;
-    }
-    let written = loop {
-        match write(&slices[..count]) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            result => break result?,
-        }
-    };
-    let mut left = written;
-    while left > 0 {
-        let front = chunks.front_mut().expect("wrote more than was queued");
-        if front.len() <= left {
-            left -= front.len();
-            chunks.pop_front();
-        } else {
-            front.advance(left);
-            left = 0;
-        }
-    }
-    Ok(written)
 }

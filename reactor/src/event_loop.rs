@@ -1,31 +1,42 @@
 //! The event loop: one thread, one poller, every connection.
 //!
 //! ```text
-//!            ┌────────────────────────────── run() ───────────────────────────────┐
-//!            │                                                                    │
-//!            ▼                                                                    │
-//!   wait(timeout = earliest of: timer, sweep tick, accept pause, stop deadline)   │
-//!            │                                                                    │
-//!            ├─ listener readable ──► accept (≤ 64) ─► on_open / refusal          │
-//!            ├─ signal pipe ────────► begin graceful stop                         │
-//!            ├─ connection readable ► one read into the shared scratch buffer     │
-//!            │                          └─► on_data(input)  (or discard if closing)│
-//!            ├─ connection writable ► queue for flush                             │
-//!            ├─ mailbox (notify) ───► on_wake(msg) / stop                         │
-//!            ├─ due timers ─────────► on_timer(tag)                               │
-//!            ├─ once a second ──────► idle timeouts, close deadlines, free buffers│
-//!            ├─ flush: one writev per connection with output; watch for writable │
-//!            │         only while bytes remain; finish closes                     │
-//!            └─ free the slots of connections released in this batch ────────────┘
+//!   run() = loop { turn() }
+//!
+//!   turn():
+//!     wait(timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
+//!     ├─ listener readable ──► accept (≤ 64) ─► on_open / refusal
+//!     ├─ signal pipe ────────► begin graceful stop
+//!     ├─ connection readable ► unless its input is held: one read of ≤ 16 KiB
+//!     │                          └─► on_data(input)  (or discard if closing)
+//!     ├─ connection writable ► queue for flush
+//!     ├─ mailbox (≤ 256) ────► on_wake(msg) / stop
+//!     ├─ due timers ─────────► on_timer(tag) / a pause ends; only timers set before the turn
+//!     ├─ held input ─────────► on_data again for connections whose hold ended
+//!     ├─ linger deadlines ───► cut off what has not finished closing
+//!     ├─ once a second ──────► idle and soft-limit timeouts, free idle buffers
+//!     ├─ flush: write each connection until full or 256 KiB; hold input over
+//!     │         high water, release it under low water; finish closes
+//!     └─ free the slots of connections released in this turn
 //! ```
 //!
 //! Polling is level-triggered: interest is changed (one `epoll_ctl`) only
-//! when a connection starts or stops having output, never to re-arm. Each
-//! readiness gets one read; if more is waiting, the next `wait` says so. Sends
-//! made by handlers are queued and flushed together after the batch, so that
-//! several messages to one peer leave in one `writev` and each `wait` (several
-//! system calls in `polling`) is paid for by as much work as possible.
+//! when a connection starts or stops having output or having its input
+//! held, never to re-arm. Each readiness gets one bounded read; if more is
+//! waiting, the next `wait` says so. Sends made by handlers are queued and
+//! flushed together after the batch, so that several messages to one peer
+//! leave in one `writev` and each `wait` (several system calls in
+//! `polling`) is paid for by as much work as possible.
+//!
+//! Flow control is the same idea three times. Reads are bounded, so one
+//! sender's burst is taken a portion per turn and fanned out while every
+//! recipient is flushed between portions; a connection that owes its peer
+//! more than `high_water` is not read until it is down to `low_water`, so
+//! TCP slows whoever asks faster than they read; and a send that would pass
+//! `max_output` cuts that one connection off, so no queue grows without
+//! bound and one reader that does not read stalls nobody else.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener};
@@ -38,17 +49,23 @@ use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 use slab::Slab;
 
-use crate::conn::{Conn, Phase};
+use crate::conn::{Conn, Phase, NOT_OVER};
 use crate::handle::{Command, Handle};
+use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Interest, Registered, LISTENER_KEY, SIGNAL_KEY};
-use crate::timers::Timers;
+use crate::timers::{deadline, Timers};
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Stream, TimerId};
 
 /// Size of the read buffer the whole loop shares.
 const READ_BUFFER: usize = 64 * 1024;
-/// Below this much room the read buffer is replaced rather than read into.
-const MIN_READ: usize = 16 * 1024;
+/// Bytes read from one connection per readiness, at most (Redis's
+/// `PROTO_IOBUF_LEN`). It bounds what one sender can make the loop do in one
+/// turn: 16 KiB of tiny chat lines is about 80 KiB to every recipient.
+const READ_PORTION: usize = 16 * 1024;
+/// Messages taken from the mailbox per turn, at most: a handler that posts
+/// to its own loop from `on_wake` must not keep it from everything else.
+const MAILBOX_BATCH: usize = 256;
 /// Connections accepted per wakeup, so that a storm of new connections
 /// cannot starve the ones already being served.
 const ACCEPT_BATCH: usize = 64;
@@ -56,9 +73,6 @@ const ACCEPT_BATCH: usize = 64;
 /// level-triggered listener stays readable while `accept` fails, so retrying
 /// at once would spin the CPU.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Refused connections still being closed gracefully, at most; past it a
-/// refused connection is closed at once.
-const MAX_REFUSING: usize = 256;
 /// Events taken from the poller per wait.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -97,35 +111,56 @@ pub struct Reactor<M = ()> {
     conns: Slab<Conn>,
     listener: Option<Listener>,
     signals: Option<Registered<SignalPipe>>,
-    timers: Timers,
+    timers: Timers<Due>,
     mailbox: Receiver<Command<M>>,
     mailbox_tx: Sender<Command<M>>,
+    /// The last turn stopped taking messages at `MAILBOX_BATCH`: more wait.
+    mailbox_more: bool,
     /// The read buffer shared by every connection (see `read`).
     scratch: BytesMut,
     /// Slots with output to write after this batch.
     flush_list: Vec<usize>,
+    /// Connections whose held input is to be handed to the handler again.
+    redeliver: Vec<ConnId>,
     /// Slots released in this batch, freed after it so that no later event
     /// of the same batch can reach a new connection in the same slot.
     dead: Vec<usize>,
     /// Slots attached before `run` whose handler has not been told yet.
     unannounced: Vec<usize>,
-    /// Connections that started closing in this callback, whose handler is
-    /// told (`on_close`) as soon as the callback returns.
-    closing: Vec<(ConnId, CloseReason)>,
-    /// Connections served, including those still closing: they count
-    /// against `max_connections` until their descriptor is closed.
+    /// Connections that closed during this callback, whose handler is told
+    /// (`on_close`) as soon as the callback returns.
+    untold: Vec<(ConnId, CloseReason)>,
+    /// When each closing connection must be gone, in the order they began
+    /// closing. They all wait the same `linger_timeout`, so this order is
+    /// also the order of their deadlines: the front is always the next.
+    /// Entries of connections that finished earlier are skipped.
+    linger_deadlines: VecDeque<(ConnId, Instant)>,
+    /// Connections served: those open, not those closing. A connection
+    /// stops counting against `max_connections` as soon as it starts closing.
     open: usize,
-    /// Refused connections still closing.
-    refusing: usize,
+    /// Connections closing: flushing, lingering, refusals.
+    closing: usize,
     next_gen: u32,
     start: Instant,
     now: Instant,
-    /// Whole seconds since `start`: the coarse clock of idle and close deadlines.
+    /// Whole seconds since `start`: the coarse clock of idle and soft-limit
+    /// timeouts.
     tick: u32,
     next_sweep: Instant,
     stop_requested: bool,
     /// Set once a graceful stop has begun: the time by which it must end.
     stop_deadline: Option<Instant>,
+    /// Whether the operator has been told what the stop is waiting for.
+    stop_explained: bool,
+}
+
+/// What a timer of the loop's own queue is for.
+#[derive(Debug)]
+enum Due {
+    /// The handler's, set with `Context::set_timer`.
+    Handler(u64),
+    /// The end of a `Context::pause_input`.
+    Resume(ConnId),
 }
 
 impl<M: Send + 'static> Reactor<M> {
@@ -149,13 +184,16 @@ impl<M: Send + 'static> Reactor<M> {
             timers: Timers::default(),
             mailbox,
             mailbox_tx,
+            mailbox_more: false,
             scratch: BytesMut::zeroed(READ_BUFFER),
             flush_list: Vec::new(),
+            redeliver: Vec::new(),
             dead: Vec::new(),
             unannounced: Vec::new(),
-            closing: Vec::new(),
+            untold: Vec::new(),
+            linger_deadlines: VecDeque::new(),
             open: 0,
-            refusing: 0,
+            closing: 0,
             next_gen: 1,
             start: now,
             now,
@@ -163,6 +201,7 @@ impl<M: Send + 'static> Reactor<M> {
             next_sweep: now + Duration::from_secs(1),
             stop_requested: false,
             stop_deadline: None,
+            stop_explained: false,
         })
     }
 
@@ -196,7 +235,6 @@ impl<M: Send + 'static> Reactor<M> {
             }
         })?;
         self.unannounced.push(id.slot());
-        self.open += 1;
         Ok(id)
     }
 
@@ -222,76 +260,77 @@ impl<M: Send + 'static> Reactor<M> {
     /// every connection is closed, or the shutdown timeout has passed.
     pub fn run<H: Handler<Message = M>>(&mut self, handler: &mut H) -> Result<(), Error> {
         let mut events = Events::with_capacity(EVENT_CAPACITY.try_into().expect("non-zero"));
-        loop {
-            self.announce(handler);
-            events.clear();
-            self.poller.wait(&mut events, self.timeout())?;
-            self.now = Instant::now();
-            self.tick = self.now.duration_since(self.start).as_secs() as u32;
+        while !self.turn(handler, &mut events)? {}
+        Ok(())
+    }
 
-            for event in events.iter() {
-                match event.key {
-                    LISTENER_KEY => self.accept(handler),
-                    SIGNAL_KEY => self.on_signal(),
-                    key => {
-                        let id = ConnId::from_bits(key as u64);
-                        if event.readable {
-                            self.read(handler, id);
-                        }
-                        if event.writable {
-                            self.queue_flush(id);
-                        }
+    /// One iteration of the loop, in the order of the diagram at the top of
+    /// this file; returns whether the loop is done. Everything a callback
+    /// starts for the loop itself (a timer with no delay, a message posted
+    /// to itself, input handed back) waits for the next turn, so one turn's
+    /// work is bounded however the handler behaves.
+    fn turn<H: Handler<Message = M>>(
+        &mut self,
+        handler: &mut H,
+        events: &mut Events,
+    ) -> Result<bool, Error> {
+        self.announce(handler);
+        events.clear();
+        self.poller.wait(events, self.timeout())?;
+        self.now = Instant::now();
+        self.tick = self.now.duration_since(self.start).as_secs() as u32;
+
+        for event in events.iter() {
+            match event.key {
+                LISTENER_KEY => self.accept(handler),
+                SIGNAL_KEY => self.on_signal(),
+                key => {
+                    let id = ConnId::from_bits(key as u64);
+                    if event.readable {
+                        self.read(handler, id);
+                    }
+                    if event.writable {
+                        self.queue_flush(id);
                     }
                 }
-                self.tell_closed(handler);
             }
-            while let Ok(cmd) = self.mailbox.try_recv() {
-                match cmd {
-                    Command::Message(msg) => handler.on_wake(self, msg),
-                    Command::Stop => self.stop_requested = true,
-                }
-                self.tell_closed(handler);
-            }
-            while let Some(tag) = self.timers.pop_due(self.now) {
-                handler.on_timer(self, tag);
-                self.tell_closed(handler);
-            }
-            self.resume_accepting();
-            if self.now >= self.next_sweep {
-                self.sweep(handler);
-            }
-            if self.stop_requested && self.stop_deadline.is_none() {
-                self.begin_stop(handler);
-            }
-            self.flush_all(handler);
-            for slot in self.dead.drain(..) {
-                // Dropping the connection deletes it from the poller, then closes it.
-                self.conns.remove(slot);
-            }
-            if let Some(deadline) = self.stop_deadline {
-                if self.conns.is_empty() {
-                    return Ok(());
-                }
-                if self.now >= deadline {
-                    self.cut_off_all(handler);
-                    return Ok(());
-                }
-            }
+            self.tell_closed(handler);
         }
+        self.take_mail(handler);
+        self.fire_timers(handler);
+        self.hand_back_input(handler);
+        self.resume_accepting();
+        self.expire_lingering();
+        if self.now >= self.next_sweep {
+            self.sweep();
+        }
+        self.tell_closed(handler);
+        if self.stop_requested && self.stop_deadline.is_none() {
+            self.begin_stop(handler);
+        }
+        self.flush_all(handler);
+        self.free_dead(handler);
+        Ok(self.stopped(handler))
     }
 
     /// How long the next wait may sleep: until the earliest thing that must
     /// happen without an event.
     fn timeout(&self) -> Option<Duration> {
-        // Work made outside the batch (by `on_open` of attached streams)
-        // must not wait for an event.
-        if !self.flush_list.is_empty() || (self.stop_requested && self.stop_deadline.is_none()) {
+        // Work left for the next turn (output queued by `on_open` of attached
+        // streams, held input handed back, more mail) must not wait for an event.
+        if !self.flush_list.is_empty()
+            || !self.redeliver.is_empty()
+            || self.mailbox_more
+            || (self.stop_requested && self.stop_deadline.is_none())
+        {
             return Some(Duration::ZERO);
         }
         let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
         let paused = self.listener.as_ref().and_then(|l| l.paused_until);
+        let linger = self.linger_deadlines.front().map(|&(_, at)| at);
         [
             self.timers.next_deadline(),
+            linger,
             sweep,
             paused,
             self.stop_deadline,
@@ -300,6 +339,131 @@ impl<M: Send + 'static> Reactor<M> {
         .flatten()
         .min()
         .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Messages posted from other threads, at most `MAILBOX_BATCH` a turn.
+    fn take_mail<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+        self.mailbox_more = false;
+        for _ in 0..MAILBOX_BATCH {
+            let Ok(cmd) = self.mailbox.try_recv() else {
+                return;
+            };
+            match cmd {
+                Command::Message(msg) => handler.on_wake(self, msg),
+                Command::Stop => self.stop_requested = true,
+            }
+            self.tell_closed(handler);
+        }
+        self.mailbox_more = true;
+    }
+
+    /// The timers due now that were set before this turn.
+    fn fire_timers<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+        let horizon = self.timers.horizon();
+        while let Some(due) = self.timers.pop_due(self.now, horizon) {
+            match due {
+                Due::Handler(tag) => {
+                    handler.on_timer(self, tag);
+                    self.tell_closed(handler);
+                }
+                Due::Resume(id) => self.end_pause(id),
+            }
+        }
+    }
+
+    /// A pause set with `pause_input` may be over: if it is (it may have
+    /// been replaced by a later one), read again and hand back what waits.
+    fn end_pause(&mut self, id: ConnId) {
+        let now = self.now;
+        let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
+            return;
+        };
+        let Some(bufs) = conn.bufs.as_mut() else {
+            return;
+        };
+        if bufs.paused_until.is_some_and(|until| until <= now) {
+            bufs.paused_until = None;
+            self.resume_input(id);
+        }
+    }
+
+    /// A hold on `id`'s input has ended: unless another holds it still,
+    /// hand its unconsumed input back next and watch it for input again.
+    fn resume_input(&mut self, id: ConnId) {
+        let Some(conn) = self.live(id) else { return };
+        if conn.input_held() {
+            return;
+        }
+        if conn.has_input() {
+            self.redeliver.push(id);
+        }
+        // The flush is what changes the interest back.
+        self.queue_flush(id);
+    }
+
+    /// Hands held input back to the handler, for the connections whose
+    /// hold ended in the last turn.
+    fn hand_back_input<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+        for id in mem::take(&mut self.redeliver) {
+            let ready = self
+                .live(id)
+                .is_some_and(|c| c.is_open() && !c.input_held());
+            if ready {
+                self.deliver(handler, id, BytesMut::new());
+                self.tell_closed(handler);
+            }
+        }
+    }
+
+    /// Ends the closing connections whose linger deadline has passed.
+    fn expire_lingering(&mut self) {
+        while let Some(&(id, at)) = self.linger_deadlines.front() {
+            if at > self.now {
+                return;
+            }
+            self.linger_deadlines.pop_front();
+            if let Some(conn) = self.live(id) {
+                if let Phase::Closing(reason) | Phase::Lingering(reason) = conn.phase {
+                    self.release(id, reason);
+                }
+            }
+        }
+    }
+
+    /// Frees the slots released in this turn; told first, if not yet.
+    fn free_dead<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+        self.tell_closed(handler);
+        for slot in self.dead.drain(..) {
+            // Dropping the connection deletes it from the poller, then closes it.
+            self.conns.remove(slot);
+        }
+    }
+
+    /// Whether a graceful stop has ended: everyone gone, or the deadline
+    /// passed (then whoever is left is cut off). The first turn of a stop
+    /// that still waits says what for.
+    fn stopped<H: Handler<Message = M>>(&mut self, handler: &mut H) -> bool {
+        let Some(deadline) = self.stop_deadline else {
+            return false;
+        };
+        if self.conns.is_empty() {
+            return true;
+        }
+        if self.now >= deadline {
+            self.cut_off_all(handler);
+            return true;
+        }
+        if !self.stop_explained {
+            self.stop_explained = true;
+            let most = self.config.linger_timeout.min(self.config.shutdown_timeout);
+            log::warn!(
+                "stopping: waiting up to {:.1}s for {} connection(s) to take their last bytes \
+                 and close; signal again (Ctrl-C) to stop now",
+                most.as_secs_f64(),
+                self.conns.len()
+            );
+        }
+        false
     }
 
     fn announce<H: Handler<Message = M>>(&mut self, handler: &mut H) {
@@ -317,8 +481,9 @@ impl<M: Send + 'static> Reactor<M> {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_open(self, id)));
         if outcome.is_err() {
             log::error!("{id}: the handler panicked opening this connection; closing it");
-            self.release(handler, id, CloseReason::HandlerPanicked);
+            self.release(id, CloseReason::HandlerPanicked);
         }
+        self.tell_closed(handler);
     }
 
     fn register(&mut self, stream: Stream) -> io::Result<ConnId> {
@@ -328,6 +493,7 @@ impl<M: Send + 'static> Reactor<M> {
         let id = ConnId::new(entry.key(), gen);
         let io = Registered::new(&self.poller, stream, id.to_bits() as usize, Interest::READ)?;
         entry.insert(Conn::new(io, gen, self.tick));
+        self.open += 1;
         Ok(id)
     }
 
@@ -364,7 +530,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     fn admit<H: Handler<Message = M>>(&mut self, handler: &mut H, stream: std::net::TcpStream) {
         let over_limit = self.open >= self.config.max_connections;
-        if over_limit && self.refusing >= MAX_REFUSING {
+        if over_limit && self.closing >= self.config.max_closing {
             return; // dropped: closed without a word
         }
         let stream = Stream::Tcp(stream);
@@ -375,17 +541,15 @@ impl<M: Send + 'static> Reactor<M> {
                 return;
             }
         };
-        let conn = &mut self.conns[id.slot()];
         if over_limit {
-            self.refusing += 1;
+            let conn = &mut self.conns[id.slot()];
             conn.refused = true;
             if let Some(refusal) = handler.refusal() {
-                conn.queue(refusal);
+                conn.bufs().output.push(refusal);
             }
             self.begin_close(id, CloseReason::Requested);
         } else {
-            self.open += 1;
-            conn.owed_close = true;
+            self.conns[id.slot()].owed_close = true;
             self.open_conn(handler, id);
         }
     }
@@ -414,13 +578,13 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    /// One read per readiness. The bytes land in the shared scratch buffer
-    /// and are split off it without copying; only what the handler leaves
-    /// unconsumed is copied into the connection's own buffer. So an idle
-    /// connection holds no input memory, and a read that fills the buffer is
-    /// simply followed by another readiness report.
+    /// One read per readiness, of at most `READ_PORTION`. The bytes land in
+    /// the shared scratch buffer and are split off it without copying; only
+    /// what the handler leaves unconsumed is copied into the connection's own
+    /// buffer. So an idle connection holds no input memory, and a read that
+    /// leaves more waiting is simply followed by another readiness report.
     fn read<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
-        if self.scratch.len() < MIN_READ {
+        if self.scratch.len() < READ_PORTION {
             self.renew_scratch();
         }
         // The slab alone, not `self.live`: the read below borrows the
@@ -428,8 +592,12 @@ impl<M: Send + 'static> Reactor<M> {
         let Some(conn) = live_in(&mut self.conns, id) else {
             return;
         };
+        if conn.is_open() && conn.input_held() {
+            // Held since this batch was reported; the flush turns reading off.
+            return;
+        }
         let result = loop {
-            match conn.io.source().read(&mut self.scratch) {
+            match conn.io.source().read(&mut self.scratch[..READ_PORTION]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }
@@ -442,14 +610,14 @@ impl<M: Send + 'static> Reactor<M> {
                     Phase::Closing(r) | Phase::Lingering(r) => r,
                     _ => CloseReason::from_error(&e),
                 };
-                self.release(handler, id, reason);
+                self.release(id, reason);
                 return;
             }
         };
         if n == 0 {
             conn.read_closed = true;
             match conn.phase {
-                Phase::Lingering(reason) => self.release(handler, id, reason),
+                Phase::Lingering(reason) => self.release(id, reason),
                 // The peer may have only half-closed: it still gets what it is owed.
                 Phase::Open => self.begin_close(id, CloseReason::PeerClosed),
                 _ => self.queue_flush(id),
@@ -460,24 +628,37 @@ impl<M: Send + 'static> Reactor<M> {
             return; // closing: input is discarded
         }
         conn.last_active = self.tick;
-        let mut data = self.scratch.split_to(n);
+        let data = self.scratch.split_to(n);
+        self.deliver(handler, id, data);
+    }
 
-        // Hand the handler one contiguous buffer: the fresh bytes alone, or
-        // appended to what it left last time.
+    /// Hands the handler `fresh` bytes, after what it left unconsumed last
+    /// time, as one contiguous buffer; keeps what it leaves now. With no
+    /// fresh bytes, this hands back input that was held.
+    fn deliver<H: Handler<Message = M>>(
+        &mut self,
+        handler: &mut H,
+        id: ConnId,
+        mut fresh: BytesMut,
+    ) {
+        let Some(conn) = self.live(id) else { return };
         let mut kept = conn.take_input();
         let from_scratch = kept.is_empty();
         let input = if from_scratch {
-            &mut data
+            &mut fresh
         } else {
-            kept.extend_from_slice(&data);
+            kept.extend_from_slice(&fresh);
             &mut kept
         };
+        if input.is_empty() {
+            return;
+        }
         // Input comes from strangers: a handler bug it triggers costs that
         // one connection, not every client of the loop.
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_data(self, id, input)));
         if outcome.is_err() {
             log::error!("{id}: the handler panicked on this connection's input; closing it");
-            self.release(handler, id, CloseReason::HandlerPanicked);
+            self.release(id, CloseReason::HandlerPanicked);
             return;
         }
 
@@ -488,7 +669,10 @@ impl<M: Send + 'static> Reactor<M> {
         if input.is_empty() {
             return;
         }
-        if input.len() > max_input {
+        // Input left while held is the handler waiting, not the peer
+        // overrunning the limit: it is at most one portion over, and no
+        // more is read until the hold ends.
+        if input.len() > max_input && !conn.input_held() {
             self.begin_close(id, CloseReason::InputLimit);
         } else if from_scratch {
             // Copy the remainder out: keeping a slice of the scratch buffer
@@ -527,14 +711,14 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    /// Writes every connection that has output (one `writev` each), then
-    /// watches for writability only those that still have some. Releasing a
-    /// connection can make the handler send more, so repeat until done.
+    /// Writes every connection that has output, then watches for
+    /// writability only those that still have some. Closing a connection
+    /// can make the handler send more, so repeat until done.
     fn flush_all<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         let mut list = mem::take(&mut self.flush_list);
         while !list.is_empty() {
             for slot in list.drain(..) {
-                self.flush(handler, slot);
+                self.flush(slot);
                 self.tell_closed(handler);
             }
             mem::swap(&mut list, &mut self.flush_list);
@@ -543,8 +727,7 @@ impl<M: Send + 'static> Reactor<M> {
         self.flush_list = list;
     }
 
-    fn flush<H: Handler<Message = M>>(&mut self, handler: &mut H, slot: usize) {
-        let max_output = self.config.max_output;
+    fn flush(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -558,19 +741,27 @@ impl<M: Send + 'static> Reactor<M> {
                 Phase::Closing(r) | Phase::Lingering(r) => r,
                 _ => CloseReason::from_error(&e),
             };
-            self.release(handler, id, reason);
+            self.release(id, reason);
             return;
         }
-        if conn.output_len() > max_output {
-            log::debug!("{id}: output limit ({} bytes queued)", conn.output_len());
-            self.release(handler, id, CloseReason::OutputLimit);
-            return;
+        if conn.is_open() {
+            let cost = conn.output_cost();
+            if cost <= self.config.soft_output {
+                conn.soft_since = NOT_OVER;
+            }
+            if conn.held_for_output && cost <= self.config.low_water() {
+                conn.held_for_output = false;
+                self.resume_input(id);
+            }
         }
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if conn.output_len() == 0 {
             if let Phase::Closing(reason) = conn.phase {
                 if conn.read_closed {
                     // Nothing more will come, and all is written: done.
-                    self.release(handler, id, reason);
+                    self.release(id, reason);
                     return;
                 }
                 // Tell the peer we are done, then wait for it to finish.
@@ -582,41 +773,94 @@ impl<M: Send + 'static> Reactor<M> {
         if wanted != conn.interest {
             match conn.io.set_interest(wanted) {
                 Ok(()) => conn.interest = wanted,
-                Err(e) => {
-                    let reason = CloseReason::from_error(&e);
-                    self.release(handler, id, reason);
-                }
+                Err(e) => self.release(id, CloseReason::from_error(&e)),
             }
         }
     }
 
     /// Starts closing `id` gracefully: flush, shut down writing, linger.
     /// For the handler the connection is gone at once: it can no longer
-    /// send to it, and is told (`on_close`) when its callback returns.
+    /// send to it, and is told (`on_close`) when its callback returns. It
+    /// no longer counts against `max_connections`; past `max_closing`
+    /// connections already closing (and not in a graceful stop, which closes
+    /// everyone at once) it is closed at once instead.
     fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
-        let deadline = self
-            .tick
-            .saturating_add(secs_ceil(self.config.linger_timeout));
+        let at = deadline(self.now, self.config.linger_timeout);
+        let crowded = self.closing >= self.config.max_closing && self.stop_deadline.is_none();
         let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
             return;
         };
+        if crowded {
+            log::debug!(
+                "{id}: closed at once: {} connections are closing",
+                self.closing
+            );
+            self.release(id, reason);
+            return;
+        }
         conn.phase = Phase::Closing(reason);
-        conn.deadline = deadline;
         if let Some(bufs) = &mut conn.bufs {
             bufs.input = BytesMut::new();
+            bufs.paused_until = None;
         }
         if conn.owed_close {
-            self.closing.push((id, reason));
+            self.untold.push((id, reason));
         }
+        self.open -= 1;
+        self.closing += 1;
+        self.linger_deadlines.push_back((id, at));
         // Even with nothing to write, the flush is what moves it on.
         self.queue_flush(id);
     }
 
-    /// Calls `on_close` for the connections that began closing during the
-    /// last callback. Those calls may close more; they are told too.
+    /// Queues `len` bytes for `to` with `push`, under the output limits:
+    /// a queue that would pass `max_output` is cut off instead (Redis's
+    /// check at the moment a reply is added, not after the batch); one that
+    /// passes `high_water` is no longer read; one that passes `soft_output`
+    /// starts its clock. Returns whether the bytes were queued.
+    fn enqueue(&mut self, to: ConnId, len: usize, push: impl FnOnce(&mut Output)) -> bool {
+        let config = &self.config;
+        let tick = self.tick;
+        let Some(conn) = live_in(&mut self.conns, to).filter(|c| c.is_open()) else {
+            return false;
+        };
+        if conn.output_cost().saturating_add(len) > config.max_output {
+            self.cut_off(to);
+            return false;
+        }
+        push(&mut conn.bufs().output);
+        let cost = conn.output_cost();
+        if cost > config.high_water {
+            conn.held_for_output = true;
+        }
+        if cost > config.soft_output && conn.soft_since == NOT_OVER {
+            conn.soft_since = tick;
+        }
+        self.queue_flush(to);
+        true
+    }
+
+    /// Cuts `id` off for not reading: what it is owed is dropped at once,
+    /// then it closes like any other, so that a reset does not hit a peer
+    /// that is merely slow to read our end of stream.
+    fn cut_off(&mut self, id: ConnId) {
+        if let Some(conn) = self.live(id) {
+            log::debug!("{id}: output limit ({} bytes queued)", conn.output_cost());
+            if let Some(bufs) = &mut conn.bufs {
+                bufs.output.clear();
+            }
+        }
+        self.begin_close(id, CloseReason::OutputLimit);
+    }
+
+    /// Calls `on_close` for the connections that closed during the last
+    /// callback. Those calls may close more; they are told too.
     fn tell_closed<H: Handler<Message = M>>(&mut self, handler: &mut H) {
-        while let Some((id, reason)) = self.closing.pop() {
-            if let Some(conn) = self.live(id).filter(|c| c.owed_close) {
+        while let Some((id, reason)) = self.untold.pop() {
+            let Some(conn) = self.conns.get_mut(id.slot()) else {
+                continue;
+            };
+            if conn.gen == id.gen() && conn.owed_close {
                 conn.owed_close = false;
                 log::debug!("{id}: closed ({reason})");
                 handler.on_close(self, id, reason);
@@ -624,62 +868,53 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    /// Ends `id` now: tells the handler if it has not been told, and frees
-    /// the slot (closing the descriptor) after the batch.
-    fn release<H: Handler<Message = M>>(
-        &mut self,
-        handler: &mut H,
-        id: ConnId,
-        reason: CloseReason,
-    ) {
+    /// Ends `id` now: the slot is freed (closing the descriptor) after the
+    /// batch, and the handler, if it has not been told, is told when the
+    /// current callback returns.
+    fn release(&mut self, id: ConnId, reason: CloseReason) {
         let Some(conn) = self.live(id) else { return };
+        let was_open = conn.is_open();
         conn.phase = Phase::Dead;
         conn.bufs = None;
-        let (owed_close, refused) = (conn.owed_close, conn.refused);
-        conn.owed_close = false;
-        self.dead.push(id.slot());
-        if refused {
-            self.refusing -= 1;
-        } else {
-            self.open -= 1;
+        if conn.owed_close {
+            self.untold.push((id, reason));
         }
-        if owed_close {
-            log::debug!("{id}: closed ({reason})");
-            handler.on_close(self, id, reason);
+        self.dead.push(id.slot());
+        if was_open {
+            self.open -= 1;
+        } else {
+            self.closing -= 1;
         }
     }
 
-    /// Once a second: idle timeouts, close deadlines, and giving back the
-    /// buffers of connections with nothing in flight.
-    fn sweep<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    /// Once a second: idle timeouts, connections too long over the soft
+    /// output limit, and giving back the buffers of connections with nothing
+    /// in flight.
+    fn sweep(&mut self) {
         self.next_sweep = self.now + Duration::from_secs(1);
         let idle_limit = self.config.idle_timeout.map(secs_ceil);
+        let soft_time = secs_ceil(self.config.soft_output_time);
         let mut idle = Vec::new();
-        let mut expired = Vec::new();
+        let mut slow = Vec::new();
         for (slot, conn) in &mut self.conns {
-            let id = ConnId::new(slot, conn.gen);
-            match conn.phase {
-                Phase::Open => {
-                    if idle_limit.is_some_and(|l| self.tick.saturating_sub(conn.last_active) >= l) {
-                        idle.push(id);
-                    }
+            if conn.is_open() {
+                let id = ConnId::new(slot, conn.gen);
+                if idle_limit.is_some_and(|l| self.tick.saturating_sub(conn.last_active) >= l) {
+                    idle.push(id);
+                } else if conn.soft_since != NOT_OVER
+                    && self.tick.saturating_sub(conn.soft_since) >= soft_time
+                {
+                    slow.push(id);
                 }
-                Phase::Closing(reason) | Phase::Lingering(reason) => {
-                    if self.tick >= conn.deadline {
-                        expired.push((id, reason));
-                    }
-                }
-                Phase::Dead => {}
             }
             conn.release_idle_buffers();
         }
         for id in idle {
             self.begin_close(id, CloseReason::Idle);
         }
-        for (id, reason) in expired {
-            self.release(handler, id, reason);
+        for id in slow {
+            self.cut_off(id);
         }
-        self.tell_closed(handler);
     }
 
     /// The ids of every connection in the slab.
@@ -693,7 +928,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// Begins a graceful stop: no more accepting, a last word from the
     /// handler, then every connection flushed and closed.
     fn begin_stop<H: Handler<Message = M>>(&mut self, handler: &mut H) {
-        self.stop_deadline = Some(self.now + self.config.shutdown_timeout);
+        self.stop_deadline = Some(deadline(self.now, self.config.shutdown_timeout));
         self.listener = None;
         handler.on_stop(self);
         let ids = self.ids();
@@ -707,8 +942,9 @@ impl<M: Send + 'static> Reactor<M> {
     fn cut_off_all<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         let ids = self.ids();
         for id in ids {
-            self.release(handler, id, CloseReason::Shutdown);
+            self.release(id, CloseReason::Shutdown);
         }
+        self.tell_closed(handler);
         self.dead.clear();
         self.conns.clear();
     }
@@ -720,14 +956,10 @@ impl<M: Send + 'static> Context for Reactor<M> {
     }
 
     fn send(&mut self, to: ConnId, data: Bytes) -> bool {
-        let Some(conn) = self.live(to).filter(|c| c.is_open()) else {
-            return false;
-        };
-        if !data.is_empty() {
-            conn.queue(data);
-            self.queue_flush(to);
+        if data.is_empty() {
+            return self.live(to).is_some_and(|c| c.is_open());
         }
-        true
+        self.enqueue(to, data.len(), |output| output.push(data))
     }
 
     fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
@@ -750,27 +982,35 @@ impl<M: Send + 'static> Context for Reactor<M> {
         } else {
             0
         };
-        if written < data.len() {
-            self.send(to, Bytes::copy_from_slice(&data[written..]));
-        }
-        true
+        let rest = &data[written..];
+        rest.is_empty() || self.enqueue(to, rest.len(), |output| output.push_slice(rest))
     }
 
     fn backlogged(&self, id: ConnId) -> bool {
         let high = self.config.high_water;
         self.conns
             .get(id.slot())
-            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.output_len() > high)
+            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.output_cost() > high)
     }
 
-    fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
+    fn pause_input(&mut self, id: ConnId, duration: Duration) {
+        let until = deadline(self.now, duration);
+        let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
+            return;
+        };
+        conn.bufs().paused_until = Some(until);
+        self.timers.insert(until, Due::Resume(id));
+        // The flush turns reading off.
+        self.queue_flush(id);
+    }
 
     fn close(&mut self, to: ConnId) {
         self.begin_close(to, CloseReason::Requested);
     }
 
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        self.timers.insert(self.now + after, tag)
+        self.timers
+            .insert(deadline(self.now, after), Due::Handler(tag))
     }
 
     fn cancel_timer(&mut self, timer: TimerId) {

@@ -18,6 +18,7 @@ mod event_loop;
 mod handle;
 mod handler;
 mod id;
+mod output;
 mod signals;
 mod stream;
 mod sys;

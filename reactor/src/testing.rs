@@ -195,7 +195,7 @@ impl<H: Handler> Harness<H> {
         let end = self.cx.now + by;
         while let Some(next) = self.cx.timers.next_deadline().filter(|&t| t <= end) {
             self.cx.now = self.cx.now.max(next);
-            while let Some(tag) = self.cx.timers.pop_due(self.cx.now) {
+            while let Some(tag) = self.cx.timers.pop_due(self.cx.now, u64::MAX) {
                 self.handler.on_timer(&mut self.cx, tag);
                 self.settle();
             }

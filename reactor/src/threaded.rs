@@ -24,7 +24,6 @@
 //!
 //! [`Reactor`]: crate::Reactor
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
@@ -37,8 +36,8 @@ use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 use slab::Slab;
 
-use crate::conn::write_chunks;
 use crate::handle::{Command, Handle};
+use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Registered, LISTENER_KEY, SIGNAL_KEY};
 use crate::timers::Timers;
@@ -181,7 +180,7 @@ impl<M: Send + 'static> Threaded<M> {
             }
             loop {
                 let mut state = shared.lock();
-                let Some(tag) = state.core.timers.pop_due(Instant::now()) else {
+                let Some(tag) = state.core.timers.pop_due(Instant::now(), u64::MAX) else {
                     break;
                 };
                 state.call(|h, cx| h.on_timer(cx, tag));
@@ -561,7 +560,7 @@ impl Context for Core {
 
     fn backlogged(&self, id: ConnId) -> bool {
         self.get(id)
-            .is_none_or(|p| p.outbox.lock().len > self.config.high_water)
+            .is_none_or(|p| p.outbox.lock().cost() > self.config.high_water)
     }
 
     fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
@@ -602,9 +601,9 @@ struct Outbox {
 
 #[derive(Default)]
 struct OutQueue {
-    chunks: VecDeque<Bytes>,
-    /// Bytes queued and not yet written.
-    len: usize,
+    out: Output,
+    /// Bytes the writer has taken from `out` and not yet written.
+    in_flight: usize,
     /// Flush what is queued, then shut down writing.
     finishing: bool,
     /// Stop at once.
@@ -613,21 +612,27 @@ struct OutQueue {
     done: bool,
 }
 
+impl OutQueue {
+    /// What is owed: queued, and taken by the writer but not yet written.
+    fn cost(&self) -> usize {
+        self.out.cost() + self.in_flight
+    }
+}
+
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, OutQueue> {
         recover(self.queue.lock())
     }
 
-    /// Queues `data`; returns the bytes now waiting.
+    /// Queues `data`; returns what the queue now costs.
     fn push(&self, data: Bytes) -> usize {
         let mut q = self.lock();
         if !data.is_empty() {
-            q.len += data.len();
-            q.chunks.push_back(data);
+            q.out.push(data);
             // All: the reader may be waiting on the same condvar (`wait_done`).
             self.ready.notify_all();
         }
-        q.len
+        q.cost()
     }
 
     fn finish(&self) {
@@ -650,27 +655,28 @@ impl Outbox {
 
 /// The writer thread: writes whatever is queued, several chunks per `writev`.
 fn write_loop(stream: &TcpStream, outbox: &Outbox) {
-    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    let mut batch = Output::default();
     'outer: loop {
         {
             let mut q = outbox.lock();
-            while q.chunks.is_empty() && !q.finishing && !q.aborted {
+            while q.out.is_empty() && !q.finishing && !q.aborted {
                 q = recover(outbox.ready.wait(q));
             }
             if q.aborted {
                 break;
             }
-            if q.chunks.is_empty() {
+            if q.out.is_empty() {
                 // Finishing and flushed: tell the peer we are done.
                 let _ = stream.shutdown(Shutdown::Write);
                 break;
             }
-            std::mem::swap(&mut batch, &mut q.chunks);
+            std::mem::swap(&mut batch, &mut q.out);
+            q.in_flight = batch.len();
         }
         while !batch.is_empty() {
-            match write_chunks(&mut batch, |slices| (&*stream).write_vectored(slices)) {
+            match batch.write_with(|slices| (&*stream).write_vectored(slices)) {
                 Ok(0) => break 'outer,
-                Ok(written) => outbox.lock().len -= written,
+                Ok(written) => outbox.lock().in_flight -= written,
                 // The reader sees the broken connection too and reports it.
                 Err(_) => break 'outer,
             }

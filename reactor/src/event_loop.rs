@@ -545,7 +545,7 @@ impl<M: Send + 'static> Reactor<M> {
             let conn = &mut self.conns[id.slot()];
             conn.refused = true;
             if let Some(refusal) = handler.refusal() {
-                conn.bufs().output.push(refusal);
+                conn.bufs().output.push(&refusal);
             }
             self.begin_close(id, CloseReason::Requested);
         } else {
@@ -959,7 +959,16 @@ impl<M: Send + 'static> Context for Reactor<M> {
         if data.is_empty() {
             return self.live(to).is_some_and(|c| c.is_open());
         }
-        self.enqueue(to, data.len(), |output| output.push(data))
+        self.enqueue(to, data.len(), |output| output.push(&data))
+    }
+
+    fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
+        if data.is_empty() {
+            return to.iter().filter(|&&id| self.send(id, Bytes::new())).count();
+        }
+        to.iter()
+            .filter(|&&id| self.enqueue(id, data.len(), |output| output.push(data)))
+            .count()
     }
 
     fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {

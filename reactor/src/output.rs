@@ -50,14 +50,16 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    /// Queues `data`: copied if short, shared if long.
-    pub(crate) fn push(&mut self, data: Bytes) {
+    /// Queues `data`: copied if short, shared if long. By reference, so
+    /// that sending one message to many connections clones the `Bytes` (an
+    /// atomic increment) only for those that keep it.
+    pub(crate) fn push(&mut self, data: &Bytes) {
         if data.len() <= COPY_MAX {
-            self.push_slice(&data);
+            self.push_slice(data);
         } else {
             self.close_tail();
             self.len += data.len();
-            self.pieces.push_back(data);
+            self.pieces.push_back(data.clone());
         }
     }
 
@@ -187,7 +189,7 @@ mod tests {
             };
             want.extend_from_slice(&msg);
             if i % 2 == 0 {
-                out.push(Bytes::from(msg));
+                out.push(&Bytes::from(msg));
             } else {
                 out.push_slice(&msg);
             }
@@ -208,7 +210,7 @@ mod tests {
         let mut out = Output::default();
         let line = Bytes::from_static(b"<user1> x\n");
         for _ in 0..100_000 {
-            out.push(line.clone());
+            out.push(&line);
         }
         let payload = 100_000 * line.len();
         assert_eq!(out.len(), payload);

@@ -628,7 +628,7 @@ impl Outbox {
     fn push(&self, data: Bytes) -> usize {
         let mut q = self.lock();
         if !data.is_empty() {
-            q.out.push(data);
+            q.out.push(&data);
             // All: the reader may be waiting on the same condvar (`wait_done`).
             self.ready.notify_all();
         }

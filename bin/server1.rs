@@ -2,7 +2,8 @@
 
 use chatapp::chat::ConsoleLine;
 use chatapp::cli::{self, ChatArgs, ServerArgs};
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use reactor::{Config, Reactor};
 
 /// What a second client is told while the first is being served.
@@ -16,7 +17,7 @@ const BUSY: &str = "ERR busy: serving another client, try again later";
 /// again later` at once and disconnected; once it leaves, the next client is
 /// served. Lines typed on stdin go to the client from `server` (/help lists
 /// the console commands, /quit stops); stdout is the chat transcript,
-/// stderr the log. SIGINT or SIGTERM stops the server gracefully.
+/// stderr the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
 #[derive(Parser)]
 #[command(version, after_help = cli::SERVER_EXIT_STATUS)]
 struct Args {
@@ -28,10 +29,13 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    cli::init_logging(args.server.quiet);
     if args.server.max_clients.is_some_and(|n| n != 1) {
-        cli::fail("server1 serves one client at a time: --max-clients can only be 1");
+        // A usage error like clap's own: the same `error:` line and status 2.
+        let msg = "server1 serves one client at a time: --max-clients can only be 1";
+        let mut command = Args::command().bin_name("server1");
+        command.error(ErrorKind::ArgumentConflict, msg).exit();
     }
+    let _log = cli::init_logging(args.server.quiet);
     let mut chat = args.chat.handler(Some(BUSY));
     // One at a time is the event loop's connection limit set to one: the
     // loop answers a second client with the handler's busy line, at once.

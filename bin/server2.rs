@@ -11,7 +11,7 @@ use reactor::threaded::Threaded;
 /// then goes to everyone else as `<nick> line`. See docs/protocol.md.
 /// Lines typed on stdin go to everyone from `server` (/help lists the
 /// console commands, /quit stops); stdout is the chat transcript, stderr
-/// the log. SIGINT or SIGTERM stops the server gracefully.
+/// the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
 #[derive(Parser)]
 #[command(version, after_help = cli::SERVER_EXIT_STATUS)]
 struct Args {
@@ -23,7 +23,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    cli::init_logging(args.server.quiet);
+    let _log = cli::init_logging(args.server.quiet);
     let mut chat = args.chat.handler(None);
     let config = args.server.config();
     cli::serve::<Threaded<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));

@@ -10,7 +10,7 @@ use reactor::Reactor;
 ///
 /// A line that is `bye` (any case, with or without surrounding whitespace) is
 /// echoed, then the server closes that connection; --raw turns this off.
-/// SIGINT or SIGTERM stops the server gracefully.
+/// SIGINT, SIGTERM or SIGHUP stops the server gracefully.
 #[derive(Parser)]
 #[command(version, after_help = cli::SERVER_EXIT_STATUS)]
 struct Args {
@@ -23,7 +23,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    cli::init_logging(args.server.quiet);
+    let _log = cli::init_logging(args.server.quiet);
     let mut echo = Echo::new(args.raw);
     let config = args.server.config();
     cli::serve::<Reactor<_>, _>(&args.server, config, &mut echo, None);

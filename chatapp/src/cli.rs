@@ -8,9 +8,12 @@ use std::error::Error;
 use std::fmt::Display;
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::thread;
 use std::time::Duration;
 
 use reactor::{Config, Driver, Handler};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 use crate::chat::{Chat, ChatConfig};
 use crate::console;
@@ -18,6 +21,11 @@ use crate::console;
 /// The exit statuses of every server, for the end of its `--help`.
 pub const SERVER_EXIT_STATUS: &str = "Exit status: 0 after a graceful stop (signal or /quit), \
                                        1 on an error (such as a port in use), 2 on a usage error.";
+
+/// The most clients `--max-clients` (and the chat servers' `--max-per-ip`
+/// and `--announce-limit`) may name: each client is a file descriptor, and
+/// Linux lets a process have about this many open (`fs.nr_open`, 1048576).
+pub const MAX_CLIENTS: u64 = 1_000_000;
 
 /// The arguments every server takes.
 #[derive(Debug, clap::Args)]
@@ -28,14 +36,26 @@ pub struct ServerArgs {
     /// Port to listen on, 0 to 65535; 0 picks a free one. The address
     /// actually used is printed on stdout as `listening on IP:PORT`.
     pub port: u16,
-    /// Clients served at once (default 10000); one more is told the server is
-    /// busy and closed.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Clients served at once, 1 to 1000000 (default 10000); one more is told
+    /// the server is busy and closed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_CLIENTS))]
     pub max_clients: Option<u64>,
-    /// Close a connection that has sent nothing for SECS seconds (default:
-    /// never).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Close a connection that has sent nothing for SECS seconds, 1 to 604800
+    /// (a week; default: never).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub idle_timeout: Option<u64>,
+    /// Seconds a graceful stop (a signal, /quit) may take to deliver what
+    /// the clients are owed, 1 to 300; then the rest are cut off. A second
+    /// signal cuts them off at once.
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub shutdown_timeout: u64,
+    /// Seconds a connection the server closes may take to receive its last
+    /// bytes and for its client to close too (lingering close), 1 to 60;
+    /// then it is cut off.
+    #[arg(long, value_name = "SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub linger_timeout: u64,
     /// Log only warnings and errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -50,6 +70,8 @@ impl ServerArgs {
                 .max_clients
                 .map_or(defaults.max_connections, |n| n as usize),
             idle_timeout: self.idle_timeout.map(Duration::from_secs),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            linger_timeout: Duration::from_secs(self.linger_timeout),
             ..defaults
         }
     }
@@ -89,16 +111,17 @@ pub struct ChatArgs {
     pub max_line: u64,
     /// Seconds a new client has to say `Hi` before it is disconnected.
     #[arg(long, value_name = "SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub greeting_timeout: u64,
     /// Connections one IP address may have at once (default: no limit); one
     /// more is told `ERR busy: too many connections from your address`.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_CLIENTS))]
     pub max_per_ip: Option<u64>,
     /// Tell the room of joins and leaves only while it has at most N
     /// participants; in a bigger room they would be most of the traffic.
     /// The transcript has them all.
-    #[arg(long, value_name = "N", default_value_t = 200)]
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(..=MAX_CLIENTS))]
     pub announce_limit: usize,
 }
 
@@ -141,7 +164,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// What every server's `main` does once its arguments are parsed: raise
 /// the open-file limit to the hard limit, bind,
-/// set up driver `D` with `config`, stop on SIGINT/SIGTERM, start the
+/// set up driver `D` with `config`, stop on SIGINT/SIGTERM/SIGHUP, start the
 /// operator console if the handler takes one (`console` wraps each stdin
 /// line in the handler's message type), announce the address, and serve
 /// `handler` until stopped. An error ends the program with `error: …`.
@@ -190,21 +213,117 @@ where
     Ok(())
 }
 
+/// Log lines waiting for stderr, at most; past it lines are dropped, and
+/// counted. About 2 MiB of typical lines.
+const LOG_BACKLOG: usize = 16 * 1024;
+
+/// How long an exiting server waits for its last log lines, and the count of
+/// the dropped ones, to reach stderr: not forever, since stderr may be a pipe
+/// nobody reads.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
+/// The log's writer thread and its count of dropped lines, from
+/// [`init_logging`] until [`finish_logging`].
+static LOG: Mutex<Option<LogWriter>> = Mutex::new(None);
+
+struct LogWriter {
+    /// Dropping it tells the writer thread to write what is queued and end.
+    guard: WorkerGuard,
+    dropped: ErrorCounter,
+}
+
 /// Sends logs to stderr: info and above, or warnings and above if `quiet`.
 /// Records of the `log` crate, which the reactor uses, are logged too: `init`
 /// installs the `tracing-log` bridge (a default feature of
-/// `tracing-subscriber`). Call it once, first thing in `main`.
-pub fn init_logging(quiet: bool) {
+/// `tracing-subscriber`). Call it once, first thing in `main`, and keep what
+/// it returns until the end of `main`: dropping it calls [`finish_logging`].
+///
+/// Lines are written by a thread of their own (`tracing-appender`'s
+/// non-blocking writer), never by the thread that logs: stderr may be a pipe
+/// nobody reads (a stuck log shipper, `2>&1 | less` in the background), and
+/// a blocking write there would stop the event loop, and with it every
+/// client. When `LOG_BACKLOG` lines wait, further ones are dropped and
+/// counted, and the count is reported at the end.
+#[must_use = "the log is flushed when this is dropped"]
+pub fn init_logging(quiet: bool) -> LogGuard {
     let level = if quiet {
         tracing::Level::WARN
     } else {
         tracing::Level::INFO
     };
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BACKLOG)
+        .thread_name("log")
+        .finish(io::stderr());
+    let dropped = writer.error_counter();
+    *lock_log() = Some(LogWriter { guard, dropped });
     tracing_subscriber::fmt()
-        .with_writer(io::stderr)
+        .with_writer(writer)
         .with_ansi(io::stderr().is_terminal())
         .with_max_level(level)
         .init();
+    LogGuard(())
+}
+
+/// Held by `main` while it logs; see [`init_logging`].
+#[derive(Debug)]
+pub struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        finish_logging();
+    }
+}
+
+/// Writes the log lines still queued to stderr, then how many were dropped,
+/// if any, and ends the log: later lines are lost. Waits at most `LOG_DRAIN`
+/// for that, so that a full stderr cannot keep the process from exiting.
+/// Called when `main`'s [`LogGuard`] is dropped, and by [`fail`]; a second
+/// call does nothing.
+pub fn finish_logging() {
+    finish_log(String::new());
+}
+
+/// Finishes the log, then writes `last_words` to stderr, all within
+/// `LOG_DRAIN`.
+fn finish_log(last_words: String) {
+    let log = lock_log().take();
+    if log.is_none() && last_words.is_empty() {
+        return;
+    }
+    let (done, finished) = mpsc::channel();
+    // The guard's drop waits for the writer thread (up to about a second);
+    // the lines after it are plain writes to stderr, which may block for
+    // good. A thread of their own bounds both: the process exits without it.
+    let write_out = move || {
+        let mut text = String::new();
+        if let Some(LogWriter { guard, dropped }) = log {
+            drop(guard);
+            let count = dropped.dropped_lines();
+            if count > 0 {
+                text = format!("warning: {count} log lines dropped: stderr was not read in time\n");
+            }
+        }
+        text.push_str(&last_words);
+        let _ = io::stderr().write_all(text.as_bytes());
+        let _ = done.send(());
+    };
+    // Without a thread nothing more is written: better than a hang on the
+    // way out.
+    if thread::Builder::new()
+        .name("log-end".into())
+        .spawn(write_out)
+        .is_ok()
+    {
+        let _ = finished.recv_timeout(LOG_DRAIN);
+    }
+}
+
+/// Locks the log's state even if a thread panicked while holding it: it is
+/// an `Option` replaced whole.
+fn lock_log() -> MutexGuard<'static, Option<LogWriter>> {
+    LOG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Prints `listening on IP:PORT` on stdout, at once: whoever started the
@@ -218,9 +337,9 @@ pub fn announce(addr: SocketAddr) {
 
 /// Prints `error: <err>` on stderr and exits with status 1: how a binary
 /// reports a mistake of its user (a bad host, a port in use) — one line, not
-/// a panic.
+/// a panic. The log is finished first, so that the error is its last line.
 pub fn fail(err: impl Display) -> ! {
-    eprintln!("error: {err}");
+    finish_log(format!("error: {err}\n"));
     std::process::exit(1);
 }
 
@@ -262,11 +381,27 @@ mod tests {
             "3",
             "--idle-timeout",
             "5",
+            "--shutdown-timeout",
+            "7",
+            "--linger-timeout",
+            "1",
         ])
         .config();
         assert_eq!(config.max_connections, 3);
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(5)));
-        assert_eq!(args(&["localhost", "0"]).config().idle_timeout, None);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(config.linger_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn server_option_defaults_are_the_loop_defaults() {
+        // clap needs its defaults as literals; this keeps them from drifting.
+        let parsed = args(&["localhost", "0"]).config();
+        let defaults = Config::default();
+        assert_eq!(parsed.max_connections, defaults.max_connections);
+        assert_eq!(parsed.idle_timeout, defaults.idle_timeout);
+        assert_eq!(parsed.shutdown_timeout, defaults.shutdown_timeout);
+        assert_eq!(parsed.linger_timeout, defaults.linger_timeout);
     }
 
     #[test]
@@ -293,6 +428,43 @@ mod tests {
             let argv = ["server"].iter().chain(argv);
             assert!(Cli::try_parse_from(argv).is_err());
         }
+    }
+
+    /// Each ranged option with the values just inside and just outside its
+    /// range.
+    const RANGES: &[(&str, &str, &str)] = &[
+        ("--max-clients", "1", "0"),
+        ("--max-clients", "1000000", "1000001"),
+        ("--idle-timeout", "1", "0"),
+        ("--idle-timeout", "604800", "604801"),
+        ("--shutdown-timeout", "1", "0"),
+        ("--shutdown-timeout", "300", "301"),
+        ("--linger-timeout", "1", "0"),
+        ("--linger-timeout", "60", "61"),
+        ("--max-line", "16", "15"),
+        ("--max-line", "1048576", "1048577"),
+        ("--greeting-timeout", "1", "0"),
+        ("--greeting-timeout", "3600", "3601"),
+        ("--max-per-ip", "1", "0"),
+        ("--max-per-ip", "1000000", "1000001"),
+        ("--announce-limit", "1000000", "1000001"),
+    ];
+
+    #[test]
+    fn durations_and_sizes_have_ranges() {
+        use clap::error::ErrorKind;
+        let parse = |option, value| Cli::try_parse_from(["server", "h", "0", option, value]);
+        for &(option, inside, outside) in RANGES {
+            assert!(parse(option, inside).is_ok(), "{option} {inside}");
+            let err = parse(option, outside).err();
+            let kind = err.as_ref().map(clap::Error::kind);
+            assert_eq!(kind, Some(ErrorKind::ValueValidation), "{option} {outside}");
+            assert_eq!(err.map(|e| e.exit_code()), Some(2), "{option} {outside}");
+        }
+        assert!(parse("--announce-limit", "0").is_ok(), "never announce");
+        // Accepted once, and every connection then panicked: the greeting
+        // deadline overflowed `Instant`.
+        assert!(parse("--greeting-timeout", "18446744073709551615").is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub trait Driver<H: Handler>: Sized {
     fn listen(&mut self, listener: TcpListener) -> Result<(), Error>;
     /// The address being listened on.
     fn local_addr(&self) -> Option<SocketAddr>;
-    /// Stops gracefully on SIGINT or SIGTERM.
+    /// Stops gracefully on SIGINT, SIGTERM or SIGHUP.
     fn stop_on_signals(&mut self) -> Result<(), Error>;
     /// A handle for other threads to post messages or stop the driver.
     fn handle(&self) -> Handle<H::Message>;

@@ -18,7 +18,7 @@ pub enum Error {
     /// Registering, changing or waiting on a source failed.
     #[error("poller: {0}")]
     Io(#[from] io::Error),
-    /// The SIGINT/SIGTERM handlers could not be installed.
+    /// The SIGINT/SIGTERM/SIGHUP handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
     /// The loop a [`Handle`](crate::Handle) points to has already returned.

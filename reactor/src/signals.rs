@@ -1,15 +1,23 @@
-//! SIGINT and SIGTERM turned into a readable socket, so that a signal wakes
-//! the poller like any other event (the self-pipe trick, done by signal-hook).
+//! SIGINT, SIGTERM and SIGHUP turned into a readable socket, so that a signal
+//! wakes the poller like any other event (the self-pipe trick, done by
+//! signal-hook).
+//!
+//! SIGHUP is what a server started from a terminal gets when the terminal
+//! closes; by default it kills the process at once, and the clients would
+//! never hear that the server is going. Here it stops the server like the
+//! other two. (A daemon that reloads its configuration on SIGHUP would treat
+//! it differently; these servers have nothing to reload.)
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::low_level::{pipe, unregister};
 use signal_hook::SigId;
 
-/// The read end of a socket pair that receives a byte per SIGINT or SIGTERM.
+/// The read end of a socket pair that receives a byte per SIGINT, SIGTERM or
+/// SIGHUP.
 /// While it exists those signals no longer kill the process; dropping it
 /// restores that.
 #[derive(Debug)]
@@ -28,7 +36,7 @@ impl SignalPipe {
             read,
             ids: Vec::new(),
         };
-        for signal in [SIGINT, SIGTERM] {
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
             pipe_.ids.push(pipe::register(signal, write.try_clone()?)?);
         }
         Ok(pipe_)

@@ -118,7 +118,7 @@ pub(crate) fn watch_listener(
     )?)
 }
 
-/// Installs the SIGINT/SIGTERM pipe and registers it under [`SIGNAL_KEY`].
+/// Installs the SIGINT/SIGTERM/SIGHUP pipe and registers it under [`SIGNAL_KEY`].
 pub(crate) fn watch_signals(poller: &Arc<Poller>) -> Result<Registered<SignalPipe>, Error> {
     let pipe = SignalPipe::new(true).map_err(Error::Signals)?;
     Ok(Registered::new(poller, pipe, SIGNAL_KEY, Interest::READ)?)

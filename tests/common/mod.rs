@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -441,5 +441,47 @@ impl ChatClient {
             self.from.consume(n);
             count += n;
         }
+    }
+}
+
+impl Server {
+    /// Starts `bin` like [`start`](Server::start), except that its stderr is
+    /// a pipe that nobody reads: once the log has filled it (64 KiB on
+    /// Linux), every write to stderr would block. The pipe stays open, unread,
+    /// as long as the returned `ChildStderr` lives, so keep it until the
+    /// server has exited. [`stderr`](Server::stderr) is then empty.
+    pub fn start_with_stderr_unread(bin: &str, args: &[&str]) -> (Server, ChildStderr) {
+        let mut child = Command::new(bin)
+            .args(["127.0.0.1", "0"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let console = child.stdin.take().expect("piped");
+        let stdout = read_lines(child.stdout.take().expect("piped"));
+        let stderr = child.stderr.take().expect("piped");
+        let first = stdout.recv_timeout(TIMEOUT).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("{bin} did not say where it listens: {e}");
+        });
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("expected `listening on IP:PORT`, got {first:?}"));
+        let server = Server {
+            child,
+            addr,
+            console,
+            stdout,
+            stderr: None,
+        };
+        (server, stderr)
+    }
+
+    /// Sends the server SIGHUP, what a terminal that closes sends.
+    pub fn sighup(&self) {
+        signal(self.child.id(), libc::SIGHUP);
     }
 }

@@ -238,7 +238,7 @@ impl<M: Send + 'static> Reactor<M> {
         Ok(id)
     }
 
-    /// Stops gracefully on SIGINT or SIGTERM (a second signal cuts the
+    /// Stops gracefully on SIGINT, SIGTERM or SIGHUP (a second signal cuts the
     /// graceful stop short). Until the loop is dropped those signals no
     /// longer end the process by themselves.
     pub fn stop_on_signals(&mut self) -> Result<(), Error> {

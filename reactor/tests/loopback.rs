@@ -580,6 +580,210 @@ fn a_handler_panic_on_open_costs_only_that_connection(driver: Driver) {
     assert_eq!(read_exact_n(&mut next, 2), b"ok");
 }
 
+// --- Flow control: fan-out, the send-time limit, a mailbox that refills itself.
+
+/// Runs `handler` on `driver` on a fresh port; returns where it listens, a
+/// handle to it, and the thread that gives the handler back when it stops.
+fn serve_handler<H>(
+    driver: Driver,
+    config: Config,
+    mut handler: H,
+) -> (std::net::SocketAddr, Handle<H::Message>, JoinHandle<H>)
+where
+    H: Handler + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    match driver {
+        Driver::Reactor => {
+            let mut reactor = Reactor::new(config).unwrap();
+            reactor.listen(listener).unwrap();
+            let handle = reactor.handle();
+            (
+                addr,
+                handle,
+                thread::spawn(move || {
+                    reactor.run(&mut handler).unwrap();
+                    handler
+                }),
+            )
+        }
+        Driver::Threads => {
+            let mut server = Threaded::new(config).unwrap();
+            server.listen(listener).unwrap();
+            let handle = server.handle();
+            (
+                addr,
+                handle,
+                thread::spawn(move || {
+                    server.run(&mut handler).unwrap();
+                    handler
+                }),
+            )
+        }
+    }
+}
+
+/// Every byte from the first connection becomes a four-byte message to each
+/// of the others: the shape of a chat fan-out, with tiny messages. Each
+/// connection is told `ok` when it opens, so a test knows it is in.
+#[derive(Default)]
+struct FanOut {
+    conns: Vec<ConnId>,
+}
+
+impl Handler for FanOut {
+    type Message = ();
+
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        self.conns.push(id);
+        cx.send(id, Bytes::from_static(b"ok\n"));
+    }
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        if self.conns.first() == Some(&id) {
+            let message = Bytes::from_static(b"<x>\n");
+            for _ in 0..input.len() {
+                cx.send_many(&self.conns[1..], &message);
+            }
+        }
+        input.clear();
+    }
+}
+
+fn a_burst_of_tiny_messages_reaches_every_fast_reader_whole(driver: Driver) {
+    // One write of 384 KiB: 393,216 messages, 1.5 MB to each of 10 readers
+    // that keep reading — past the 1 MiB output limit if the loop took the
+    // whole burst in one turn, or wrote the queues 64 messages a turn.
+    const BURST: usize = 384 * 1024;
+    let (addr, handle, thread) = serve_handler(driver, Config::default(), FanOut::default());
+    let connect = || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(read_exact_n(&mut s, 3), b"ok\n");
+        s
+    };
+    // Opened first, so it is the sender.
+    let mut sender = connect();
+    let counting: Vec<JoinHandle<usize>> = (0..10)
+        .map(|_| {
+            let mut reader = connect();
+            thread::spawn(move || {
+                let mut got = 0;
+                let mut buf = vec![0; 64 * 1024];
+                while got < BURST * 4 {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            assert!(buf[..n].iter().all(|b| b"<x>\n".contains(b)));
+                            got += n;
+                        }
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    sender.write_all(&vec![b'.'; BURST]).unwrap();
+    for reader in counting {
+        assert_eq!(reader.join().unwrap(), BURST * 4, "bytes to a reader");
+    }
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+/// Answers `flood` with 200 KiB pieces until a send is refused, and says
+/// how many were taken and whether the connection was then backlogged.
+struct Limited {
+    told: Sender<(usize, bool)>,
+}
+
+impl Handler for Limited {
+    type Message = ();
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        let piece = Bytes::from(vec![b'x'; 200 * 1024]);
+        let taken = (0..1000).take_while(|_| cx.send(id, piece.clone())).count();
+        let _ = self.told.send((taken, cx.backlogged(id)));
+    }
+}
+
+fn a_send_past_the_output_limit_is_refused_at_once(driver: Driver) {
+    // The limit holds at the send, inside the callback: the handler learns
+    // of it there (and stops), rather than after it has queued it all.
+    let (told, hear) = channel();
+    let (addr, handle, thread) = serve_handler(driver, Config::default(), Limited { told });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.write_all(b"flood").unwrap();
+    let (taken, backlogged) = hear.recv_timeout(WAIT).unwrap();
+    assert!(taken < 1000, "every send was taken");
+    assert!(backlogged, "a connection cut off is backlogged");
+    // Then it is closed: what arrives is at most what was taken.
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    assert!(got.len() <= taken * 200 * 1024, "{} bytes", got.len());
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
+/// What a [`SelfPoster`] is posted.
+enum Post {
+    /// Its own handle, given once it runs; it starts posting to itself.
+    Handle(Handle<Post>),
+    /// Post `Next` again.
+    Next,
+    /// Stop posting.
+    Enough,
+}
+
+/// Echoes, and from every `on_wake(Next)` posts `Next` to itself: a mailbox
+/// that is never empty.
+struct SelfPoster {
+    own: Option<Handle<Post>>,
+    started: Sender<()>,
+}
+
+impl Handler for SelfPoster {
+    type Message = Post;
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        echo(cx, id, input);
+    }
+
+    fn on_wake(&mut self, _cx: &mut dyn Context, msg: Post) {
+        match msg {
+            Post::Handle(handle) => {
+                let _ = handle.post(Post::Next);
+                self.own = Some(handle);
+                let _ = self.started.send(());
+            }
+            Post::Next => {
+                if let Some(own) = &self.own {
+                    let _ = own.post(Post::Next);
+                }
+            }
+            Post::Enough => self.own = None,
+        }
+    }
+}
+
+fn a_mailbox_that_refills_itself_does_not_starve_connections(driver: Driver) {
+    let (started, has_started) = channel();
+    let poster = SelfPoster { own: None, started };
+    let (addr, handle, thread) = serve_handler(driver, Config::default(), poster);
+    handle.post(Post::Handle(handle.clone())).unwrap();
+    has_started.recv_timeout(WAIT).unwrap();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    handle.post(Post::Enough).unwrap();
+    handle.stop().unwrap();
+    thread.join().unwrap();
+}
+
 /// Runs each test once per driver: the handler cannot tell them apart.
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -608,4 +812,7 @@ on_both_drivers!(
     timers_fire_in_order_and_cancelled_ones_do_not,
     idle_connections_are_closed,
     posted_messages_arrive_and_stop_is_graceful,
+    a_burst_of_tiny_messages_reaches_every_fast_reader_whole,
+    a_send_past_the_output_limit_is_refused_at_once,
+    a_mailbox_that_refills_itself_does_not_starve_connections,
 );

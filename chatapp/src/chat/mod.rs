@@ -90,7 +90,7 @@ pub struct ChatConfig {
     /// has them all. In a bigger room they would be most of the traffic:
     /// filling a room of N clients costs N²/2 notices, 20,000 for 200 and
     /// half a million for 1,000. (Twitch's chat stops sending them at
-    /// 1,000.)
+    /// 1,000.) Nick changes too, except to the one who changes.
     pub announce_limit: usize,
 }
 
@@ -298,7 +298,15 @@ impl Chat {
         let old = std::mem::replace(nick, new.into());
         self.nicks.remove(&*old.to_ascii_lowercase());
         self.nicks.insert(new.to_ascii_lowercase().into(), id);
-        self.broadcast(cx, &Bytes::from(format!("* {old} is now {new}\n")), None);
+        let notice = Bytes::from(format!("* {old} is now {new}\n"));
+        // Like a join, told to the room only while it is small enough; the
+        // changer is always told, as the answer to its command.
+        if self.room.len() <= self.config.announce_limit {
+            self.broadcast(cx, &notice, None);
+        } else {
+            cx.send(id, notice.clone());
+            self.transcribe(&notice);
+        }
     }
 
     /// `/msg NICK text`: to one client, marked private, and not in the
@@ -386,6 +394,7 @@ impl Chat {
     /// A join or a leave, made while the one who comes or goes is not in
     /// `room`: told to the room if it is small enough (see
     /// [`ChatConfig::announce_limit`]), and always to the transcript.
+    /// (`rename` makes the same choice for a nick change.)
     fn announce(&mut self, cx: &mut dyn Context, notice: &Bytes) {
         if self.room.len() < self.config.announce_limit {
             self.broadcast(cx, notice, None);

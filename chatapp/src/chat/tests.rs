@@ -778,3 +778,28 @@ fn the_sample_session_of_protocol_md() {
          * alice left\n"
     );
 }
+
+#[test]
+fn nick_changes_are_told_to_others_only_up_to_the_announce_limit() {
+    let (mut h, transcript) = chat_with(ChatConfig {
+        announce_limit: 2,
+        ..ChatConfig::default()
+    });
+    let ids: Vec<ConnId> = (0..3).map(|_| h.connect()).collect();
+    for &id in &ids {
+        h.receive(id, "Hi\n");
+    }
+    for &id in &ids {
+        h.take(id);
+    }
+    transcript.take();
+    h.receive(ids[0], "/nick alice\n");
+    assert_eq!(h.take_text(ids[0]), "* user1 is now alice\n", "the answer");
+    assert_eq!(h.take_text(ids[1]), "", "three in the room: not told");
+    assert_eq!(transcript.take(), "* user1 is now alice\n");
+    h.receive(ids[2], "bye\n");
+    transcript.take();
+    h.receive(ids[1], "/nick bob\n");
+    assert_eq!(h.take_text(ids[0]), "* user2 is now bob\n", "two: told");
+    assert_eq!(transcript.take(), "* user2 is now bob\n");
+}

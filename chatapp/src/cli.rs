@@ -100,6 +100,21 @@ pub struct ChatArgs {
     /// The transcript has them all.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub announce_limit: usize,
+    /// Flood control: lines a client may send per second, on average, after
+    /// its burst; 0 turns flood control off. A client over its budget is
+    /// slowed down (its input is read later), never cut off, and nothing it
+    /// sends is lost. The default, 5, is quick for a person and slow for a
+    /// script: a paste of a few dozen lines goes through at once, a flood of
+    /// thousands takes minutes, and the room stays readable meanwhile.
+    #[arg(long, value_name = "LINES_PER_SEC", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub flood_rate: u32,
+    /// Flood control: lines a client may send at once after a quiet moment.
+    /// The default, 30, lets a client greet, rename and paste a short text
+    /// without waiting. A nick change counts as 3 lines.
+    #[arg(long, value_name = "LINES", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub flood_burst: u32,
 }
 
 impl ChatArgs {
@@ -117,6 +132,8 @@ impl ChatArgs {
             busy_message: busy.map_or(defaults.busy_message, str::to_owned),
             max_per_ip: self.max_per_ip.map(|n| n as usize),
             announce_limit: self.announce_limit,
+            flood_rate: self.flood_rate,
+            flood_burst: self.flood_burst,
         }
     }
 }
@@ -281,6 +298,29 @@ mod tests {
         assert_eq!(parsed.busy_message, defaults.busy_message);
         assert_eq!(parsed.max_per_ip, defaults.max_per_ip);
         assert_eq!(parsed.announce_limit, defaults.announce_limit);
+        assert_eq!(parsed.flood_rate, defaults.flood_rate);
+        assert_eq!(parsed.flood_burst, defaults.flood_burst);
+    }
+
+    #[test]
+    fn flood_options_have_ranges() {
+        let parse = |argv: &[&str]| {
+            let argv = ["server", "localhost", "0"].iter().chain(argv);
+            Cli::try_parse_from(argv).map(|cli| cli.chat.config(None))
+        };
+        let off = parse(&["--flood-rate", "0"]).unwrap();
+        assert_eq!(off.flood_rate, 0, "0 turns it off");
+        let set = parse(&["--flood-rate", "100000", "--flood-burst", "1"]).unwrap();
+        assert_eq!((set.flood_rate, set.flood_burst), (100_000, 1));
+        for argv in [
+            &["--flood-rate", "-1"][..],
+            &["--flood-rate", "100001"],
+            &["--flood-rate", "1.5"],
+            &["--flood-burst", "0"],
+            &["--flood-burst", "100001"],
+        ] {
+            assert!(parse(argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

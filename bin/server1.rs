@@ -41,7 +41,7 @@ fn main() {
     // loop answers a second client with the handler's busy line, at once.
     let config = Config {
         max_connections: 1,
-        ..args.server.config()
+        ..args.chat.loop_config(args.server.config())
     };
     cli::serve::<Reactor<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
 }

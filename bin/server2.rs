@@ -25,6 +25,6 @@ fn main() {
     let args = Args::parse();
     let _log = cli::init_logging(args.server.quiet);
     let mut chat = args.chat.handler(None);
-    let config = args.server.config();
+    let config = args.chat.loop_config(args.server.config());
     cli::serve::<Threaded<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
 }

@@ -135,6 +135,21 @@ fn over_the_announce_limit_joins_and_leaves_go_to_the_transcript_only() {
 }
 
 #[test]
+fn a_line_longer_than_the_loops_input_buffer_is_relayed_under_a_high_max_line() {
+    // 100 KB, past the loop's 64 KiB input limit: the chat's own limit is
+    // the one that counts.
+    for bin in [SERVER2, SERVER3] {
+        let server = Server::start(bin, &["--max-line", "200000"]);
+        let (mut a, nick) = ChatClient::join(server.addr());
+        let (mut b, b_nick) = ChatClient::join(server.addr());
+        a.expect_line(&format!("* {b_nick} joined"));
+        let long = "y".repeat(100_000);
+        a.send(&long);
+        b.expect_line(&format!("<{nick}> {long}"));
+    }
+}
+
+#[test]
 fn server2_is_not_stalled_by_a_client_that_never_reads() {
     a_client_that_never_reads_does_not_stall_the_others(SERVER2);
 }
@@ -166,7 +181,8 @@ fn flood_line(i: usize) -> String {
 /// a third reads everything. The reader gets every line, in order and in
 /// time; the sleeper is cut off, and the room is told it left.
 fn a_client_that_never_reads_does_not_stall_the_others(bin: &str) {
-    let server = Server::start(bin, &[]);
+    // Flood control off: the flood is what fills the reader's queue.
+    let server = Server::start(bin, &["--flood-rate", "0"]);
     let (mut sleeper, _) = ChatClient::join(server.addr());
     let (mut flooder, _) = ChatClient::join(server.addr());
     let (mut reader, _) = ChatClient::join(server.addr());

@@ -24,6 +24,12 @@ use common::{connect, expect_bytes, Server, TIMEOUT};
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
+/// Flood control off, for the tests of the loop's own flow control, which
+/// must hold for a server run without it (as the benchmarks run): with it
+/// on, a flooder would be slowed to a few lines a second before any of
+/// that was tried.
+const NO_FLOOD_CONTROL: [&str; 2] = ["--flood-rate", "0"];
+
 /// A chat (or echo) client with its socket at hand, to half-close or reset.
 struct Peer {
     stream: TcpStream,
@@ -318,7 +324,7 @@ fn too_many_connections_from_one_address_are_told_so() {
 fn a_flood_cuts_off_the_slow_reader_not_the_fast_one_and_memory_stays_bounded() {
     const LINE: usize = 1000;
     const MAX_FLOOD: usize = 256 * 1024 * 1024;
-    let server = Watched::start(SERVER3, &[], None);
+    let server = Watched::start(SERVER3, &NO_FLOOD_CONTROL, None);
     let (flooder, flooder_nick) = Peer::join(server.addr());
     let (mut fast, _) = Peer::join(server.addr());
     let (mut slow, slow_nick) = Peer::join(server.addr());
@@ -481,7 +487,7 @@ fn resets_tell_the_room_once_and_harm_no_one_else() {
 #[test]
 fn a_reset_with_output_in_flight_harms_no_one_else() {
     const LINES: usize = 300;
-    let server = Server::start(SERVER3, &[]);
+    let server = Server::start(SERVER3, &NO_FLOOD_CONTROL);
     let (mut alice, alice_nick) = Peer::join(server.addr());
     let (mut bob, _) = Peer::join(server.addr());
     let (carol, carol_nick) = Peer::join(server.addr());
@@ -730,7 +736,7 @@ fn out_of_descriptors_the_server_keeps_serving_without_spinning_and_recovers() {
 fn sigterm_under_load_delivers_everything_then_the_notice_then_the_end() {
     const SENDERS: usize = 2;
     const READERS: usize = 2;
-    let mut server = Server::start(SERVER3, &[]);
+    let mut server = Server::start(SERVER3, &NO_FLOOD_CONTROL);
     let peers: Vec<(Peer, String)> = (0..SENDERS + READERS)
         .map(|_| Peer::join(server.addr()))
         .collect();
@@ -958,4 +964,284 @@ fn soak() {
     eprintln!("soak: the witness read {witnessed} lines");
     assert!(chat_files <= start_files.0 + 1, "server3 kept descriptors");
     assert!(echo_files <= start_files.1, "server4 kept descriptors");
+}
+
+// --- Flow control (issue 9): what one client can no longer do to the others.
+
+const SERVER1: &str = env!("CARGO_BIN_EXE_server1");
+const SERVER2: &str = env!("CARGO_BIN_EXE_server2");
+
+/// Watches `server`'s memory until `done` returns true (at most `within`);
+/// returns the peak RSS in KiB.
+fn peak_rss_until(server: &Watched, within: Duration, mut done: impl FnMut() -> bool) -> u64 {
+    let deadline = Instant::now() + within;
+    let mut peak = server.rss_kib();
+    while !done() {
+        assert!(Instant::now() < deadline, "not done within {within:?}");
+        peak = peak.max(server.rss_kib());
+        thread::sleep(Duration::from_millis(10));
+    }
+    peak.max(server.rss_kib())
+}
+
+#[test]
+fn pipelined_who_from_clients_that_never_read_cannot_take_the_memory() {
+    // The amplification attack: a `/who` of five bytes is answered with a
+    // line of 33 KB in a room of 1,000 long nicks. Four clients that never
+    // read pipeline 64 KiB of them each: 1.7 GB of answers, if the server
+    // answered all it read.
+    const ROOM: usize = 1000;
+    let server = Watched::start(SERVER3, &NO_FLOOD_CONTROL, None);
+    let mut room = Vec::with_capacity(ROOM);
+    for i in 0..ROOM {
+        let (mut peer, _) = Peer::join(server.addr());
+        peer.send(format!("/nick n{i:031}\n"));
+        room.push(peer);
+    }
+    let (mut witness, witness_nick) = Peer::join(server.addr());
+    let (mut other, _) = Peer::join(server.addr());
+    // Every rename is done once `/who` lists the 1,000 long nicks.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        witness.send("/who\n");
+        let mut who = witness.line().expect("a /who answer");
+        while !who.contains(" online") {
+            who = witness.line().expect("a /who answer");
+        }
+        if who.matches(", n").count() + usize::from(who.contains(": n")) >= ROOM {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renames did not finish");
+    }
+    let rss_before = server.rss_kib();
+
+    let who = "/who\n".repeat(64 * 1024 / 5);
+    let hogs: Vec<JoinHandle<()>> = (0..4)
+        .map(|_| {
+            let (hog, _) = Peer::join(server.addr());
+            let mut to = hog.writer();
+            let who = who.clone();
+            thread::spawn(move || {
+                // The server stops reading a hog that does not read its
+                // answers: this write may block until the test ends.
+                let _ = to.set_write_timeout(Some(Duration::from_secs(3)));
+                let _ = to.write_all(who.as_bytes());
+                drop(hog);
+            })
+        })
+        .collect();
+
+    // While they try, the room is live, and the memory stays put.
+    let started = Instant::now();
+    let mut said = 0;
+    let peak = peak_rss_until(&server, 2 * TIMEOUT, || {
+        witness.send(format!("still here {said}\n"));
+        let wanted = format!("<{witness_nick}> still here {said}");
+        loop {
+            let line = other.line().expect("the room is live");
+            if line == wanted {
+                break;
+            }
+        }
+        said += 1;
+        started.elapsed() > Duration::from_secs(2)
+    });
+    for hog in hogs {
+        hog.join().expect("a hog does not panic");
+    }
+    eprintln!(
+        "/who amplification: RSS {rss_before} KiB before, {peak} KiB at most; \
+         {said} round trips in the room meanwhile"
+    );
+    assert!(
+        peak - rss_before < 64 * 1024,
+        "RSS grew by {} KiB",
+        peak - rss_before
+    );
+    drop(room);
+}
+
+/// Joins `count` clients that read everything they are sent on threads of
+/// their own, each returning how many lines `<nick> x` it got before
+/// `<nick> end`.
+fn readers_of(addr: SocketAddr, nick: &str, count: usize) -> Vec<JoinHandle<usize>> {
+    (0..count)
+        .map(|_| {
+            let (mut peer, _) = Peer::join(addr);
+            let (x, end) = (format!("<{nick}> x"), format!("<{nick}> end"));
+            thread::spawn(move || {
+                let mut got = 0;
+                loop {
+                    let line = peer.line().expect("a reader is not cut off");
+                    if line == x {
+                        got += 1;
+                    } else if line == end {
+                        return got;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn one_burst_of_tiny_lines_reaches_every_fast_reader_whole() {
+    // 384 KiB of `x\n` in one write: 196,608 lines, about 2 MB to each of
+    // 20 readers that keep reading. It used to cut them all off.
+    const LINES: usize = 384 * 1024 / 2;
+    let server = Watched::start(SERVER3, &NO_FLOOD_CONTROL, None);
+    let (mut sender, nick) = Peer::join(server.addr());
+    let readers = readers_of(server.addr(), &nick, 20);
+    // The last reader's join, told to the sender, means all have joined.
+    let mut burst = "x\n".repeat(LINES);
+    burst.push_str("end\n");
+    let mut joined = 0;
+    while joined < 20 {
+        if sender.line().expect("join notices").ends_with(" joined") {
+            joined += 1;
+        }
+    }
+    sender.send(&burst);
+    for reader in readers {
+        assert_eq!(reader.join().expect("a reader does not panic"), LINES);
+    }
+}
+
+#[test]
+fn a_private_flood_reaches_its_target_whole_and_its_nick_stays_taken() {
+    // 1 MiB of `/msg alice x`: 80,659 private lines, 1.8 MB to alice. She
+    // used to be cut off after 18 KB, and the sender took her nick.
+    const LINES: usize = 1024 * 1024 / 13;
+    let server = Watched::start(SERVER3, &NO_FLOOD_CONTROL, None);
+    let (mut alice, alice_nick) = Peer::join(server.addr());
+    let (mut sender, sender_nick) = Peer::join(server.addr());
+    alice.skip_to(&format!("* {sender_nick} joined"));
+    let line = format!("/msg {alice_nick} x\n");
+    let flood = line.repeat(LINES);
+    let mut to = sender.writer();
+    let writing = thread::spawn(move || to.write_all(flood.as_bytes()));
+    let private = format!("<{sender_nick}> (private) x");
+    for i in 0..LINES {
+        let got = alice.line().expect("alice is not cut off");
+        assert_eq!(got, private, "line {i}");
+    }
+    writing.join().unwrap().expect("the sender is not cut off");
+    sender.send(format!("/nick {alice_nick}\n"));
+    assert_eq!(
+        sender.line().as_deref(),
+        Some(format!("ERR nick {alice_nick} is taken").as_str())
+    );
+}
+
+#[test]
+fn participants_that_never_read_cost_about_their_output_limit() {
+    // 100 participants that never read, 512 KiB of `x\n` relayed to them
+    // (2.6 MB owed to each, 1 MiB the limit): the server's memory grew by
+    // 611 MiB when every tiny line was a queued buffer of its own.
+    const LINES: usize = 512 * 1024 / 2;
+    let server = Watched::start(SERVER3, &NO_FLOOD_CONTROL, None);
+    let (mut sender, nick) = Peer::join(server.addr());
+    let mut witness = readers_of(server.addr(), &nick, 1);
+    let idle: Vec<Peer> = (0..100).map(|_| Peer::join(server.addr()).0).collect();
+    let mut joined = 0;
+    while joined < 101 {
+        if sender.line().expect("join notices").ends_with(" joined") {
+            joined += 1;
+        }
+    }
+    let rss_before = server.rss_kib();
+    let mut burst = "x\n".repeat(LINES);
+    burst.push_str("end\n");
+    let mut to = sender.writer();
+    let writing = thread::spawn(move || to.write_all(burst.as_bytes()));
+    let witness = witness.pop().expect("one");
+    let peak = peak_rss_until(&server, 4 * TIMEOUT, || witness.is_finished());
+    assert_eq!(witness.join().expect("the witness does not panic"), LINES);
+    writing.join().unwrap().expect("the sender is not cut off");
+    let grown_mib = (peak - rss_before) / 1024;
+    eprintln!("100 non-readers at a 1 MiB limit: RSS grew by {grown_mib} MiB at most");
+    assert!(grown_mib < 150, "RSS grew by {grown_mib} MiB");
+    drop(idle);
+}
+
+#[test]
+fn server1_serves_the_next_client_as_soon_as_the_last_one_has_its_bye() {
+    let server = Server::start(SERVER1, &[]);
+    let (mut first, _) = Peer::join(server.addr());
+    first.send("bye\n");
+    assert_eq!(first.line().as_deref(), Some("Bye"));
+    // `first` keeps its socket open: it is lingering, no longer a client.
+    let (mut next, _) = Peer::join(server.addr());
+    next.send("bye\n");
+    next.expect_last("Bye");
+    drop(first);
+}
+
+#[test]
+fn server2_lets_go_of_a_closed_client_that_keeps_its_socket() {
+    // `bye`, then silence with the socket open. The reader thread of that
+    // client used to stay blocked in read() forever, holding its place.
+    let server = Watched::start(SERVER2, &["--max-clients", "1"], None);
+    let (mut first, _) = Peer::join(server.addr());
+    first.send("bye\n");
+    assert_eq!(first.line().as_deref(), Some("Bye"));
+    let (mut next, _) = Peer::join(server.addr());
+    let start = Instant::now();
+    assert_eq!(first.line(), None, "the server ends the lingering close");
+    let lingered = start.elapsed();
+    eprintln!("server2: a silent closed client was let go after {lingered:?}");
+    assert!(lingered < Duration::from_secs(4), "{lingered:?}");
+    next.send("bye\n");
+    next.expect_last("Bye");
+}
+
+#[test]
+fn refusals_for_one_address_take_no_place_from_the_others() {
+    let server = Server::start(SERVER3, &["--max-clients", "5", "--max-per-ip", "1"]);
+    let (_first, _) = Peer::join(server.addr());
+    // Twenty more from 127.0.0.1, each refused; they keep their sockets.
+    let refused: Vec<Peer> = (0..20)
+        .map(|_| {
+            let mut peer = Peer::connect(server.addr());
+            assert_eq!(
+                peer.line().as_deref(),
+                Some("ERR busy: too many connections from your address")
+            );
+            peer
+        })
+        .collect();
+    // Someone else, from 127.0.0.2, is served.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    socket.connect(&server.addr().into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut other = Peer {
+        reader: BufReader::new(stream.try_clone().unwrap()),
+        stream,
+    };
+    other.send("Hi\n");
+    assert_eq!(other.line().as_deref(), Some("Hello"));
+    drop(refused);
+}
+
+#[test]
+fn a_stop_with_silent_clients_that_keep_their_sockets_ends_within_the_linger_time() {
+    let mut server = Server::start(SERVER3, &[]);
+    let peers: Vec<Peer> = (0..3).map(|_| Peer::join(server.addr()).0).collect();
+    let signalled = Instant::now();
+    server.sigterm();
+    let status = server.wait_with_timeout(TIMEOUT);
+    let took = signalled.elapsed();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
+    let stderr = server.stderr();
+    eprintln!("stop with 3 silent clients: exit 0 after {took:?}");
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    assert!(
+        stderr.contains("waiting up to") && stderr.contains("stop now"),
+        "the wait is explained on stderr: {stderr}"
+    );
+    drop(peers);
 }

@@ -123,6 +123,21 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value_t = 200,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(..=MAX_CLIENTS))]
     pub announce_limit: usize,
+    /// Flood control: lines a client may send per second, on average, after
+    /// its burst; 0 turns flood control off. A client over its budget is
+    /// slowed down (its input is read later), never cut off, and nothing it
+    /// sends is lost. The default, 5, is quick for a person and slow for a
+    /// script: a paste of a few dozen lines goes through at once, a flood of
+    /// thousands takes minutes, and the room stays readable meanwhile.
+    #[arg(long, value_name = "LINES_PER_SEC", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub flood_rate: u32,
+    /// Flood control: lines a client may send at once after a quiet moment.
+    /// The default, 30, lets a client greet, rename and paste a short text
+    /// without waiting. A nick change counts as 3 lines.
+    #[arg(long, value_name = "LINES", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub flood_burst: u32,
 }
 
 impl ChatArgs {
@@ -130,6 +145,18 @@ impl ChatArgs {
     /// line sent to a client over the limit.
     pub fn handler(&self, busy: Option<&str>) -> Chat {
         Chat::new(self.config(busy), console::transcript())
+    }
+
+    /// The loop's limits for a chat server: `config` with room in the input
+    /// buffer for a whole line of `--max-line` and its `\r\n`. Otherwise,
+    /// with `--max-line` above the loop's input limit (64 KiB), a long line
+    /// would cut the client off as `InputLimit` before the chat could answer
+    /// `ERR line too long`.
+    pub fn loop_config(&self, config: Config) -> Config {
+        Config {
+            max_input: config.max_input.max(self.max_line as usize + 2),
+            ..config
+        }
     }
 
     fn config(&self, busy: Option<&str>) -> ChatConfig {
@@ -140,6 +167,8 @@ impl ChatArgs {
             busy_message: busy.map_or(defaults.busy_message, str::to_owned),
             max_per_ip: self.max_per_ip.map(|n| n as usize),
             announce_limit: self.announce_limit,
+            flood_rate: self.flood_rate,
+            flood_burst: self.flood_burst,
         }
     }
 }
@@ -405,6 +434,16 @@ mod tests {
     }
 
     #[test]
+    fn the_input_limit_holds_a_whole_line() {
+        let cli = Cli::parse_from(["server", "localhost", "0", "--max-line", "1048576"]);
+        let config = cli.chat.loop_config(cli.server.config());
+        assert_eq!(config.max_input, 1_048_578);
+        let cli = Cli::parse_from(["server", "localhost", "0"]);
+        let config = cli.chat.loop_config(cli.server.config());
+        assert_eq!(config.max_input, Config::default().max_input);
+    }
+
+    #[test]
     fn chat_option_defaults_are_the_handler_defaults() {
         // clap needs its defaults as literals; this keeps them from drifting.
         let parsed = Cli::parse_from(["server", "localhost", "0"])
@@ -416,6 +455,29 @@ mod tests {
         assert_eq!(parsed.busy_message, defaults.busy_message);
         assert_eq!(parsed.max_per_ip, defaults.max_per_ip);
         assert_eq!(parsed.announce_limit, defaults.announce_limit);
+        assert_eq!(parsed.flood_rate, defaults.flood_rate);
+        assert_eq!(parsed.flood_burst, defaults.flood_burst);
+    }
+
+    #[test]
+    fn flood_options_have_ranges() {
+        let parse = |argv: &[&str]| {
+            let argv = ["server", "localhost", "0"].iter().chain(argv);
+            Cli::try_parse_from(argv).map(|cli| cli.chat.config(None))
+        };
+        let off = parse(&["--flood-rate", "0"]).unwrap();
+        assert_eq!(off.flood_rate, 0, "0 turns it off");
+        let set = parse(&["--flood-rate", "100000", "--flood-burst", "1"]).unwrap();
+        assert_eq!((set.flood_rate, set.flood_burst), (100_000, 1));
+        for argv in [
+            &["--flood-rate", "-1"][..],
+            &["--flood-rate", "100001"],
+            &["--flood-rate", "1.5"],
+            &["--flood-burst", "0"],
+            &["--flood-burst", "100001"],
+        ] {
+            assert!(parse(argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

@@ -17,27 +17,62 @@
 //! h.receive(alice, "Hi\n");
 //! assert_eq!(h.take_text(alice), "Hi\n");
 //! ```
+//!
+//! The harness holds input back the way a driver does, so that a handler's
+//! flow control can be tested too:
+//!
+//! - What was sent to a connection and not yet [`take`](Harness::take)n is
+//!   its queued output. Above the high-water mark the connection is
+//!   [`backlogged`](Context::backlogged); a send that would take it past
+//!   the output limit closes it with [`CloseReason::OutputLimit`].
+//! - A connection is *held* when the handler leaves input while it is
+//!   backlogged, and *paused* after [`Context::pause_input`]. Bytes that
+//!   arrive for it meanwhile are only added to its input, as they would
+//!   wait in the socket: `on_data` is not called. A [`take`](Harness::take)
+//!   (the peer reading) ends a hold, the end of the pause (in
+//!   [`advance`](Harness::advance)) ends a pause, and `on_data` is then
+//!   called with the input it left.
+//! - Each call of [`advance`](Harness::advance) is one turn of the loop. A
+//!   timer or pause set during a turn with no delay waits for the next turn,
+//!   so a timer that sets itself again with no delay fires once per
+//!   `advance` instead of looping forever; `advance(Duration::ZERO)` is one
+//!   more turn.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::timers::Timers;
-use crate::{CloseReason, ConnId, Context, Handler, TimerId};
+use crate::{CloseReason, Config, ConnId, Context, Handler, TimerId};
 
 /// One pretend connection.
 #[derive(Debug, Default)]
 struct MemConn {
-    /// Everything the handler sent, not yet taken by the test.
+    /// Everything the handler sent, not yet taken by the test: the queued
+    /// output.
     output: Vec<u8>,
     /// What the handler left unconsumed, handed back with the next bytes.
     input: BytesMut,
-    /// The handler asked to close it (it is closed once the callback returns).
-    close_requested: bool,
+    /// How the handler's callback closed it (`Requested`, or `OutputLimit`
+    /// from a send): carried out once the callback returns.
+    closing: Option<CloseReason>,
     /// How it closed; `None` while open.
     closed: Option<CloseReason>,
+    /// The handler left input while the connection was backlogged: it is
+    /// not read until the peer takes its output.
+    held: bool,
+    /// The pause the handler asked for, as its key in `MemoryContext::due`.
+    paused: Option<TimerId>,
+}
+
+/// What falls due at an instant.
+#[derive(Debug)]
+enum Due {
+    /// A timer the handler set, with its tag.
+    Timer(u64),
+    /// The end of a connection's input pause.
+    Resume(ConnId),
 }
 
 /// An in-memory [`Context`]: sends are appended to per-connection byte
@@ -47,17 +82,30 @@ pub struct MemoryContext {
     now: Instant,
     conns: BTreeMap<ConnId, MemConn>,
     next_slot: usize,
-    timers: Timers,
+    /// Timers and pause ends, in deadline order. Keyed by `TimerId`, which
+    /// is (deadline, sequence): equal deadlines fall due in the order set.
+    due: BTreeMap<TimerId, Due>,
+    next_seq: u64,
+    /// Entries set with no delay since the current turn began: they fall
+    /// due on the next turn, not this one.
+    next_turn: BTreeSet<TimerId>,
+    high_water: usize,
+    max_output: usize,
     stopped: bool,
 }
 
 impl MemoryContext {
     fn new() -> MemoryContext {
+        let config = Config::default();
         MemoryContext {
             now: Instant::now(),
             conns: BTreeMap::new(),
             next_slot: 0,
-            timers: Timers::default(),
+            due: BTreeMap::new(),
+            next_seq: 0,
+            next_turn: BTreeSet::new(),
+            high_water: config.high_water,
+            max_output: config.max_output,
             stopped: false,
         }
     }
@@ -65,12 +113,41 @@ impl MemoryContext {
     fn open(&self, id: ConnId) -> Option<&MemConn> {
         self.conns
             .get(&id)
-            .filter(|c| c.closed.is_none() && !c.close_requested)
+            .filter(|c| c.closed.is_none() && c.closing.is_none())
     }
 
     /// Whether the handler called [`Context::stop`].
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// Queues `due` for `after` from now.
+    fn schedule(&mut self, after: Duration, due: Due) -> TimerId {
+        let key = TimerId {
+            at: self.now + after,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        if after.is_zero() {
+            self.next_turn.insert(key);
+        }
+        self.due.insert(key, due);
+        key
+    }
+
+    /// Removes a queued entry, if it is still queued.
+    fn unschedule(&mut self, key: TimerId) -> Option<Due> {
+        self.next_turn.remove(&key);
+        self.due.remove(&key)
+    }
+
+    /// The earliest entry due by `end` that may fall due in this turn.
+    fn next_due(&self, end: Instant) -> Option<TimerId> {
+        self.due
+            .keys()
+            .find(|key| !self.next_turn.contains(key))
+            .filter(|key| key.at <= end)
+            .copied()
     }
 }
 
@@ -80,35 +157,53 @@ impl Context for MemoryContext {
     }
 
     fn send(&mut self, to: ConnId, data: Bytes) -> bool {
-        if self.open(to).is_none() {
+        let max_output = self.max_output;
+        let Some(conn) = self.conns.get_mut(&to) else {
+            return false;
+        };
+        if conn.closed.is_some() || conn.closing.is_some() {
             return false;
         }
-        let conn = self.conns.get_mut(&to).expect("checked above");
+        if conn.output.len() + data.len() > max_output {
+            conn.closing = Some(CloseReason::OutputLimit);
+            return false;
+        }
         conn.output.extend_from_slice(&data);
         true
     }
 
     fn backlogged(&self, id: ConnId) -> bool {
-        self.open(id).is_none()
+        self.open(id)
+            .is_none_or(|conn| conn.output.len() > self.high_water)
     }
 
-    fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
+    fn pause_input(&mut self, id: ConnId, duration: Duration) {
+        let Some(old) = self.open(id).map(|conn| conn.paused) else {
+            return;
+        };
+        if let Some(old) = old {
+            self.unschedule(old);
+        }
+        let key = self.schedule(duration, Due::Resume(id));
+        self.conns.get_mut(&id).expect("checked above").paused = Some(key);
+    }
 
     fn close(&mut self, to: ConnId) {
         if self.open(to).is_some() {
-            self.conns
-                .get_mut(&to)
-                .expect("checked above")
-                .close_requested = true;
+            self.conns.get_mut(&to).expect("checked above").closing = Some(CloseReason::Requested);
         }
     }
 
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        self.timers.insert(self.now + after, tag)
+        self.schedule(after, Due::Timer(tag))
     }
 
     fn cancel_timer(&mut self, timer: TimerId) {
-        self.timers.cancel(timer);
+        // A pause's key is never handed out, but a forged one must not
+        // cancel it.
+        if matches!(self.due.get(&timer), Some(Due::Timer(_))) {
+            self.unschedule(timer);
+        }
     }
 
     fn stop(&mut self) {
@@ -125,8 +220,9 @@ impl Context for MemoryContext {
 
 /// Plays the event loop for one handler: connect, feed bytes, move time, and
 /// read back what the handler sent and closed. Callbacks happen in the same
-/// order as under the real loop; a close the handler asks for takes effect
-/// (with `on_close(Requested)`) as soon as its callback returns.
+/// order as under the real loop; a close the handler asks for, or causes by
+/// sending past the output limit, takes effect (with `on_close`) as soon as
+/// its callback returns.
 pub struct Harness<H: Handler> {
     /// The handler under test, for inspecting its state.
     pub handler: H,
@@ -136,7 +232,8 @@ pub struct Harness<H: Handler> {
 }
 
 impl<H: Handler> Harness<H> {
-    /// A harness with no connections, at an arbitrary start time.
+    /// A harness with no connections, at an arbitrary start time, with the
+    /// output marks of [`Config::default`].
     pub fn new(handler: H) -> Harness<H> {
         Harness {
             handler,
@@ -146,9 +243,27 @@ impl<H: Handler> Harness<H> {
     }
 
     /// Closes a connection with `CloseReason::InputLimit` when the handler
-    /// leaves more than `max` bytes unconsumed, as the loop does.
+    /// leaves more than `max` bytes unconsumed, as the loop does. Input left
+    /// while the connection is held or paused does not count: a driver
+    /// would not have read it.
     pub fn with_max_input(mut self, max: usize) -> Harness<H> {
         self.max_input = Some(max);
+        self
+    }
+
+    /// A connection is [`backlogged`](Context::backlogged) while more than
+    /// `bytes` sent to it have not been taken
+    /// ([`Config::high_water`]).
+    pub fn with_high_water(mut self, bytes: usize) -> Harness<H> {
+        self.cx.high_water = bytes;
+        self
+    }
+
+    /// A send that would leave more than `bytes` sent to a connection and not
+    /// taken closes it with `CloseReason::OutputLimit`
+    /// ([`Config::max_output`]).
+    pub fn with_max_output(mut self, bytes: usize) -> Harness<H> {
+        self.cx.max_output = bytes;
         self
     }
 
@@ -163,25 +278,19 @@ impl<H: Handler> Harness<H> {
         id
     }
 
-    /// Bytes arrive from the peer of `id` (ignored once it is closing).
+    /// Bytes arrive from the peer of `id` (ignored once it is closing). If
+    /// `id` is held or paused they are only added to its input.
     pub fn receive(&mut self, id: ConnId, bytes: impl AsRef<[u8]>) {
         let Some(conn) = self.cx.conns.get_mut(&id) else {
             return;
         };
-        if conn.closed.is_some() || conn.close_requested {
+        if conn.closed.is_some() || conn.closing.is_some() {
             return;
         }
-        let mut input = std::mem::take(&mut conn.input);
-        input.extend_from_slice(bytes.as_ref());
-        self.handler.on_data(&mut self.cx, id, &mut input);
-        let too_long = self.max_input.is_some_and(|max| input.len() > max);
-        if let Some(conn) = self.cx.conns.get_mut(&id) {
-            conn.input = input;
+        conn.input.extend_from_slice(bytes.as_ref());
+        if !conn.held && conn.paused.is_none() {
+            self.feed(id);
         }
-        if too_long {
-            self.finish(id, CloseReason::InputLimit);
-        }
-        self.settle();
     }
 
     /// The peer of `id` goes away.
@@ -190,14 +299,21 @@ impl<H: Handler> Harness<H> {
         self.settle();
     }
 
-    /// Moves time on by `by`, firing the timers that fall due, in order.
+    /// One turn of the loop, `by` later: timers and pauses that fall due by
+    /// then fire in deadline order, time moving to each deadline in turn.
+    /// What they set with no delay waits for the next call.
     pub fn advance(&mut self, by: Duration) {
         let end = self.cx.now + by;
-        while let Some(next) = self.cx.timers.next_deadline().filter(|&t| t <= end) {
-            self.cx.now = self.cx.now.max(next);
-            while let Some(tag) = self.cx.timers.pop_due(self.cx.now, u64::MAX) {
-                self.handler.on_timer(&mut self.cx, tag);
-                self.settle();
+        self.cx.next_turn.clear();
+        while let Some(key) = self.cx.next_due(end) {
+            self.cx.now = self.cx.now.max(key.at);
+            match self.cx.unschedule(key) {
+                Some(Due::Timer(tag)) => {
+                    self.handler.on_timer(&mut self.cx, tag);
+                    self.settle();
+                }
+                Some(Due::Resume(id)) => self.resume(id),
+                None => unreachable!("next_due returns a queued key"),
             }
         }
         self.cx.now = end;
@@ -220,13 +336,19 @@ impl<H: Handler> Harness<H> {
         self.settle();
     }
 
-    /// Takes what the handler has sent to `id` since the last take.
+    /// Takes what the handler has sent to `id` since the last take: the peer
+    /// reads its queue. If that ends a hold, `on_data` is then called with
+    /// the input the handler left, and what it sends waits for the next take.
     pub fn take(&mut self, id: ConnId) -> Vec<u8> {
-        self.cx
-            .conns
-            .get_mut(&id)
-            .map(|c| std::mem::take(&mut c.output))
-            .unwrap_or_default()
+        let Some(conn) = self.cx.conns.get_mut(&id) else {
+            return Vec::new();
+        };
+        let output = std::mem::take(&mut conn.output);
+        if conn.held && conn.paused.is_none() && conn.closed.is_none() && conn.closing.is_none() {
+            conn.held = false;
+            self.feed(id);
+        }
+        output
     }
 
     /// [`Harness::take`] as text (lossy UTF-8).
@@ -242,6 +364,56 @@ impl<H: Handler> Harness<H> {
     /// Bytes of `id`'s input the handler has left unconsumed.
     pub fn pending_input(&self, id: ConnId) -> usize {
         self.cx.conns.get(&id).map_or(0, |c| c.input.len())
+    }
+
+    /// Bytes sent to `id` and not yet taken.
+    pub fn queued_output(&self, id: ConnId) -> usize {
+        self.cx.conns.get(&id).map_or(0, |c| c.output.len())
+    }
+
+    /// When the input pause of `id` ends, if it is paused.
+    pub fn paused_until(&self, id: ConnId) -> Option<Instant> {
+        self.cx.conns.get(&id)?.paused.map(|key| key.at)
+    }
+
+    /// Hands `id`'s input to `on_data`, then holds it if the handler left
+    /// input because it is backlogged.
+    fn feed(&mut self, id: ConnId) {
+        let Some(conn) = self.cx.conns.get_mut(&id) else {
+            return;
+        };
+        let mut input = std::mem::take(&mut conn.input);
+        self.handler.on_data(&mut self.cx, id, &mut input);
+        let backlogged = self.cx.backlogged(id);
+        let Some(conn) = self.cx.conns.get_mut(&id) else {
+            return;
+        };
+        let waiting = !input.is_empty() && backlogged && conn.closing.is_none();
+        conn.held = waiting;
+        let excused = waiting || conn.paused.is_some();
+        let too_long = !excused && self.max_input.is_some_and(|max| input.len() > max);
+        conn.input = input;
+        if too_long {
+            self.finish(id, CloseReason::InputLimit);
+        }
+        self.settle();
+    }
+
+    /// The pause of `id` is over: its input goes to `on_data`, unless its
+    /// output holds it until the peer takes it.
+    fn resume(&mut self, id: ConnId) {
+        let Some(conn) = self.cx.conns.get_mut(&id) else {
+            return;
+        };
+        conn.paused = None;
+        if conn.closed.is_some() || conn.closing.is_some() || conn.input.is_empty() {
+            return;
+        }
+        if conn.output.len() > self.cx.high_water {
+            conn.held = true;
+        } else {
+            self.feed(id);
+        }
     }
 
     fn open_ids(&self) -> Vec<ConnId> {
@@ -263,22 +435,130 @@ impl<H: Handler> Harness<H> {
         }
         conn.closed = Some(reason);
         conn.input = BytesMut::new();
+        conn.held = false;
+        if let Some(pause) = conn.paused.take() {
+            self.cx.unschedule(pause);
+        }
         self.handler.on_close(&mut self.cx, id, reason);
     }
 
-    /// Carries out the closes the handler asked for, which may ask for more.
+    /// Carries out the closes the handler asked for or caused, which may
+    /// cause more.
     fn settle(&mut self) {
         loop {
-            let requested = self
-                .cx
-                .conns
-                .iter()
-                .find(|(_, c)| c.close_requested && c.closed.is_none())
-                .map(|(&id, _)| id);
-            match requested {
-                Some(id) => self.finish(id, CloseReason::Requested),
+            let closing = self.cx.conns.iter().find_map(|(&id, c)| {
+                c.closing
+                    .filter(|_| c.closed.is_none())
+                    .map(|why| (id, why))
+            });
+            match closing {
+                Some((id, reason)) => self.finish(id, reason),
                 None => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers each line `L` with `L` repeated `copies` times, while its
+    /// peer is not backlogged; a line `pause` pauses it for a second and a
+    /// line `tick` sets a timer that sets itself again with no delay.
+    struct Repeat {
+        copies: usize,
+        ticks: usize,
+    }
+
+    impl Handler for Repeat {
+        type Message = ();
+
+        fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+            while !cx.backlogged(id) {
+                let Some(end) = input.iter().position(|&b| b == b'\n') else {
+                    return;
+                };
+                let line = input.split_to(end + 1).freeze();
+                match &line[..] {
+                    b"pause\n" => {
+                        cx.pause_input(id, Duration::from_secs(1));
+                        return;
+                    }
+                    b"tick\n" => {
+                        cx.set_timer(Duration::ZERO, 0);
+                    }
+                    _ => {
+                        for _ in 0..self.copies {
+                            cx.send(id, line.clone());
+                        }
+                    }
+                }
+            }
+        }
+
+        fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
+            self.ticks += 1;
+            cx.set_timer(Duration::ZERO, tag);
+        }
+    }
+
+    fn repeat(copies: usize) -> Harness<Repeat> {
+        Harness::new(Repeat { copies, ticks: 0 })
+    }
+
+    #[test]
+    fn a_backlogged_connection_is_held_until_its_peer_takes() {
+        let mut h = repeat(2).with_high_water(10);
+        let id = h.connect();
+        h.receive(id, "a\nb\nc\nd\n");
+        assert_eq!(h.queued_output(id), 12, "three lines answered, then held");
+        assert_eq!(h.pending_input(id), 2);
+        h.receive(id, "e\n");
+        assert_eq!(h.queued_output(id), 12, "a held connection is not read");
+        assert_eq!(h.take_text(id), "a\na\nb\nb\nc\nc\n");
+        assert_eq!(h.take_text(id), "d\nd\ne\ne\n", "handed back on take");
+        assert_eq!(h.pending_input(id), 0);
+    }
+
+    #[test]
+    fn a_send_past_the_output_limit_closes_with_output_limit() {
+        let mut h = repeat(1).with_high_water(100).with_max_output(5);
+        let id = h.connect();
+        h.receive(id, "ab\n");
+        assert_eq!(h.closed(id), None);
+        h.receive(id, "cd\n");
+        assert_eq!(h.closed(id), Some(CloseReason::OutputLimit));
+        assert_eq!(
+            h.take_text(id),
+            "ab\n",
+            "the send that passed it was dropped"
+        );
+    }
+
+    #[test]
+    fn paused_input_waits_for_the_end_of_the_pause_then_comes_in_order() {
+        let mut h = repeat(1);
+        let id = h.connect();
+        h.receive(id, "a\npause\nb\n");
+        h.receive(id, "c\n");
+        assert_eq!(h.take_text(id), "a\n");
+        h.advance(Duration::from_millis(999));
+        assert_eq!(h.take_text(id), "", "still paused");
+        h.advance(Duration::from_millis(1));
+        assert_eq!(h.take_text(id), "b\nc\n");
+        assert_eq!(h.paused_until(id), None);
+    }
+
+    #[test]
+    fn a_timer_set_again_with_no_delay_fires_once_per_turn() {
+        let mut h = repeat(1);
+        let id = h.connect();
+        h.receive(id, "tick\n");
+        assert_eq!(h.handler.ticks, 0, "timers fire only when time moves");
+        h.advance(Duration::ZERO);
+        assert_eq!(h.handler.ticks, 1);
+        h.advance(Duration::from_secs(1));
+        assert_eq!(h.handler.ticks, 2);
     }
 }

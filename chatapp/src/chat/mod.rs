@@ -18,6 +18,7 @@
 //! recipient; nothing is allocated per recipient.
 
 mod clean;
+mod flood;
 mod nick;
 #[cfg(test)]
 mod tests;
@@ -26,7 +27,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reactor::{CloseReason, ConnId, Context, Handler, TimerId};
@@ -34,6 +35,7 @@ use rustc_hash::FxHashMap;
 
 use crate::lines::{next_line, LineTooLong};
 use clean::clean;
+use flood::Budget;
 use nick::OPERATOR;
 
 /// The server's answer to `bye`.
@@ -48,6 +50,16 @@ const KICKED: &[u8] = b"ERR kicked by the operator\n";
 const TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR busy: too many connections from your address\n";
 /// Sent to everyone when the server stops.
 const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
+
+/// What a nick change costs of a client's flood budget, in lines. More than
+/// a line, because a rename is worth more to a flooder and costs the others
+/// more: it is told to the whole room like a message, but it also changes
+/// who is who — a client cycling through nicks makes the room unreadable,
+/// dodges `/msg` and can snatch a nick the moment its owner leaves. IRC
+/// servers limit nick changes much more tightly than lines for the same
+/// reasons. With the default budget a client can still rename ten times in
+/// a row, then about once every 0.6 s.
+const RENAME_COST: u32 = 3;
 
 /// The answer to `/help`.
 const HELP: &[u8] = b"\
@@ -90,8 +102,17 @@ pub struct ChatConfig {
     /// has them all. In a bigger room they would be most of the traffic:
     /// filling a room of N clients costs N²/2 notices, 20,000 for 200 and
     /// half a million for 1,000. (Twitch's chat stops sending them at
-    /// 1,000.)
+    /// 1,000.) Nick changes too, except to the one who changes.
     pub announce_limit: usize,
+    /// Flood control: lines a client may send per second, on average; 0
+    /// turns flood control off. Past its budget a client's input is not
+    /// read until the budget allows its next line: it is slowed, and TCP
+    /// slows its sender, but nothing it sends is dropped. Every line counts,
+    /// the greeting and blank lines too; a nick change counts as 3.
+    pub flood_rate: u32,
+    /// Flood control: lines a client may send at once, after a quiet
+    /// moment, before `flood_rate` holds it back.
+    pub flood_burst: u32,
 }
 
 impl Default for ChatConfig {
@@ -102,6 +123,12 @@ impl Default for ChatConfig {
             busy_message: "ERR busy: too many clients, try again later".to_string(),
             max_per_ip: None,
             announce_limit: 200,
+            // A person typing, or pasting a few dozen lines, never notices;
+            // a script that sends thousands of lines is slowed to what a
+            // room can read (5 lines a second is fast for a human
+            // conversation), and it is the script that waits, not the room.
+            flood_rate: 5,
+            flood_burst: 30,
         }
     }
 }
@@ -113,8 +140,17 @@ impl Default for ChatConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleLine(pub String);
 
+/// One open connection.
+struct Client {
+    /// How far it has got.
+    stage: Stage,
+    /// When its next line is due by its flood budget (the theoretical
+    /// arrival time of [`flood`]); unused with flood control off.
+    next_line: Instant,
+}
+
 /// How far a connection has got.
-enum Client {
+enum Stage {
     /// Connected, and has until the `deadline` timer fires to say `Hi`.
     Greeting { deadline: TimerId },
     /// Greeted: in the room, under `nick`.
@@ -137,6 +173,8 @@ pub struct Chat {
     last_user: u64,
     /// The refusal line, built once from `config.busy_message`.
     refusal: Bytes,
+    /// The flood budget from `config`; `None` with flood control off.
+    flood: Option<Budget>,
     /// With `max_per_ip`: the open connections of each address...
     per_ip: HashMap<IpAddr, usize>,
     /// ...and the address each was counted under, to uncount it when it
@@ -153,6 +191,7 @@ impl Chat {
     /// whole chat: give it a terminal, a file, or a reader that keeps up.
     pub fn new(config: ChatConfig, transcript: Box<dyn Write + Send>) -> Chat {
         let refusal = Bytes::from(format!("{}\n", config.busy_message));
+        let flood = Budget::new(config.flood_rate, config.flood_burst);
         Chat {
             config,
             clients: FxHashMap::default(),
@@ -160,6 +199,7 @@ impl Chat {
             nicks: HashMap::new(),
             last_user: 0,
             refusal,
+            flood,
             per_ip: HashMap::new(),
             counted: FxHashMap::default(),
             transcript,
@@ -200,33 +240,55 @@ impl Chat {
         }
     }
 
-    /// One line from a client, without its end.
-    fn on_line(&mut self, cx: &mut dyn Context, id: ConnId, raw: &[u8]) {
+    /// One line from a client, without its end; returns what it costs of
+    /// the client's flood budget, in lines.
+    fn on_line(&mut self, cx: &mut dyn Context, id: ConnId, raw: &[u8]) -> u32 {
         let text = clean(raw);
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return;
+            return 1;
         }
         let Some(client) = self.clients.get(&id) else {
-            return;
+            return 1;
         };
-        match *client {
-            Client::Greeting { deadline } => {
+        match client.stage {
+            Stage::Greeting { deadline } => {
                 if trimmed.eq_ignore_ascii_case("hi") {
                     self.greet(cx, id, deadline);
                 } else {
                     self.dismiss(cx, id, Bytes::from_static(SAY_HI), "left");
                 }
             }
-            Client::Joined { .. } => {
+            Stage::Joined { .. } => {
                 if trimmed.eq_ignore_ascii_case("bye") {
                     self.dismiss(cx, id, Bytes::from_static(BYE), "left");
                 } else if let Some(command) = trimmed.strip_prefix('/') {
-                    self.on_command(cx, id, command);
+                    return self.on_command(cx, id, command);
                 } else {
                     self.relay(cx, id, &text);
                 }
             }
+        }
+        1
+    }
+
+    /// How long `id` must wait before its next line by its flood budget;
+    /// zero if it may send one now, or flood control is off.
+    fn flood_wait(&self, now: Instant, id: ConnId) -> Duration {
+        // The budget first: with flood control off, no lookup per line.
+        let Some(budget) = self.flood else {
+            return Duration::ZERO;
+        };
+        self.clients
+            .get(&id)
+            .map_or(Duration::ZERO, |client| budget.wait(client.next_line, now))
+    }
+
+    /// Charges `id`'s flood budget for a line that costs `lines`.
+    fn charge(&mut self, now: Instant, id: ConnId, lines: u32) {
+        let Some(budget) = self.flood else { return };
+        if let Some(client) = self.clients.get_mut(&id) {
+            budget.charge(&mut client.next_line, now, lines);
         }
     }
 
@@ -242,7 +304,9 @@ impl Chat {
         self.announce(cx, &Bytes::from(format!("* {nick} joined\n")));
         self.room.push(id);
         self.nicks.insert(nick.to_ascii_lowercase().into(), id);
-        self.clients.insert(id, Client::Joined { nick });
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.stage = Stage::Joined { nick };
+        }
     }
 
     /// The next `user<N>` nobody has: someone may have picked it with `/nick`.
@@ -263,11 +327,12 @@ impl Chat {
         self.broadcast(cx, &message, Some(from));
     }
 
-    /// A command from a client: the line after its `/`.
-    fn on_command(&mut self, cx: &mut dyn Context, id: ConnId, command: &str) {
+    /// A command from a client: the line after its `/`. Returns what it
+    /// costs of the client's flood budget, in lines.
+    fn on_command(&mut self, cx: &mut dyn Context, id: ConnId, command: &str) -> u32 {
         let (name, args) = split_command(command);
         match name.to_ascii_lowercase().as_str() {
-            "nick" => self.rename(cx, id, args),
+            "nick" => return self.rename(cx, id, args),
             "who" => {
                 cx.send(id, self.who());
             }
@@ -279,26 +344,41 @@ impl Chat {
                 cx.send(id, unknown_command(name));
             }
         }
+        1
     }
 
-    /// `/nick NAME`.
-    fn rename(&mut self, cx: &mut dyn Context, id: ConnId, new: &str) {
+    /// `/nick NAME`; returns what it cost of the flood budget: a refusal is
+    /// a line like any other, a change costs [`RENAME_COST`].
+    fn rename(&mut self, cx: &mut dyn Context, id: ConnId, new: &str) -> u32 {
         if let Err(why) = nick::check(new) {
             cx.send(id, Bytes::from(format!("ERR {why}\n")));
-            return;
+            return 1;
         }
         // Taken by someone else, that is: changing the case of one's own is fine.
         if self.find(new).is_some_and(|holder| holder != id) {
             cx.send(id, Bytes::from(format!("ERR nick {new} is taken\n")));
-            return;
+            return 1;
         }
-        let Some(Client::Joined { nick }) = self.clients.get_mut(&id) else {
-            return;
+        let Some(Client {
+            stage: Stage::Joined { nick },
+            ..
+        }) = self.clients.get_mut(&id)
+        else {
+            return 1;
         };
         let old = std::mem::replace(nick, new.into());
         self.nicks.remove(&*old.to_ascii_lowercase());
         self.nicks.insert(new.to_ascii_lowercase().into(), id);
-        self.broadcast(cx, &Bytes::from(format!("* {old} is now {new}\n")), None);
+        let notice = Bytes::from(format!("* {old} is now {new}\n"));
+        // Like a join, told to the room only while it is small enough; the
+        // changer is always told, as the answer to its command.
+        if self.room.len() <= self.config.announce_limit {
+            self.broadcast(cx, &notice, None);
+        } else {
+            cx.send(id, notice.clone());
+            self.transcribe(&notice);
+        }
+        RENAME_COST
     }
 
     /// `/msg NICK text`: to one client, marked private, and not in the
@@ -386,6 +466,7 @@ impl Chat {
     /// A join or a leave, made while the one who comes or goes is not in
     /// `room`: told to the room if it is small enough (see
     /// [`ChatConfig::announce_limit`]), and always to the transcript.
+    /// (`rename` makes the same choice for a nick change.)
     fn announce(&mut self, cx: &mut dyn Context, notice: &Bytes) {
         if self.room.len() < self.config.announce_limit {
             self.broadcast(cx, notice, None);
@@ -400,12 +481,12 @@ impl Chat {
     /// `* NICK left` come exactly once.
     fn forget(&mut self, cx: &mut dyn Context, id: ConnId) -> Option<Box<str>> {
         self.uncount(id);
-        match self.clients.remove(&id)? {
-            Client::Greeting { deadline } => {
+        match self.clients.remove(&id)?.stage {
+            Stage::Greeting { deadline } => {
                 cx.cancel_timer(deadline);
                 None
             }
-            Client::Joined { nick } => {
+            Stage::Joined { nick } => {
                 // Keeps the join order for `/who`; a leave is O(n) anyway,
                 // like the notice that follows it.
                 self.room.retain(|&member| member != id);
@@ -445,9 +526,9 @@ impl Chat {
 
     /// The nick of `id`, if it is in the room.
     fn nick(&self, id: ConnId) -> Option<&str> {
-        match self.clients.get(&id)? {
-            Client::Joined { nick } => Some(nick),
-            Client::Greeting { .. } => None,
+        match &self.clients.get(&id)?.stage {
+            Stage::Joined { nick } => Some(nick),
+            Stage::Greeting { .. } => None,
         }
     }
 
@@ -469,23 +550,44 @@ impl Handler for Chat {
         }
         // The id is the tag: the only timers this handler sets are these.
         let deadline = cx.set_timer(self.config.greeting_timeout, id.to_bits());
-        self.clients.insert(id, Client::Greeting { deadline });
+        let client = Client {
+            stage: Stage::Greeting { deadline },
+            // A full budget: the arrival time of its first line is now.
+            next_line: cx.now(),
+        };
+        self.clients.insert(id, client);
     }
 
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        while let Some(line) = next_line(input, self.config.max_line) {
-            match line {
+        // Whatever is not taken here stays in `input`, and the driver hands
+        // it back: once `id`'s peer has read its answers (backlogged), or
+        // when the pause ends (flood control). Nothing is dropped.
+        while !input.is_empty() && !cx.backlogged(id) {
+            let now = cx.now();
+            let wait = self.flood_wait(now, id);
+            if !wait.is_zero() {
+                // Over its budget: not another line until the budget allows
+                // it. The others are served meanwhile.
+                cx.pause_input(id, wait);
+                return;
+            }
+            let Some(line) = next_line(input, self.config.max_line) else {
+                return;
+            };
+            let cost = match line {
                 Ok(line) => self.on_line(cx, id, &line),
                 Err(LineTooLong) => {
                     let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
                     self.dismiss(cx, id, Bytes::from(error), "left");
+                    1
                 }
-            }
+            };
             // A line may have closed the connection (`bye`, a wrong greeting,
             // a line too long); nothing after it is read.
             if !self.clients.contains_key(&id) {
                 return;
             }
+            self.charge(now, id, cost);
         }
     }
 
@@ -501,7 +603,11 @@ impl Handler for Chat {
 
     fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
         let id = ConnId::from_bits(tag);
-        if let Some(Client::Greeting { .. }) = self.clients.get(&id) {
+        if let Some(Client {
+            stage: Stage::Greeting { .. },
+            ..
+        }) = self.clients.get(&id)
+        {
             self.dismiss(cx, id, Bytes::from_static(GREETING_TIMEOUT), "left");
         }
     }

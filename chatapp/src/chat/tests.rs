@@ -726,8 +726,10 @@ fn a_broken_transcript_does_not_stop_the_chat() {
 fn the_handler_can_move_to_another_thread_and_stays_small() {
     fn assert_send<T: Send>() {}
     assert_send::<Chat>();
-    // An idle connection costs one map entry: keep it small.
-    assert!(std::mem::size_of::<(ConnId, Client)>() <= 32);
+    // An idle connection costs one map entry: keep it small. Its stage is
+    // 24 bytes (a greeting timer's id, or a nick), and flood control adds
+    // one instant, 16: a token bucket kept as GCRA needs nothing else.
+    assert!(std::mem::size_of::<(ConnId, Client)>() <= 48);
 }
 
 #[test]
@@ -777,4 +779,206 @@ fn the_sample_session_of_protocol_md() {
          <server> maintenance at noon\n\
          * alice left\n"
     );
+}
+
+/// The config of these tests with flood control off, for the tests of what
+/// happens without it.
+fn no_flood_control() -> ChatConfig {
+    ChatConfig {
+        flood_rate: 0,
+        ..ChatConfig::default()
+    }
+}
+
+/// Everything `id` is sent while it reads until the handler has taken all
+/// its input; checks at each read that its queue never went far over the
+/// high-water mark (by more than `slack` bytes, one answer).
+fn read_until_served(h: &mut Harness<Chat>, id: ConnId, slack: usize) -> String {
+    let high_water = reactor::Config::default().high_water;
+    let mut got = String::new();
+    loop {
+        let queued = h.queued_output(id);
+        assert!(queued <= high_water + slack, "{queued} bytes queued");
+        got += &h.take_text(id);
+        if h.pending_input(id) == 0 && h.queued_output(id) == 0 {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn a_backlogged_client_is_read_as_it_reads_with_nothing_lost_or_reordered() {
+    let (mut h, _) = chat_with(no_flood_control());
+    let alice = h.connect();
+    h.receive(alice, "Hi\n/nick alice\n");
+    h.take(alice);
+    // Each asks for an answer longer than itself: about 130 KiB owed for
+    // 80 KiB asked, twice the high-water mark.
+    let asked: String = (0..5000).map(|i| format!("/msg alice {i:04}\n")).collect();
+    h.receive(alice, &asked);
+    assert!(h.pending_input(alice) > 0, "stopped while backlogged");
+    let got = read_until_served(&mut h, alice, 100);
+    let expected: String = (0..5000)
+        .map(|i| format!("<alice> (private) {i:04}\n"))
+        .collect();
+    assert!(got == expected, "every answer, in order");
+    assert_eq!(h.closed(alice), None);
+}
+
+#[test]
+fn who_pipelined_in_a_big_room_queues_about_the_high_water_mark() {
+    // The amplification of issue 9: 64 KiB of `/who` in a room of 1,000 is
+    // 13,107 answers of 8.9 KB each, 116 MB owed to one client.
+    let (mut h, _) = chat_with(no_flood_control());
+    let ids: Vec<ConnId> = (0..1000)
+        .map(|_| {
+            let id = h.connect();
+            h.receive(id, "Hi\n");
+            id
+        })
+        .collect();
+    let asker = ids[0];
+    h.take(asker);
+    h.receive(asker, "/who\n".repeat(64 * 1024 / 5));
+    assert_eq!(h.closed(asker), None, "slowed, not cut off");
+    let left = h.pending_input(asker);
+    assert!(left > 60_000, "the rest waits: {left} bytes");
+    let high_water = reactor::Config::default().high_water;
+    let answers = h.take_text(asker);
+    let one = answers.find('\n').unwrap() + 1;
+    assert!(one > 8000, "a long answer: {one} bytes");
+    assert!(answers.len() <= high_water + one, "{} bytes", answers.len());
+    // The read let as many more through as fit, and so on.
+    assert!(h.pending_input(asker) < left);
+    let answers = h.take_text(asker);
+    assert!(answers.len() > high_water / 2 && answers.len() <= high_water + one);
+}
+
+#[test]
+fn a_burst_over_the_flood_budget_is_delayed_then_delivered_in_order() {
+    // The default budget: a burst of 30 lines, then 5 a second.
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (ids[0], ids[1], ids[2]);
+    let said: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+    h.receive(alice, said.join("\n") + "\n");
+    let heard = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|line| line.strip_prefix("<alice> ").unwrap().to_owned())
+            .collect()
+    };
+    // Greeting and nick spent 1 + 3 of the 30: 26 go through at once.
+    assert_eq!(heard(h.take_text(bob)), said[..26]);
+    h.take(carol);
+    assert!(h.pending_input(alice) > 0, "the rest is kept, not dropped");
+    // Meanwhile the others are served as ever.
+    h.receive(carol, "unaffected\n");
+    assert_eq!(h.take_text(bob), "<carol> unaffected\n");
+    h.receive(bob, "me too\n");
+    assert_eq!(h.take_text(carol), "<bob> me too\n");
+    // Then 5 a second.
+    h.advance(Duration::from_millis(199));
+    assert_eq!(h.take_text(bob), "");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(heard(h.take_text(bob)), said[26..27]);
+    h.advance(Duration::from_secs(3));
+    assert_eq!(heard(h.take_text(bob)), said[27..40]);
+    assert_eq!(h.pending_input(alice), 0);
+    assert_eq!(h.paused_until(alice), None, "no pause when nothing waits");
+    let told = transcript.take();
+    assert_eq!(
+        told.lines().filter(|l| l.starts_with("<alice>")).count(),
+        40
+    );
+}
+
+#[test]
+fn bytes_sent_while_paused_wait_behind_the_rest() {
+    let (mut h, _) = chat_with(ChatConfig {
+        flood_burst: 3,
+        ..ChatConfig::default()
+    });
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    h.take(bob);
+    h.receive(alice, "Hi\none\ntwo\nthree\n");
+    assert_eq!(
+        h.take_text(bob),
+        "* user2 joined\n<user2> one\n<user2> two\n",
+        "the greeting and two lines spent the burst"
+    );
+    h.receive(alice, "four\n");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take_text(bob), "<user2> three\n<user2> four\n");
+}
+
+#[test]
+fn greeting_and_blank_lines_count_against_the_flood_budget() {
+    let (mut h, _) = chat_with(ChatConfig {
+        flood_burst: 3,
+        ..ChatConfig::default()
+    });
+    let id = h.connect();
+    h.receive(id, "\n \n\r\nHi\n");
+    assert_eq!(h.take_text(id), "", "three blank lines spent the burst");
+    h.advance(Duration::from_millis(200));
+    assert!(h.take_text(id).starts_with("Hello\n"));
+}
+
+#[test]
+fn a_rename_costs_more_than_a_line() {
+    let (mut h, _) = chat_with(ChatConfig {
+        flood_burst: 5,
+        ..ChatConfig::default()
+    });
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    h.receive(alice, "Hi\n/nick alice\none\ntwo\n");
+    h.take(bob);
+    h.take(alice);
+    // Hi, the rename (3) and `one` spent the 5: `two` waits a line's time.
+    h.advance(Duration::from_millis(199));
+    assert_eq!(h.take_text(bob), "");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.take_text(bob), "<alice> two\n");
+}
+
+#[test]
+fn flood_rate_zero_turns_flood_control_off() {
+    let (mut h, _) = chat_with(no_flood_control());
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    h.take(bob);
+    let lines: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    h.receive(alice, format!("Hi\n{lines}"));
+    let expected: String = (0..1000).map(|i| format!("<user2> {i}\n")).collect();
+    assert!(h.take_text(bob).ends_with(&expected), "all at once");
+    assert_eq!(h.pending_input(alice), 0);
+}
+
+#[test]
+fn nick_changes_are_told_to_others_only_up_to_the_announce_limit() {
+    let (mut h, transcript) = chat_with(ChatConfig {
+        announce_limit: 2,
+        ..ChatConfig::default()
+    });
+    let ids: Vec<ConnId> = (0..3).map(|_| h.connect()).collect();
+    for &id in &ids {
+        h.receive(id, "Hi\n");
+    }
+    for &id in &ids {
+        h.take(id);
+    }
+    transcript.take();
+    h.receive(ids[0], "/nick alice\n");
+    assert_eq!(h.take_text(ids[0]), "* user1 is now alice\n", "the answer");
+    assert_eq!(h.take_text(ids[1]), "", "three in the room: not told");
+    assert_eq!(transcript.take(), "* user1 is now alice\n");
+    h.receive(ids[2], "bye\n");
+    transcript.take();
+    h.receive(ids[1], "/nick bob\n");
+    assert_eq!(h.take_text(ids[0]), "* user2 is now bob\n", "two: told");
+    assert_eq!(transcript.take(), "* user2 is now bob\n");
 }

@@ -402,7 +402,10 @@ impl Fanout {
             match (frame, self.peers[conn]) {
                 (Frame::Info, _) => {}
                 (Frame::Ping, _) => out.buf(conn).extend_from_slice(nats::PONG),
-                (Frame::Err(why), _) => return Err(format!("NATS answered -ERR {}", show(why))),
+                // Without its CRLF: `NATS answered "-ERR 'Authorization Violation'"`.
+                (Frame::Err, _) => {
+                    return Err(format!("NATS answered {}", show(&whole[..len - 2])))
+                }
                 (Frame::Pong, Peer::Subscribing) => {
                     self.peers[conn] = Peer::Receiving;
                     self.ready += 1;

@@ -35,8 +35,8 @@ pub enum Frame<'a> {
     Ping,
     /// The answer to loadgen's PING.
     Pong,
-    /// An error, with the server's reason.
-    Err(&'a [u8]),
+    /// An error (`-ERR 'reason'`).
+    Err,
     /// A message delivered to a subscription: its payload.
     Msg(&'a [u8]),
 }
@@ -65,7 +65,7 @@ pub fn parse(input: &[u8]) -> Result<Option<(Frame<'_>, usize)>, String> {
         b"INFO" => Frame::Info,
         b"PING" => Frame::Ping,
         b"PONG" => Frame::Pong,
-        b"-ERR" => Frame::Err(args),
+        b"-ERR" => Frame::Err,
         // MSG <subject> <sid> [reply-to] <#bytes>: the length comes last.
         b"MSG" => {
             let len = args
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(parse(b"PONG\r\nMSG"), Ok(Some((Frame::Pong, 6))));
         assert_eq!(
             parse(b"-ERR 'Unknown Protocol Operation'\r\n"),
-            Ok(Some((Frame::Err(b"'Unknown Protocol Operation'"), 35)))
+            Ok(Some((Frame::Err, 35)))
         );
     }
 

@@ -1,12 +1,15 @@
-//! loadgen, the load generator, against the real servers: it must complete
-//! small runs and count them right, and fail loudly — status 1, one
+//! loadgen, the load generator, against the real servers (and a fake NATS
+//! server): it must complete small runs and count them right, and fail loudly — status 1, one
 //! `error: …` line — when it cannot connect or gets back something else
 //! than it sent. No test here looks at how fast anything is.
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::thread;
 
 use common::{run, Server};
 use serde_json::Value;
@@ -90,6 +93,130 @@ fn chat_delivers_every_message_to_every_other_client() {
     let report = report(&loadgen(&server, &args));
     assert_eq!(report["sent"], 5 * 20);
     assert_eq!(report["completed"], 5 * 20 * 4);
+}
+
+#[test]
+fn one_sender_in_batches_reaches_everyone() {
+    let server = Server::start(SERVER3, &[]);
+    // 20 is two whole batches of 8 and a last one of 4.
+    let args = [
+        "--mode",
+        "chat",
+        "-c",
+        "6",
+        "--senders",
+        "1",
+        "--batch",
+        "8",
+        "-n",
+        "20",
+        "--json",
+    ];
+    let report = report(&loadgen(&server, &args));
+    assert_eq!(report["sent"], 20);
+    assert_eq!(report["completed"], 20 * 5);
+    assert_eq!(report["batch"], true);
+}
+
+#[test]
+fn batches_are_for_the_fan_out_modes() {
+    let server = Server::start(SERVER4, &[]);
+    let output = loadgen(&server, &["--batch", "8"]);
+    assert_eq!(
+        error(&output),
+        "error: --batch is for the fan-out modes: chat, redis, nats"
+    );
+}
+
+/// A NATS server just big enough for loadgen, on a port of its own: `INFO`
+/// on connect, `PONG` for `PING`, every `PUB room` to every connection that
+/// said `SUB room SID`, and `-ERR` for anything else, as NATS does. Its
+/// threads end when loadgen closes its connections.
+fn fake_nats() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let subscribers = Arc::new(Mutex::new(Vec::new()));
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let subscribers = Arc::clone(&subscribers);
+            thread::spawn(move || serve_nats(stream?, &subscribers));
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    port
+}
+
+/// One connection to the fake NATS server.
+fn serve_nats(
+    stream: TcpStream,
+    subscribers: &Mutex<Vec<(TcpStream, String)>>,
+) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    out.write_all(b"INFO {\"server_id\":\"fake\",\"max_payload\":1048576}\r\n")?;
+    let mut input = BufReader::new(stream);
+    let mut line = String::new();
+    while input.read_line(&mut line)? > 0 {
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["CONNECT", _] => {}
+            ["PING"] => out.write_all(b"PONG\r\n")?,
+            ["SUB", "room", sid] => subscribers
+                .lock()
+                .unwrap()
+                .push((out.try_clone()?, sid.to_string())),
+            ["PUB", "room", len] => {
+                let mut payload = vec![0; len.parse::<usize>().unwrap() + 2];
+                input.read_exact(&mut payload)?;
+                for (subscriber, sid) in subscribers.lock().unwrap().iter_mut() {
+                    let mut frame = format!("MSG room {sid} {len}\r\n").into_bytes();
+                    frame.extend_from_slice(&payload);
+                    subscriber.write_all(&frame)?;
+                }
+            }
+            _ => return out.write_all(b"-ERR 'Unknown Protocol Operation'\r\n"),
+        }
+        line.clear();
+    }
+    Ok(())
+}
+
+#[test]
+fn nats_delivers_every_message_to_every_subscriber() {
+    let port = fake_nats().to_string();
+    let args = [
+        &port,
+        "--mode",
+        "nats",
+        "-c",
+        "4",
+        "--senders",
+        "2",
+        "-n",
+        "30",
+        "--pipeline",
+        "3",
+        "--json",
+    ];
+    let report = report(&run(LOADGEN, &args, b""));
+    assert_eq!(report["connections"], 4 + 2);
+    assert_eq!(report["sent"], 2 * 30);
+    assert_eq!(report["completed"], 2 * 30 * 4);
+}
+
+#[test]
+fn an_error_from_nats_is_one_error_line() {
+    // A server that refuses every client, as one that wants a password does.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"INFO {}\r\n-ERR 'Authorization Violation'\r\n");
+        }
+    });
+    let output = run(LOADGEN, &[&port.to_string(), "--mode", "nats"], b"");
+    assert_eq!(
+        error(&output),
+        "error: NATS answered \"-ERR 'Authorization Violation'\""
+    );
 }
 
 #[test]

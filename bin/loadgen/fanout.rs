@@ -1,14 +1,19 @@
 //! The fan-out workloads: some clients send, every other client receives
 //! every message. `--mode chat` speaks the netchat protocol (greet with
-//! `Hi`, send lines, receive `<nick> line`); `--mode redis` does the same
-//! with Redis pub/sub on one channel, as a reference.
+//! `Hi`, send lines, receive `<nick> line`); `--mode redis` and `--mode
+//! nats` do the same with Redis pub/sub on one channel and NATS on one
+//! subject, the references. All senders sending is the all-to-all room;
+//! one sender (`--senders 1`) is an announcement.
 //!
 //! Each message carries its sender, its number and the time it was sent:
 //! `m SENDER NUMBER NANOS PADDING`. A receiver checks that messages from
 //! each sender arrive complete, once, and in order, and records the latency
 //! of each delivery. A sender keeps at most `pipeline` messages that have
 //! not yet reached everyone: a closed loop, so the server's queues stay
-//! bounded however fast loadgen is.
+//! bounded however fast loadgen is. By default it sends the next message as
+//! soon as the oldest has reached every receiver (a sliding window); in
+//! batches (`--batch`) it sends a whole window in one write and the next
+//! only once every receiver has all of it.
 
 use std::io::Write;
 use std::time::Instant;
@@ -16,6 +21,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::engine::{Counts, Workload};
+use crate::nats::{self, Frame};
 use crate::net::Outbox;
 use crate::payload::Wheel;
 use crate::stats;
@@ -28,6 +34,17 @@ pub enum Protocol {
     /// Redis: receivers `SUBSCRIBE room`, senders `PUBLISH room …` on
     /// connections of their own (a subscribed connection cannot publish).
     Redis,
+    /// NATS: receivers `SUB room`, senders `PUB room …` on connections of
+    /// their own, as for Redis (see `nats`).
+    Nats,
+}
+
+impl Protocol {
+    /// Whether this is a broker: every client only receives, and the
+    /// senders are connections of their own, after the receivers.
+    fn broker(self) -> bool {
+        matches!(self, Protocol::Redis | Protocol::Nats)
+    }
 }
 
 /// Redis's confirmation of `SUBSCRIBE room`.
@@ -43,11 +60,15 @@ enum Peer {
     Greeting,
     /// Chat: got `Hello`, waiting for the welcome notice.
     Welcome,
-    /// In the room (chat) or subscribed (Redis): receiving.
+    /// In the room (chat) or subscribed (Redis, NATS): receiving.
     Receiving,
-    /// Redis: sent `SUBSCRIBE`, waiting for the confirmation.
+    /// Redis, NATS: subscribed, waiting for the confirmation (Redis's
+    /// reply, NATS's PONG).
     Subscribing,
-    /// Redis: a connection that only publishes.
+    /// NATS: a publisher that sent CONNECT, waiting for the PONG that says
+    /// the server took it.
+    Opening,
+    /// Redis, NATS: a connection that only publishes.
     Publisher,
 }
 
@@ -60,13 +81,17 @@ struct Window {
     pending: Vec<u32>,
 }
 
-/// Chat or Redis fan-out among `clients` receivers, the first `senders` of
-/// which (or, for Redis, as many publishing connections) send.
+/// Chat, Redis or NATS fan-out among `clients` receivers, the first
+/// `senders` of which (or, for a broker, as many publishing connections)
+/// send.
 pub struct Fanout {
     protocol: Protocol,
     clients: usize,
     size: usize,
     pipeline: usize,
+    /// Send windows whole (`--batch`): `pipeline` messages in one write,
+    /// and the next ones only once every receiver has all of them.
+    batch: bool,
     /// Messages per sender, or `None` to send until told to stop.
     per_sender: Option<u64>,
     sending: bool,
@@ -90,23 +115,32 @@ pub struct Fanout {
 
 impl Fanout {
     /// A room of `clients` receivers and `senders` senders sending messages
-    /// of `size` bytes (the chat line with its newline; for Redis the
-    /// payload is the same text).
+    /// of `size` bytes (the chat line with its newline; for a broker the
+    /// payload is the same text), `pipeline` of them in flight — in whole
+    /// windows if `batch`.
+    #[allow(clippy::too_many_arguments)] // each is one of loadgen's options
     pub fn new(
         protocol: Protocol,
         clients: usize,
         senders: usize,
         size: usize,
         pipeline: usize,
+        batch: bool,
         per_sender: Option<u64>,
         epoch: Instant,
     ) -> Fanout {
         let (peers, recipients) = match protocol {
             // A chat client is both: the server relays to everyone else.
             Protocol::Chat => (vec![Peer::Greeting; clients], clients - 1),
-            Protocol::Redis => {
+            Protocol::Redis | Protocol::Nats => {
+                // A Redis publisher may publish at once; NATS's says CONNECT first.
+                let publisher = if protocol == Protocol::Nats {
+                    Peer::Opening
+                } else {
+                    Peer::Publisher
+                };
                 let mut peers = vec![Peer::Subscribing; clients];
-                peers.extend(std::iter::repeat_n(Peer::Publisher, senders));
+                peers.extend(std::iter::repeat_n(publisher, senders));
                 (peers, clients)
             }
         };
@@ -120,6 +154,7 @@ impl Fanout {
             clients,
             size,
             pipeline,
+            batch,
             per_sender,
             sending: false,
             peers,
@@ -138,18 +173,22 @@ impl Fanout {
 
     /// The connection sender `s` sends on.
     fn sender_conn(&self, s: usize) -> usize {
-        match self.protocol {
-            Protocol::Chat => s,
-            Protocol::Redis => self.clients + s,
+        if self.protocol.broker() {
+            self.clients + s
+        } else {
+            s
         }
     }
 
-    /// Sends messages from `s` until its window is full or it is done.
+    /// Sends messages from `s` until its window is full or it is done; in
+    /// batches, only into an empty window.
     fn top_up(&mut self, s: usize, now: Instant, out: &mut Outbox) {
-        if !self.sending {
+        let window = &self.windows[s];
+        if !self.sending || (self.batch && window.oldest < window.next) {
             return;
         }
         let conn = self.sender_conn(s);
+        // Everything queued here leaves in one write, after the batch.
         loop {
             let window = &mut self.windows[s];
             let full = window.next >= window.oldest + self.pipeline as u64;
@@ -183,6 +222,7 @@ impl Fanout {
                     buf.extend_from_slice(&self.text);
                     buf.extend_from_slice(b"\r\n");
                 }
+                Protocol::Nats => nats::publish(buf, &self.text),
             }
         }
     }
@@ -277,7 +317,9 @@ impl Fanout {
                     self.bytes += line.len() as u64 + 1;
                     self.deliver(conn, text, now, out)?;
                 }
-                Peer::Subscribing | Peer::Publisher => unreachable!("Redis states"),
+                Peer::Subscribing | Peer::Opening | Peer::Publisher => {
+                    unreachable!("broker states")
+                }
             }
         }
         Ok(used)
@@ -338,9 +380,50 @@ impl Fanout {
                     used += len;
                     self.deliver(conn, text, now, out)?;
                 }
-                Peer::Greeting | Peer::Welcome => unreachable!("chat states"),
+                Peer::Greeting | Peer::Welcome | Peer::Opening => {
+                    unreachable!("chat and NATS states")
+                }
             }
         }
+    }
+
+    /// NATS: every complete frame in `input` from `conn`.
+    fn nats_input(
+        &mut self,
+        conn: usize,
+        input: &[u8],
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<usize, String> {
+        let mut used = 0;
+        while let Some((frame, len)) = nats::parse(&input[used..])? {
+            let whole = &input[used..used + len];
+            used += len;
+            match (frame, self.peers[conn]) {
+                (Frame::Info, _) => {}
+                (Frame::Ping, _) => out.buf(conn).extend_from_slice(nats::PONG),
+                // Without its CRLF: `NATS answered "-ERR 'Authorization Violation'"`.
+                (Frame::Err, _) => {
+                    return Err(format!("NATS answered {}", show(&whole[..len - 2])))
+                }
+                (Frame::Pong, Peer::Subscribing) => {
+                    self.peers[conn] = Peer::Receiving;
+                    self.ready += 1;
+                }
+                (Frame::Pong, Peer::Opening) => {
+                    self.peers[conn] = Peer::Publisher;
+                    self.ready += 1;
+                }
+                (Frame::Msg(text), Peer::Receiving) => {
+                    self.bytes += len as u64;
+                    self.deliver(conn, text, now, out)?;
+                }
+                (Frame::Pong | Frame::Msg(_), _) => {
+                    return Err(format!("connection {conn}: unexpected {}", show(whole)))
+                }
+            }
+        }
+        Ok(used)
     }
 }
 
@@ -352,7 +435,11 @@ impl Workload for Fanout {
     fn on_connect(&mut self, conn: usize, out: &mut Outbox) {
         match self.peers[conn] {
             Peer::Greeting => out.buf(conn).extend_from_slice(b"Hi\n"),
+            Peer::Subscribing if self.protocol == Protocol::Nats => {
+                out.buf(conn).extend_from_slice(nats::SUBSCRIBE)
+            }
             Peer::Subscribing => out.buf(conn).extend_from_slice(b"SUBSCRIBE room\r\n"),
+            Peer::Opening => out.buf(conn).extend_from_slice(nats::CONNECT),
             Peer::Publisher => self.ready += 1,
             Peer::Welcome | Peer::Receiving => {}
         }
@@ -368,6 +455,7 @@ impl Workload for Fanout {
         match self.protocol {
             Protocol::Chat => self.chat_input(conn, input, now, out),
             Protocol::Redis => self.redis_input(conn, input, now, out),
+            Protocol::Nats => self.nats_input(conn, input, now, out),
         }
     }
 
@@ -462,7 +550,7 @@ fn parse_push(input: &[u8]) -> Result<Option<(&[u8], usize)>, String> {
 }
 
 /// A received line or frame, quoted and cut short, for an error message.
-fn show(bytes: &[u8]) -> String {
+pub fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
     let more = if bytes.len() > 80 { "…" } else { "" };
     format!("{text:?}{more}")

@@ -13,6 +13,7 @@
 mod echo;
 mod engine;
 mod fanout;
+mod nats;
 mod net;
 mod payload;
 mod stats;
@@ -46,8 +47,10 @@ const SPARE_FILES: u64 = 32;
 ///
 /// Examples: `loadgen 5000 -c 50 -s 64 --pipeline 16 -d 10s` (echo);
 /// `loadgen 5000 --mode chat -c 100 -n 100` (chat: every client sends 100
-/// lines, each relayed to the 99 others); `loadgen 5000 --mode chat -c
-/// 10000 --idle -d 30s` (hold 10,000 greeted clients for 30 s).
+/// lines, each relayed to the 99 others); `loadgen 4222 --mode nats -c 100
+/// --senders 1 --batch 64 -d 5s` (one publisher to 100 NATS subscribers, 64
+/// messages to a write); `loadgen 5000 --mode chat -c 10000 --idle -d 30s`
+/// (hold 10,000 greeted clients for 30 s).
 #[derive(Parser)]
 #[command(
     version,
@@ -65,11 +68,12 @@ struct Args {
     /// What to speak.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
-    /// Connections: echo streams, chat clients, or Redis subscribers.
+    /// Connections: echo streams, chat clients, or Redis or NATS
+    /// subscribers.
     #[arg(short = 'c', long, default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     connections: u64,
-    /// Messages each connection sends (chat and Redis: each sender).
+    /// Messages each connection sends (fan-out: each sender).
     #[arg(short = 'n', long, default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     messages: u64,
@@ -79,16 +83,23 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=MAX_SIZE))]
     size: u64,
     /// Messages each connection (or sender) keeps in flight: sent, and not
-    /// yet echoed or delivered to everyone.
+    /// yet echoed or delivered to everyone. The next is sent as soon as the
+    /// oldest is done.
     #[arg(long, default_value_t = 1, value_name = "D",
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pipeline: u64,
+    /// Fan-out: each sender sends N messages in one write, then waits until
+    /// every receiver has all N before it sends the next N (instead of
+    /// --pipeline's sliding window).
+    #[arg(long, value_name = "N", conflicts_with = "pipeline",
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    batch: Option<u64>,
     /// Send for this long (`10s`, `500ms`) instead of -n messages; with
     /// --idle, how long to hold the connections.
     #[arg(short = 'd', long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Chat and Redis: how many clients send (default: all of them). Chat
-    /// senders are the first clients; Redis senders get connections of
+    /// Fan-out: how many clients send (default: all of them). Chat senders
+    /// are the first clients; Redis and NATS senders get connections of
     /// their own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     senders: Option<u64>,
@@ -129,6 +140,8 @@ enum Mode {
     Chat,
     /// Redis pub/sub on one channel, as a reference for chat fan-out.
     Redis,
+    /// NATS on one subject, a second reference for chat fan-out.
+    Nats,
 }
 
 impl Mode {
@@ -138,6 +151,17 @@ impl Mode {
             Mode::EchoLines => "echo-lines",
             Mode::Chat => "chat",
             Mode::Redis => "redis",
+            Mode::Nats => "nats",
+        }
+    }
+
+    /// The fan-out protocol this mode speaks, if it is a fan-out mode.
+    fn fanout(self) -> Option<Protocol> {
+        match self {
+            Mode::Echo | Mode::EchoLines => None,
+            Mode::Chat => Some(Protocol::Chat),
+            Mode::Redis => Some(Protocol::Redis),
+            Mode::Nats => Some(Protocol::Nats),
         }
     }
 }
@@ -164,14 +188,21 @@ fn run(args: &Args) -> Result<(), String> {
     let sources = sources(args.sources, addr)?;
     let connections = args.connections as usize;
     let size = args.size as usize;
-    let pipeline = args.pipeline as usize;
+    let pipeline = args.batch.unwrap_or(args.pipeline) as usize;
     let per_conn = args.duration.is_none().then_some(args.messages);
     let epoch = Instant::now();
 
-    let mut workload: Box<dyn Workload> = match args.mode {
-        Mode::Echo | Mode::EchoLines => {
-            if args.senders.is_some() {
-                return Err("--senders is for --mode chat and --mode redis".into());
+    let mut workload: Box<dyn Workload> = match args.mode.fanout() {
+        None => {
+            for (given, option) in [
+                (args.senders.is_some(), "--senders"),
+                (args.batch.is_some(), "--batch"),
+            ] {
+                if given {
+                    return Err(format!(
+                        "{option} is for the fan-out modes: chat, redis, nats"
+                    ));
+                }
             }
             let lines = args.mode == Mode::EchoLines;
             Box::new(echo::Echo::new(
@@ -182,12 +213,7 @@ fn run(args: &Args) -> Result<(), String> {
                 per_conn,
             ))
         }
-        Mode::Chat | Mode::Redis => {
-            let protocol = if args.mode == Mode::Chat {
-                Protocol::Chat
-            } else {
-                Protocol::Redis
-            };
+        Some(protocol) => {
             if protocol == Protocol::Chat && connections < 2 && !args.idle {
                 return Err(
                     "chat needs at least two clients (-c 2): one to send, one to receive".into(),
@@ -205,6 +231,7 @@ fn run(args: &Args) -> Result<(), String> {
                 senders,
                 size,
                 pipeline,
+                args.batch.is_some(),
                 per_conn,
                 epoch,
             ))
@@ -332,7 +359,7 @@ fn report(
         |d: Duration| (counts.completed > 0).then(|| d.as_nanos() as f64 / counts.completed as f64);
     let server_ns = outcome.server_cpu.and_then(|cpu| per_message(cpu.total()));
     let own_ns = per_message(outcome.own_cpu.total());
-    let fanout = matches!(args.mode, Mode::Chat | Mode::Redis);
+    let fanout = args.mode.fanout().is_some();
 
     if args.json {
         let value = serde_json::json!({
@@ -341,7 +368,8 @@ fn report(
             "connections": workload.connections(),
             "senders": fanout.then(|| args.senders.unwrap_or(args.connections)),
             "size": args.size,
-            "pipeline": args.pipeline,
+            "pipeline": args.batch.unwrap_or(args.pipeline),
+            "batch": args.batch.is_some(),
             "idle": args.idle,
             "setup_s": outcome.setup.as_secs_f64(),
             "seconds": seconds,
@@ -369,13 +397,16 @@ fn report(
     } else {
         ("messages", "message")
     };
+    let in_flight = match args.batch {
+        Some(n) => format!("batches of {n}"),
+        None => format!("pipeline {}", args.pipeline),
+    };
     writeln!(
         out,
-        "{} to {addr}: {} connections, {}-byte messages, pipeline {}",
+        "{} to {addr}: {} connections, {}-byte messages, {in_flight}",
         args.mode.name(),
         workload.connections(),
         args.size,
-        args.pipeline
     )?;
     writeln!(
         out,

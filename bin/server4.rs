@@ -4,7 +4,7 @@
 use chatapp::cli::{self, ServerArgs};
 use chatapp::echo::Echo;
 use clap::Parser;
-use reactor::Reactor;
+use reactor::{Config, Reactor};
 
 /// Echo server: sends back every byte it receives, at once and unchanged.
 ///
@@ -25,6 +25,13 @@ fn main() {
     let args = Args::parse();
     let _log = cli::init_logging(args.server.quiet);
     let mut echo = Echo::new(args.raw);
-    let config = args.server.config();
+    // An echo's output is its input, so a larger read cannot amplify
+    // anything; it only saves system calls: reading 64 KiB rather than the
+    // default 16 KiB took a third less CPU per message at 4 KiB x 16
+    // pipelined (docs/performance.md).
+    let config = Config {
+        max_read: 64 * 1024,
+        ..args.server.config()
+    };
     cli::serve::<Reactor<_>, _>(&args.server, config, &mut echo, None);
 }

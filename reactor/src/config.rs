@@ -25,6 +25,14 @@ pub struct Config {
     /// for the peer's end of stream, refusals). Past it a connection that
     /// starts closing is closed at once, without lingering.
     pub max_closing: usize,
+    /// Bytes read from one connection per readiness, at most (Redis reads
+    /// 16 KiB, `PROTO_IOBUF_LEN`); more than 64 KiB, the loop's read buffer,
+    /// counts as 64 KiB. It bounds what one sender can make one turn do: 16
+    /// KiB of tiny chat lines is about 80 KiB queued for every recipient, and
+    /// a burst is spread over turns with everyone flushed in between. A
+    /// handler whose output is no larger than its input (an echo) loses
+    /// nothing by reading more at once, and saves system calls.
+    pub max_read: usize,
     /// Bytes received from one connection and not yet consumed by the handler
     /// (a line without its end, say). Past it the connection is closed with
     /// `CloseReason::InputLimit`.
@@ -61,6 +69,7 @@ impl Default for Config {
         Config {
             max_connections: 10_000,
             max_closing: 1024,
+            max_read: 16 * 1024,
             max_input: 64 * 1024,
             high_water: 64 * 1024,
             soft_output: 256 * 1024,

@@ -7,7 +7,7 @@
 //!     wait(timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
 //!     ├─ listener readable ──► accept (≤ 64) ─► on_open / refusal
 //!     ├─ signal pipe ────────► begin graceful stop
-//!     ├─ connection readable ► unless its input is held: one read of ≤ 16 KiB
+//!     ├─ connection readable ► unless its input is held: one read of ≤ max_read
 //!     │                          └─► on_data(input)  (or discard if closing)
 //!     ├─ connection writable ► queue for flush
 //!     ├─ mailbox (≤ 256) ────► on_wake(msg) / stop
@@ -59,10 +59,8 @@ use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Stream, TimerI
 
 /// Size of the read buffer the whole loop shares.
 const READ_BUFFER: usize = 64 * 1024;
-/// Bytes read from one connection per readiness, at most (Redis's
-/// `PROTO_IOBUF_LEN`). It bounds what one sender can make the loop do in one
-/// turn: 16 KiB of tiny chat lines is about 80 KiB to every recipient.
-const READ_PORTION: usize = 16 * 1024;
+/// Below this much room the read buffer is renewed rather than read into.
+const MIN_READ: usize = 16 * 1024;
 /// Messages taken from the mailbox per turn, at most: a handler that posts
 /// to its own loop from `on_wake` must not keep it from everything else.
 const MAILBOX_BATCH: usize = 256;
@@ -578,15 +576,16 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    /// One read per readiness, of at most `READ_PORTION`. The bytes land in
+    /// One read per readiness, of at most `Config::max_read`. The bytes land in
     /// the shared scratch buffer and are split off it without copying; only
     /// what the handler leaves unconsumed is copied into the connection's own
     /// buffer. So an idle connection holds no input memory, and a read that
     /// leaves more waiting is simply followed by another readiness report.
     fn read<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
-        if self.scratch.len() < READ_PORTION {
+        if self.scratch.len() < MIN_READ {
             self.renew_scratch();
         }
+        let window = self.scratch.len().min(self.config.max_read.max(1));
         // The slab alone, not `self.live`: the read below borrows the
         // scratch buffer at the same time.
         let Some(conn) = live_in(&mut self.conns, id) else {
@@ -597,7 +596,7 @@ impl<M: Send + 'static> Reactor<M> {
             return;
         }
         let result = loop {
-            match conn.io.source().read(&mut self.scratch[..READ_PORTION]) {
+            match conn.io.source().read(&mut self.scratch[..window]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }

@@ -1245,3 +1245,45 @@ fn a_stop_with_silent_clients_that_keep_their_sockets_ends_within_the_linger_tim
     );
     drop(peers);
 }
+
+#[test]
+fn with_flood_control_a_flooder_is_slowed_and_the_room_stays_live() {
+    // 200 lines in one write, against a budget of 10 at once and 10 a
+    // second: the flooder's lines come through at that pace, in order, none
+    // dropped, and someone else's line is not stuck behind them.
+    let server = Server::start(SERVER3, &["--flood-burst", "10", "--flood-rate", "10"]);
+    let (mut flooder, flooder_nick) = Peer::join(server.addr());
+    let (mut reader, _) = Peer::join(server.addr());
+    let (mut other, other_nick) = Peer::join(server.addr());
+    reader.skip_to(&format!("* {other_nick} joined"));
+    let flood: String = (0..200).map(|i| format!("flood {i}\n")).collect();
+    flooder.send(flood);
+    other.send("meanwhile\n");
+    let started = Instant::now();
+    let (prefix, meanwhile) = (
+        format!("<{flooder_nick}> flood "),
+        format!("<{other_nick}> meanwhile"),
+    );
+    let mut next = 0;
+    loop {
+        let line = reader.line().expect("the reader is served");
+        if line == meanwhile {
+            break;
+        }
+        let n: usize = line
+            .strip_prefix(&prefix)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected {line:?}"));
+        assert_eq!(n, next, "flood lines in order, none dropped");
+        next += 1;
+    }
+    let waited = started.elapsed();
+    eprintln!("flood control: `meanwhile` came after {next} flood lines, {waited:?}");
+    assert!(next < 40, "{next} flood lines went before the other's line");
+    // The rest keep coming, in order: the flooder is slowed, not cut off.
+    for _ in 0..15 {
+        let line = reader.line().expect("the flood goes on");
+        assert_eq!(line, format!("{prefix}{next}"));
+        next += 1;
+    }
+}

@@ -819,23 +819,30 @@ impl<M: Send + 'static> Reactor<M> {
     /// starts its clock. Returns whether the bytes were queued.
     fn enqueue(&mut self, to: ConnId, len: usize, push: impl FnOnce(&mut Output)) -> bool {
         let config = &self.config;
-        let tick = self.tick;
         let Some(conn) = live_in(&mut self.conns, to).filter(|c| c.is_open()) else {
             return false;
         };
-        if conn.output_cost().saturating_add(len) > config.max_output {
+        let output = &mut conn.bufs().output;
+        // What it will cost once queued, near enough for the marks: a copy
+        // into the tail block may also make the block grow.
+        let cost = output.cost().saturating_add(len);
+        if cost > config.max_output {
             self.cut_off(to);
             return false;
         }
-        push(&mut conn.bufs().output);
-        let cost = conn.output_cost();
+        push(output);
         if cost > config.high_water {
             conn.held_for_output = true;
         }
         if cost > config.soft_output && conn.soft_since == NOT_OVER {
-            conn.soft_since = tick;
+            conn.soft_since = self.tick;
         }
-        self.queue_flush(to);
+        // `queue_flush`, without looking the connection up again: this is
+        // the path of every message to every recipient.
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.flush_list.push(to.slot());
+        }
         true
     }
 

@@ -53,6 +53,7 @@ impl Output {
     /// Queues `data`: copied if short, shared if long. By reference, so
     /// that sending one message to many connections clones the `Bytes` (an
     /// atomic increment) only for those that keep it.
+    #[inline]
     pub(crate) fn push(&mut self, data: &Bytes) {
         if data.len() <= COPY_MAX {
             self.push_slice(data);
@@ -64,6 +65,7 @@ impl Output {
     }
 
     /// Queues a copy of `data`.
+    #[inline]
     pub(crate) fn push_slice(&mut self, data: &[u8]) {
         if self.tail.len() + data.len() > BLOCK {
             self.close_tail();
@@ -81,11 +83,13 @@ impl Output {
     }
 
     /// Bytes queued and not yet written.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether nothing is queued.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -94,6 +98,7 @@ impl Output {
     /// bookkeeping, and the room reserved in the tail block. What a closed
     /// block has reserved and not used is not seen, which leaves the figure
     /// low by at most a block per piece boundary.
+    #[inline]
     pub(crate) fn cost(&self) -> usize {
         self.len + self.pieces.len() * PIECE_OVERHEAD + (self.tail.capacity() - self.tail.len())
     }

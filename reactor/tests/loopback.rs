@@ -682,6 +682,29 @@ fn a_closed_peer_that_keeps_its_socket_lingers_briefly_and_takes_no_place(driver
     drop(silent);
 }
 
+fn a_peer_over_the_soft_limit_for_too_long_is_cut_off(driver: Driver) {
+    /// 16 MiB, more than the sockets between us and the client hold, and
+    /// under `max_output`.
+    fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        input.clear();
+        let chunk = Bytes::from(vec![b'x'; 256 * 1024]);
+        for _ in 0..64 {
+            cx.send(id, chunk.clone());
+        }
+    }
+    let config = Config {
+        soft_output: 1 << 20,
+        soft_output_time: Duration::from_secs(1),
+        max_output: 32 << 20,
+        ..Config::default()
+    };
+    let server = serve(driver, config, flood);
+    let mut client = server.connect();
+    let id = server.opened();
+    client.write_all(b"go").unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::OutputLimit));
+}
+
 /// Where [`Fragile`] panics.
 #[derive(Clone, Copy, PartialEq)]
 enum PanicIn {
@@ -896,6 +919,7 @@ on_both_drivers!(
     a_client_that_asks_faster_than_it_reads_is_slowed_not_cut_off,
     paused_input_is_delayed_then_handed_back_in_order,
     a_closed_peer_that_keeps_its_socket_lingers_briefly_and_takes_no_place,
+    a_peer_over_the_soft_limit_for_too_long_is_cut_off,
     a_panic_in_a_callback_of_the_drivers_own_thread_does_not_hang_it,
     a_timer_that_rearms_itself_with_no_delay_does_not_starve_io,
 );

@@ -512,8 +512,9 @@ fn serve_client<'scope, H>(
             // Accepted as the server stops: closed unserved, but gently, so
             // that unread input (a `Hi` already sent) does not reset it.
             drop(state);
-            shared.places().start_closing(key);
-            linger(&stream);
+            if shared.places().start_closing(key) {
+                linger(&stream);
+            }
             return;
         }
         let id = state
@@ -836,7 +837,8 @@ impl Core {
     /// down both ways wakes its reader and writer threads.
     fn abort(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(peer) = self.remove(id) {
-            // Counted as closing until its threads end; no deadline needed.
+            // Counted as closing until its threads end, which the shutdown
+            // below makes prompt.
             recover(self.places.lock()).start_closing(peer.key);
             end_now(&peer);
             self.closing.push((id, reason));

@@ -52,6 +52,9 @@
 //!   not timed out meanwhile.
 //! - **`Context::now` is the wall clock.** Callbacks run on many threads, at
 //!   any time, not in batches that share one start time.
+//! - **A panic in `on_timer`, `on_wake` or `on_stop` is caught** and logged:
+//!   it costs that call. Unwinding out of the main thread would leave the
+//!   thread scope waiting, forever, for client threads blocked in `read`.
 //!
 //! [`Reactor`]: crate::Reactor
 

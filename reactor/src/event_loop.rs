@@ -347,7 +347,9 @@ impl<M: Send + 'static> Reactor<M> {
                 return;
             };
             match cmd {
-                Command::Message(msg) => handler.on_wake(self, msg),
+                Command::Message(msg) => {
+                    self.guarded(handler, "on_wake", |h, cx| h.on_wake(cx, msg))
+                }
                 Command::Stop => self.stop_requested = true,
             }
             self.tell_closed(handler);
@@ -361,11 +363,26 @@ impl<M: Send + 'static> Reactor<M> {
         while let Some(due) = self.timers.pop_due(self.now, horizon) {
             match due {
                 Due::Handler(tag) => {
-                    handler.on_timer(self, tag);
+                    self.guarded(handler, "on_timer", |h, cx| h.on_timer(cx, tag));
                     self.tell_closed(handler);
                 }
                 Due::Resume(id) => self.end_pause(id),
             }
+        }
+    }
+
+    /// Runs a callback that belongs to no one connection (a message, a
+    /// timer, the stop). As a panic on one connection's input costs that
+    /// connection, a panic here costs this call and nothing more: it is
+    /// logged, and the loop goes on serving everyone.
+    fn guarded<H: Handler<Message = M>>(
+        &mut self,
+        handler: &mut H,
+        what: &str,
+        call: impl FnOnce(&mut H, &mut Self),
+    ) {
+        if panic::catch_unwind(AssertUnwindSafe(|| call(handler, self))).is_err() {
+            log::error!("the handler panicked in {what}; carrying on without that call");
         }
     }
 
@@ -823,14 +840,15 @@ impl<M: Send + 'static> Reactor<M> {
             return false;
         };
         let output = &mut conn.bufs().output;
-        // What it will cost once queued, near enough for the marks: a copy
-        // into the tail block may also make the block grow.
-        let cost = output.cost().saturating_add(len);
-        if cost > config.max_output {
+        if output.cost().saturating_add(len) > config.max_output {
             self.cut_off(to);
             return false;
         }
         push(output);
+        // Exactly, not estimated: a copy may have made the tail block grow,
+        // and `backlogged` must agree with the hold, or a handler would
+        // wait for a hand-back that never comes.
+        let cost = output.cost();
         if cost > config.high_water {
             conn.held_for_output = true;
         }
@@ -936,7 +954,7 @@ impl<M: Send + 'static> Reactor<M> {
     fn begin_stop<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         self.stop_deadline = Some(deadline(self.now, self.config.shutdown_timeout));
         self.listener = None;
-        handler.on_stop(self);
+        self.guarded(handler, "on_stop", |h, cx| h.on_stop(cx));
         let ids = self.ids();
         for id in ids {
             self.begin_close(id, CloseReason::Shutdown);
@@ -1002,10 +1020,11 @@ impl<M: Send + 'static> Context for Reactor<M> {
     }
 
     fn backlogged(&self, id: ConnId) -> bool {
-        let high = self.config.high_water;
+        // The hold itself, so that a handler that stops for it is sure to be
+        // handed its input back when it ends.
         self.conns
             .get(id.slot())
-            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.output_cost() > high)
+            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.held_for_output)
     }
 
     fn pause_input(&mut self, id: ConnId, duration: Duration) {

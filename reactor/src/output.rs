@@ -64,11 +64,19 @@ impl Output {
         }
     }
 
-    /// Queues a copy of `data`.
+    /// Queues a copy of `data`: into the tail block if it fits there, as a
+    /// piece of its own if it is bigger than a block (the remainder of an
+    /// echo the socket did not take, say), so that the tail never grows
+    /// past about a block.
     #[inline]
     pub(crate) fn push_slice(&mut self, data: &[u8]) {
         if self.tail.len() + data.len() > BLOCK {
             self.close_tail();
+            if data.len() > BLOCK {
+                self.len += data.len();
+                self.pieces.push_back(Bytes::copy_from_slice(data));
+                return;
+            }
         }
         self.tail.extend_from_slice(data);
         self.len += data.len();
@@ -95,12 +103,23 @@ impl Output {
     }
 
     /// What the queue costs in memory, about: its bytes, its pieces'
-    /// bookkeeping, and the room reserved in the tail block. What a closed
-    /// block has reserved and not used is not seen, which leaves the figure
-    /// low by at most a block per piece boundary.
+    /// bookkeeping, and the room reserved in the tail block while it is
+    /// being filled. An empty queue costs nothing: the drained tail it keeps
+    /// for the next messages is at most about a block, and is given back by
+    /// the loop's sweep; counting it would keep an idle connection above a
+    /// low-water mark smaller than that forever. What a closed block has
+    /// reserved and not used is not seen either.
     #[inline]
     pub(crate) fn cost(&self) -> usize {
-        self.len + self.pieces.len() * PIECE_OVERHEAD + (self.tail.capacity() - self.tail.len())
+        if self.len == 0 {
+            return 0;
+        }
+        let slack = if self.tail.is_empty() {
+            0
+        } else {
+            self.tail.capacity() - self.tail.len()
+        };
+        self.len + self.pieces.len() * PIECE_OVERHEAD + slack
     }
 
     /// Hands the front of the queue (at most `MAX_IOV` pieces, the tail
@@ -207,7 +226,20 @@ mod tests {
             step = step * 3 % 70_001 + 1;
         }
         assert_eq!(got, want);
-        assert_eq!(out.cost(), out.tail.capacity());
+        assert_eq!(out.cost(), 0, "an empty queue costs nothing");
+    }
+
+    #[test]
+    fn a_slice_bigger_than_a_block_is_a_piece_of_its_own() {
+        let mut out = Output::default();
+        out.push_slice(b"short");
+        out.push_slice(&[b'e'; 3 * BLOCK]);
+        assert_eq!(out.pieces.len(), 2, "the tail closed, then the big slice");
+        assert!(out.tail.capacity() < 2 * BLOCK);
+        let mut sink = Vec::new();
+        drain(&mut out, usize::MAX, &mut sink);
+        assert_eq!(sink.len(), 5 + 3 * BLOCK);
+        assert_eq!(out.cost(), 0);
     }
 
     #[test]

@@ -2,29 +2,65 @@
 //! client its own thread, running the *same* [`Handler`] as the [`Reactor`].
 //!
 //! ```text
-//!   main thread (run):   poll(listener, signals, Handle wake-ups; timeout = next timer)
-//!        │  accept ─► spawn reader thread ─► on_open, spawns writer thread
-//!        │  timers ─► on_timer      messages ─► on_wake      signal ─► stop
-//!        ▼
-//!   reader thread (one per client)       writer thread (one per client)
-//!     blocking read ─► lock ─► on_data     wait for queued output ─► blocking writev
-//!     end of stream / error ─► on_close    closing and flushed ─► shut down writing
+//!   main thread (run): poll(listener, signals, Handle wake-ups;
+//!                           timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
+//!        ├─ accept (≤ 64) ─► a place, open or refused ─► spawn its reader thread
+//!        ├─ mailbox (≤ 256) ─► on_wake      ├─ due timers set before the round ─► on_timer
+//!        ├─ linger deadlines ─► shut down both ways what has not finished closing
+//!        ├─ once a second ─► cut off who stayed over soft_output for soft_output_time
+//!        └─ stop ─► on_stop, close all; keep going round until all are gone or shutdown_timeout
+//!
+//!   reader thread (one per client)            writer thread (one per client)
+//!     on_open, spawn the writer                 wait for queued output
+//!     wait out holds: a pause, or output        take it all ─► blocking writev ─► repeat
+//!       over high water until low water         (wakes the reader at low water)
+//!     hand back held input ─► on_data           closing and flushed ─► shut down writing
+//!     blocking read (16 KiB) ─► on_data
+//!     closing ─► discard input until the peer's end (or the linger deadline)
 //! ```
 //!
 //! The handler sits behind one mutex, so callbacks still run one at a time
 //! and the handler cannot tell this driver from the reactor. Sends never
 //! write: they queue on the recipient's outbox, which its own writer thread
 //! drains. So a client that stops reading blocks only its writer, never the
-//! thread that sent to it, and once its outbox passes `max_output` it is cut
-//! off, as on the reactor.
+//! thread that sent to it; a send that would take its outbox past
+//! `max_output` cuts it off, as on the reactor.
 //!
 //! The main thread waits in a poller only so that it can watch the listener,
 //! the signal pipe and [`Handle`] wake-ups at once; every client's I/O is
 //! plain blocking calls on its own threads.
 //!
+//! Flow control and lifecycle are the reactor's, with these differences,
+//! all because a thread blocked in `read` can only be woken by data, an
+//! error, or its socket being shut down:
+//!
+//! - **Holds take effect between reads.** A reader checks its holds (a
+//!   pause, output over `high_water`) before each read, not while blocked in
+//!   one: when another connection's callback pushes this one over high
+//!   water, or pauses it, the read in progress still completes, and its
+//!   bytes are kept (unseen by the handler) until the hold ends. For the
+//!   same reason, a hold set while the reader is blocked hands the input
+//!   left from before back only when the read returns.
+//! - **Linger deadlines are kept by the main thread.** A socket's receive
+//!   timeout set while a thread is already blocked in `recv` does not apply
+//!   to that call, so a closing connection's threads are bounded from
+//!   outside: the main thread keeps the closing connections' deadlines (a
+//!   FIFO, like the reactor's) and shuts the socket down both ways when one
+//!   passes, which wakes both threads.
+//! - **Idle timeouts are the socket's receive timeout**, set before the
+//!   first read; a connection whose input is held is not reading, so it is
+//!   not timed out meanwhile.
+//! - **`Context::now` is the wall clock.** Callbacks run on many threads, at
+//!   any time, not in batches that share one start time.
+//! - **A panic in `on_timer`, `on_wake` or `on_stop` is caught** and logged:
+//!   it costs that call. Unwinding out of the main thread would leave the
+//!   thread scope waiting, forever, for client threads blocked in `read`.
+//!
 //! [`Reactor`]: crate::Reactor
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::mem;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -39,30 +75,59 @@ use slab::Slab;
 use crate::handle::{Command, Handle};
 use crate::output::Output;
 use crate::signals::SignalPipe;
-use crate::sys::{self, Registered, LISTENER_KEY, SIGNAL_KEY};
-use crate::timers::Timers;
+use crate::sys::{self, Interest, Registered, LISTENER_KEY, SIGNAL_KEY};
+use crate::timers::{deadline, Timers};
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, TimerId};
 
 /// Client threads need little stack: they block in `read` and `writev`.
 const STACK_SIZE: usize = 256 * 1024;
+/// Bytes read at once, as the reactor's `READ_PORTION`.
 const READ_BUFFER: usize = 16 * 1024;
-/// Refused connections lingering at once, at most (see the reactor's).
-const MAX_REFUSING: usize = 256;
+/// Messages taken from the mailbox per round, at most, as on the reactor: a
+/// handler that posts to itself from `on_wake` must not keep the main
+/// thread from its timers, signals and accepts.
+const MAILBOX_BATCH: usize = 256;
+/// Connections accepted per wake-up, so that timers and signals are seen
+/// during a storm of new connections.
+const ACCEPT_BATCH: usize = 64;
+/// How long to stop accepting after running out of file descriptors (see
+/// the reactor's).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often the main thread looks for connections too long over the soft
+/// output limit.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// `EMFILE`/`ENFILE`: out of descriptors.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// The listening socket and whether accepting is paused.
+struct Listener {
+    io: Registered<TcpListener>,
+    paused_until: Option<Instant>,
+}
 
 /// A thread-per-connection server for one [`Handler`].
 pub struct Threaded<M> {
     poller: Arc<Poller>,
-    listener: Option<Registered<TcpListener>>,
+    listener: Option<Listener>,
     signals: Option<Registered<SignalPipe>>,
     config: Config,
     mailbox: Receiver<Command<M>>,
     mailbox_tx: Sender<Command<M>>,
+    /// The last round stopped taking messages at `MAILBOX_BATCH`: more wait.
+    mailbox_more: bool,
+    next_sweep: Instant,
+    /// Set once a graceful stop has begun: the time by which it must end.
+    stop_deadline: Option<Instant>,
+    /// Whether the operator has been told what the stop is waiting for.
+    stop_explained: bool,
 }
 
 impl<M: Send + 'static> Threaded<M> {
     /// A server with no listener yet; set up like a [`Reactor`](crate::Reactor).
-    /// `max_connections` is lowered if the system could not give that many
-    /// clients their threads (see [`thread_capacity`]).
+    /// `max_connections` and `max_closing` are lowered if the system could
+    /// not give that many clients their threads (see [`thread_capacity`]).
     pub fn new(mut config: Config) -> Result<Threaded<M>, Error> {
         if let Some(capacity) = thread_capacity() {
             if config.max_connections > capacity {
@@ -71,6 +136,9 @@ impl<M: Send + 'static> Threaded<M> {
                 );
                 config.max_connections = capacity;
             }
+            // Closing connections keep their threads until they are gone;
+            // the tenth above leaves room for an eighth as many more.
+            config.max_closing = config.max_closing.min(capacity / 8);
         }
         let poller = Arc::new(Poller::new().map_err(Error::Poller)?);
         let (mailbox_tx, mailbox) = mpsc::channel();
@@ -81,18 +149,25 @@ impl<M: Send + 'static> Threaded<M> {
             config,
             mailbox,
             mailbox_tx,
+            mailbox_more: false,
+            next_sweep: Instant::now(),
+            stop_deadline: None,
+            stop_explained: false,
         })
     }
 
     /// Accepts clients from `listener`.
     pub fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        self.listener = Some(sys::watch_listener(&self.poller, listener)?);
+        self.listener = Some(Listener {
+            io: sys::watch_listener(&self.poller, listener)?,
+            paused_until: None,
+        });
         Ok(())
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.as_ref()?.source().local_addr().ok()
+        self.listener.as_ref()?.io.source().local_addr().ok()
     }
 
     /// Stops gracefully on SIGINT or SIGTERM, as the reactor does.
@@ -113,6 +188,7 @@ impl<M: Send + 'static> Threaded<M> {
     where
         H: Handler<Message = M> + Send,
     {
+        let places = Arc::new(Mutex::new(Places::new(&self.config, &self.poller)));
         let shared = Shared {
             state: Mutex::new(State {
                 handler,
@@ -124,110 +200,217 @@ impl<M: Send + 'static> Threaded<M> {
                     stop_requested: false,
                     config: self.config.clone(),
                     poller: Arc::clone(&self.poller),
+                    places: Arc::clone(&places),
                 },
             }),
-            live: Mutex::new(Live::default()),
-            all_gone: Condvar::new(),
+            places,
         };
-        thread::scope(|scope| self.main_loop(scope, &shared))
+        self.next_sweep = deadline(Instant::now(), SWEEP_EVERY);
+        thread::scope(|scope| {
+            let mut events = Events::new();
+            while !self.round(scope, &shared, &mut events)? {}
+            Ok(())
+        })
     }
 
-    fn main_loop<'scope, H>(
+    /// One round of the main thread: wait, then everything that is due.
+    /// Returns whether the server is done. As on the reactor, what a
+    /// callback starts for the main thread itself (a timer with no delay, a
+    /// message posted to itself) waits for the next round.
+    fn round<'scope, H>(
         &mut self,
         scope: &'scope Scope<'scope, '_>,
         shared: &'scope Shared<'_, H>,
-    ) -> Result<(), Error>
+        events: &mut Events,
+    ) -> Result<bool, Error>
     where
         H: Handler<Message = M> + Send,
     {
-        let mut events = Events::new();
-        let mut stop_deadline: Option<Instant> = None;
-        loop {
-            let next_timer = shared.lock().core.timers.next_deadline();
-            let timeout = [next_timer, stop_deadline]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| t.saturating_duration_since(Instant::now()));
-            events.clear();
-            self.poller.wait(&mut events, timeout)?;
+        events.clear();
+        self.poller.wait(events, self.timeout(shared))?;
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.key {
+                LISTENER_KEY => self.accept(scope, shared, now),
+                SIGNAL_KEY => self.on_signal(shared, now),
+                _ => {}
+            }
+        }
+        self.take_mail(shared);
+        fire_timers(shared, now);
+        self.resume_accepting(now);
+        shared.places().expire(now);
+        if now >= self.next_sweep {
+            self.sweep(shared, now);
+        }
+        if shared.lock().core.stop_requested && self.stop_deadline.is_none() {
+            self.begin_stop(shared, now);
+        }
+        Ok(self.stopped(shared, now))
+    }
 
-            for event in events.iter() {
-                match event.key {
-                    LISTENER_KEY => self.accept(scope, shared),
-                    SIGNAL_KEY => {
-                        let signalled = self.signals.as_ref().map_or(0, |s| s.source().drain());
-                        if signalled == 0 {
-                            continue;
-                        }
-                        if stop_deadline.is_some() {
-                            log::info!("second signal: stopping now");
-                            stop_deadline = Some(Instant::now());
-                        } else {
-                            log::info!("signal received: stopping");
-                        }
-                        shared.lock().core.stop_requested = true;
-                    }
-                    _ => {}
-                }
-            }
-            while let Ok(cmd) = self.mailbox.try_recv() {
-                let mut state = shared.lock();
-                match cmd {
-                    Command::Message(msg) => state.call(|h, cx| h.on_wake(cx, msg)),
-                    Command::Stop => state.core.stop_requested = true,
-                }
-            }
-            loop {
-                let mut state = shared.lock();
-                let Some(tag) = state.core.timers.pop_due(Instant::now(), u64::MAX) else {
-                    break;
-                };
-                state.call(|h, cx| h.on_timer(cx, tag));
-            }
+    /// How long the next wait may sleep: until the earliest thing that must
+    /// happen without an event.
+    fn timeout<H: Handler>(&self, shared: &Shared<'_, H>) -> Option<Duration> {
+        let (next_timer, stop_requested) = {
+            let state = shared.lock();
+            (state.core.timers.next_deadline(), state.core.stop_requested)
+        };
+        if self.mailbox_more || (stop_requested && self.stop_deadline.is_none()) {
+            return Some(Duration::ZERO);
+        }
+        let (linger, sweep) = {
+            let places = shared.places();
+            let sweep = (places.open > 0).then_some(self.next_sweep);
+            (places.next_deadline(), sweep)
+        };
+        let paused = self.listener.as_ref().and_then(|l| l.paused_until);
+        [next_timer, linger, sweep, paused, self.stop_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
 
+    fn on_signal<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
+        let signalled = self.signals.as_ref().map_or(0, |s| s.source().drain());
+        if signalled == 0 {
+            return;
+        }
+        if self.stop_deadline.is_some() {
+            log::info!("second signal: stopping now");
+            self.stop_deadline = Some(now);
+        } else {
+            log::info!("signal received: stopping");
+            shared.lock().core.stop_requested = true;
+        }
+    }
+
+    /// Messages posted from other threads, at most `MAILBOX_BATCH` a round.
+    /// The handler's lock is taken per message, so that client threads get
+    /// their turn between them.
+    fn take_mail<H: Handler<Message = M>>(&mut self, shared: &Shared<'_, H>) {
+        self.mailbox_more = false;
+        for _ in 0..MAILBOX_BATCH {
+            let Ok(cmd) = self.mailbox.try_recv() else {
+                return;
+            };
             let mut state = shared.lock();
-            if state.core.stop_requested && stop_deadline.is_none() {
-                stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
-                self.listener = None;
-                state.call(|h, cx| h.on_stop(cx));
-                let ids: Vec<ConnId> = state.core.ids();
-                for id in ids {
-                    state.core.begin_close(id, CloseReason::Shutdown);
-                }
-                state.tell_closed();
+            match cmd {
+                Command::Message(msg) => state.call_guarded("on_wake", |h, cx| h.on_wake(cx, msg)),
+                Command::Stop => state.core.stop_requested = true,
             }
-            drop(state);
-            if let Some(deadline) = stop_deadline {
-                if shared.wait_all_gone(deadline) {
-                    return Ok(());
-                }
-                // Deadline passed: cut everyone off; their threads then end
-                // and the scope joins them.
-                shared.cut_off_all();
-                return Ok(());
+        }
+        self.mailbox_more = true;
+    }
+
+    fn resume_accepting(&mut self, now: Instant) {
+        if let Some(listener) = &mut self.listener {
+            if listener.paused_until.is_some_and(|t| now >= t)
+                && listener.io.set_interest(Interest::READ).is_ok()
+            {
+                listener.paused_until = None;
             }
         }
     }
 
-    fn accept<'scope, H>(&self, scope: &'scope Scope<'scope, '_>, shared: &'scope Shared<'_, H>)
-    where
+    /// Once a second: connections over `soft_output` for longer than
+    /// `soft_output_time` are cut off.
+    fn sweep<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
+        self.next_sweep = deadline(now, SWEEP_EVERY);
+        let soft_time = self.config.soft_output_time;
+        let mut state = shared.lock();
+        let slow: Vec<ConnId> = state
+            .core
+            .peers
+            .iter()
+            .filter(|(_, peer)| {
+                let q = peer.outbox.lock();
+                q.soft_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= soft_time)
+            })
+            .map(|(slot, peer)| ConnId::new(slot, peer.gen))
+            .collect();
+        for id in slow {
+            state.core.cut_off(id);
+        }
+        state.tell_closed();
+    }
+
+    /// Begins a graceful stop: no more accepting, a last word from the
+    /// handler, then every connection flushed and closed.
+    fn begin_stop<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
+        self.stop_deadline = Some(deadline(now, self.config.shutdown_timeout));
+        self.listener = None;
+        // Before the closes: a graceful stop lingers whoever is closing.
+        shared.places().stopping = true;
+        let mut state = shared.lock();
+        state.call_guarded("on_stop", |h, cx| h.on_stop(cx));
+        for id in state.core.ids() {
+            state.core.begin_close(id, CloseReason::Shutdown);
+        }
+        state.tell_closed();
+    }
+
+    /// Whether a graceful stop has ended: every client thread gone, or the
+    /// deadline passed (then whoever is left is cut off, and the thread
+    /// scope joins them). The first round of a stop that still waits says
+    /// what for, as the reactor does.
+    fn stopped<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) -> bool {
+        let Some(deadline) = self.stop_deadline else {
+            return false;
+        };
+        let left = shared.places().places.len();
+        if left == 0 {
+            return true;
+        }
+        if now >= deadline {
+            shared.cut_off_all();
+            return true;
+        }
+        if !self.stop_explained {
+            self.stop_explained = true;
+            let most = self.config.linger_timeout.min(self.config.shutdown_timeout);
+            log::warn!(
+                "stopping: waiting up to {:.1}s for {} connection(s) to take their last bytes \
+                 and close; signal again (Ctrl-C) to stop now",
+                most.as_secs_f64(),
+                left
+            );
+        }
+        false
+    }
+
+    fn accept<'scope, H>(
+        &mut self,
+        scope: &'scope Scope<'scope, '_>,
+        shared: &'scope Shared<'_, H>,
+        now: Instant,
+    ) where
         H: Handler<Message = M> + Send,
     {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        loop {
-            let stream = match listener.source().accept() {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = &mut self.listener else {
+                return;
+            };
+            let stream = match listener.io.source().accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors and the like: the level-triggered
-                    // listener will report again; pause so as not to spin.
-                    log::warn!("accept: {e}");
-                    thread::sleep(Duration::from_millis(100));
+                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                    // The level-triggered listener stays readable while
+                    // accept fails: stop watching it for a while rather
+                    // than spin (or sleep, which would stop the timers).
+                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
+                    if listener.io.set_interest(Interest::NONE).is_ok() {
+                        listener.paused_until = Some(deadline(now, ACCEPT_PAUSE));
+                    }
                     return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and the like: that one connection is gone.
+                    log::debug!("accept: {e}");
+                    continue;
                 }
             };
             // Client threads do blocking I/O.
@@ -239,6 +422,9 @@ impl<M: Send + 'static> Threaded<M> {
         }
     }
 
+    /// Gives a new connection a place, open or — over `max_connections` —
+    /// refused (closing from the start, so it takes no client's place), and
+    /// its thread. Past `max_closing` a refusal is dropped without a word.
     fn admit<'scope, H>(
         &self,
         scope: &'scope Scope<'scope, '_>,
@@ -249,51 +435,61 @@ impl<M: Send + 'static> Threaded<M> {
     {
         let config = &self.config;
         let stream = Arc::new(stream);
-        let mut live = recover(shared.live.lock());
-        let refused = live.sockets.len() - live.refusing >= config.max_connections;
-        if refused && live.refusing >= MAX_REFUSING {
+        let mut places = shared.places();
+        let refused = places.open >= config.max_connections;
+        if refused && places.closing >= config.max_closing {
             return;
         }
-        let key = live.sockets.insert(Arc::clone(&stream));
-        live.refusing += usize::from(refused);
-        drop(live);
-        let config = config.clone();
+        let key = places.insert(Arc::clone(&stream));
+        if refused {
+            places.start_closing(key);
+        }
+        drop(places);
         let spawned = spawn(scope, move || {
             // However the thread ends, its place is given back.
-            let _done = ThreadDone {
-                shared,
-                key,
-                refused,
-            };
+            let _done = ThreadDone { shared, key };
             if refused {
                 // Asked here, not on the accepting thread: see `serve_client`.
                 let refusal = shared.lock().handler.refusal();
                 if let Some(text) = refusal {
                     let _ = (&*stream).write_all(&text);
                 }
-                linger(&stream, config.linger_timeout);
+                linger(&stream);
             } else {
-                serve_client(scope, shared, stream, &config);
+                serve_client(scope, shared, key, stream);
             }
         });
         if !spawned {
-            shared.thread_done(key, refused);
+            shared.places().remove(key);
         }
     }
 }
 
-/// Gives a client thread's place in `Live` back when dropped: at the end of
-/// the thread, or as a panic unwinds it, so a handler bug cannot leak a
-/// place under `max_connections` or leave a graceful stop waiting.
+/// Calls `on_timer` for the timers due at `now` that were set before this
+/// round (ae.c's `maxId` guard, as on the reactor), taking the handler's
+/// lock per timer so that client threads get their turn between them.
+fn fire_timers<H: Handler>(shared: &Shared<'_, H>, now: Instant) {
+    let horizon = shared.lock().core.timers.horizon();
+    loop {
+        let mut state = shared.lock();
+        let Some(tag) = state.core.timers.pop_due(now, horizon) else {
+            return;
+        };
+        state.call_guarded("on_timer", |h, cx| h.on_timer(cx, tag));
+    }
+}
+
+/// Gives a client thread's place back when dropped: at the end of the
+/// thread, or as a panic unwinds it, so a handler bug cannot leak a place
+/// under `max_connections` or leave a graceful stop waiting.
 struct ThreadDone<'a, 'h, H: Handler> {
     shared: &'a Shared<'h, H>,
     key: usize,
-    refused: bool,
 }
 
 impl<H: Handler> Drop for ThreadDone<'_, '_, H> {
     fn drop(&mut self) {
-        self.shared.thread_done(self.key, self.refused);
+        self.shared.places().remove(self.key);
     }
 }
 
@@ -307,22 +503,26 @@ impl<H: Handler> Drop for ThreadDone<'_, '_, H> {
 fn serve_client<'scope, H>(
     scope: &'scope Scope<'scope, '_>,
     shared: &'scope Shared<'_, H>,
+    key: usize,
     stream: Arc<TcpStream>,
-    config: &Config,
 ) where
     H: Handler + Send,
 {
     let outbox = Arc::new(Outbox::default());
-    let id = {
+    let (id, config) = {
         let mut state = shared.lock();
         if state.core.stop_requested {
             // Accepted as the server stops: closed unserved, but gently, so
             // that unread input (a `Hi` already sent) does not reset it.
             drop(state);
-            linger(&stream, config.linger_timeout);
+            if shared.places().start_closing(key) {
+                linger(&stream);
+            }
             return;
         }
-        let id = state.core.insert(Arc::clone(&stream), Arc::clone(&outbox));
+        let id = state
+            .core
+            .insert(key, Arc::clone(&stream), Arc::clone(&outbox));
         // As with `on_data`: a panic here costs this client only.
         let call = || state.call(|h, cx| h.on_open(cx, id));
         if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
@@ -330,16 +530,19 @@ fn serve_client<'scope, H>(
             state.release(id, CloseReason::HandlerPanicked);
             return;
         }
-        id
+        (id, state.core.config.clone())
     };
     let writer_stream = Arc::clone(&stream);
     let writer_outbox = Arc::clone(&outbox);
+    let writer_config = config.clone();
     let writer = thread::Builder::new()
         .stack_size(STACK_SIZE)
-        .spawn_scoped(scope, move || write_loop(&writer_stream, &writer_outbox));
+        .spawn_scoped(scope, move || {
+            write_loop(&writer_stream, &writer_outbox, &writer_config)
+        });
     match writer {
         Ok(writer) => {
-            read_loop(shared, id, &stream, &outbox, config);
+            read_loop(shared, id, &stream, &outbox, &config);
             let _ = writer.join();
         }
         Err(e) => {
@@ -384,20 +587,11 @@ fn spawn<'scope>(scope: &'scope Scope<'scope, '_>, f: impl FnOnce() + Send + 'sc
     }
 }
 
-/// Everything the threads share.
+/// Everything the threads share. Lock order: `state`, then `places`, then
+/// an outbox; never the other way round.
 struct Shared<'h, H: Handler> {
     state: Mutex<State<'h, H>>,
-    live: Mutex<Live>,
-    all_gone: Condvar,
-}
-
-/// The sockets of client threads still running, closing ones included:
-/// what a graceful stop waits for, and cuts off when its deadline passes.
-#[derive(Default)]
-struct Live {
-    sockets: Slab<Arc<TcpStream>>,
-    /// How many of them are refusals.
-    refusing: usize,
+    places: Arc<Mutex<Places>>,
 }
 
 impl<'h, H: Handler> Shared<'h, H> {
@@ -405,39 +599,143 @@ impl<'h, H: Handler> Shared<'h, H> {
         recover(self.state.lock())
     }
 
-    fn thread_done(&self, key: usize, refused: bool) {
-        let mut live = recover(self.live.lock());
-        live.sockets.remove(key);
-        if refused {
-            live.refusing -= 1;
-        }
-        self.all_gone.notify_all();
+    fn places(&self) -> MutexGuard<'_, Places> {
+        recover(self.places.lock())
     }
 
-    /// Waits until every client thread has ended or `deadline` passes.
-    fn wait_all_gone(&self, deadline: Instant) -> bool {
-        let mut live = recover(self.live.lock());
-        while !live.sockets.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            live = recover(self.all_gone.wait_timeout(live, left)).0;
-        }
-        true
-    }
-
+    /// The stop deadline passed: everyone is ended now, those already
+    /// closing too, so that every client thread wakes and ends.
     fn cut_off_all(&self) {
         let mut state = self.lock();
-        let ids = state.core.ids();
-        for id in ids {
+        for id in state.core.ids() {
             state.release(id, CloseReason::Shutdown);
         }
         drop(state);
-        // Those already closing too: every client thread wakes and ends.
-        let live = recover(self.live.lock());
-        for (_, socket) in &live.sockets {
-            let _ = socket.shutdown(Shutdown::Both);
+        for (_, place) in &self.places().places {
+            let _ = place.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The places of the client threads still running, kept apart from the
+/// handler's lock so that accepting never waits for a callback.
+///
+/// A connection counts against `max_connections` while open, and against
+/// `max_closing` from the moment it starts closing (refusals from the
+/// start) until its thread ends. Closing connections must be gone by
+/// `linger_timeout` after they began: `linger` holds their deadlines in the
+/// order they began closing, which, since they all wait the same time, is
+/// also the order of the deadlines (the reactor's `linger_deadlines`).
+struct Places {
+    places: Slab<Place>,
+    open: usize,
+    closing: usize,
+    /// (key, serial, deadline) of each closing connection; entries of
+    /// places gone since are skipped.
+    linger: VecDeque<(usize, u64, Instant)>,
+    next_serial: u64,
+    /// A graceful stop has begun: closing connections are not crowded out.
+    stopping: bool,
+    linger_timeout: Duration,
+    max_closing: usize,
+    /// To wake the main thread for a deadline earlier than it sleeps until,
+    /// or for the last thread of a stop.
+    poller: Arc<Poller>,
+}
+
+/// One client thread's place.
+struct Place {
+    stream: Arc<TcpStream>,
+    /// Tells this place from a later one in the same slot.
+    serial: u64,
+    closing: bool,
+}
+
+impl Places {
+    fn new(config: &Config, poller: &Arc<Poller>) -> Places {
+        Places {
+            places: Slab::new(),
+            open: 0,
+            closing: 0,
+            linger: VecDeque::new(),
+            next_serial: 0,
+            stopping: false,
+            linger_timeout: config.linger_timeout,
+            max_closing: config.max_closing,
+            poller: Arc::clone(poller),
+        }
+    }
+
+    /// A place for a new, open connection.
+    fn insert(&mut self, stream: Arc<TcpStream>) -> usize {
+        self.next_serial += 1;
+        self.open += 1;
+        self.places.insert(Place {
+            stream,
+            serial: self.next_serial,
+            closing: false,
+        })
+    }
+
+    /// `key` starts closing: it stops counting as open and must be gone by
+    /// `linger_timeout` from now. Returns `false` if `max_closing`
+    /// connections were closing already (and no graceful stop is under
+    /// way): the caller is to close it at once instead, without lingering.
+    fn start_closing(&mut self, key: usize) -> bool {
+        let Some(place) = self.places.get_mut(key) else {
+            return false;
+        };
+        if place.closing {
+            return true;
+        }
+        let crowded = self.closing >= self.max_closing && !self.stopping;
+        place.closing = true;
+        self.open -= 1;
+        self.closing += 1;
+        if crowded {
+            return false;
+        }
+        if self.linger.is_empty() {
+            // The main thread may be asleep with no deadline to wait for.
+            let _ = self.poller.notify();
+        }
+        let at = deadline(Instant::now(), self.linger_timeout);
+        self.linger.push_back((key, place.serial, at));
+        true
+    }
+
+    /// The next linger deadline (perhaps of a place gone since).
+    fn next_deadline(&self) -> Option<Instant> {
+        self.linger.front().map(|&(_, _, at)| at)
+    }
+
+    /// Shuts down both ways the sockets of closing connections whose
+    /// deadline has passed: their reader (blocked in `read`) and writer
+    /// (blocked in `writev` to a peer that does not read) wake and end.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(key, serial, at)) = self.linger.front() {
+            if at > now {
+                return;
+            }
+            self.linger.pop_front();
+            if let Some(place) = self.places.get(key).filter(|p| p.serial == serial) {
+                log::debug!("a connection did not finish closing in time: cut off");
+                let _ = place.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// A client thread has ended.
+    fn remove(&mut self, key: usize) {
+        let place = self.places.remove(key);
+        if place.closing {
+            self.closing -= 1;
+        } else {
+            self.open -= 1;
+        }
+        if self.stopping && self.places.is_empty() {
+            // The main thread waits for this in its stop.
+            let _ = self.poller.notify();
         }
     }
 }
@@ -452,6 +750,18 @@ impl<H: Handler> State<'_, H> {
     /// Runs a callback, then tells the handler of closes it caused.
     fn call(&mut self, f: impl FnOnce(&mut H, &mut Core)) {
         f(self.handler, &mut self.core);
+        self.tell_closed();
+    }
+
+    /// Runs a callback of the main thread's (`on_timer`, `on_wake`,
+    /// `on_stop`): a panic in it costs that callback only. Unwinding out of
+    /// the main thread would leave the thread scope waiting for client
+    /// threads blocked in `read`, forever, and the server deaf to signals.
+    fn call_guarded(&mut self, what: &str, f: impl FnOnce(&mut H, &mut Core)) {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self.handler, &mut self.core)));
+        if outcome.is_err() {
+            log::error!("the handler panicked in {what}; carrying on without that call");
+        }
         self.tell_closed();
     }
 
@@ -478,6 +788,8 @@ impl<H: Handler> State<'_, H> {
 /// A client as the handler sees it: open until removed from the slab.
 struct Peer {
     gen: u32,
+    /// Its place in `Places`.
+    key: usize,
     stream: Arc<TcpStream>,
     outbox: Arc<Outbox>,
 }
@@ -492,14 +804,16 @@ struct Core {
     stop_requested: bool,
     config: Config,
     poller: Arc<Poller>,
+    places: Arc<Mutex<Places>>,
 }
 
 impl Core {
-    fn insert(&mut self, stream: Arc<TcpStream>, outbox: Arc<Outbox>) -> ConnId {
+    fn insert(&mut self, key: usize, stream: Arc<TcpStream>, outbox: Arc<Outbox>) -> ConnId {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
         let slot = self.peers.insert(Peer {
             gen,
+            key,
             stream,
             outbox,
         });
@@ -526,20 +840,52 @@ impl Core {
     /// down both ways wakes its reader and writer threads.
     fn abort(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(peer) = self.remove(id) {
-            peer.outbox.abort();
-            let _ = peer.stream.shutdown(Shutdown::Both);
+            // Counted as closing until its threads end, which the shutdown
+            // below makes prompt.
+            recover(self.places.lock()).start_closing(peer.key);
+            end_now(&peer);
             self.closing.push((id, reason));
         }
     }
 
     /// Closes `id` gracefully: its writer flushes and shuts down writing,
-    /// its reader discards input until the peer finishes (lingering close).
+    /// its reader discards input until the peer finishes (lingering close),
+    /// all by the linger deadline. Past `max_closing` it is ended at once.
     fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(peer) = self.remove(id) {
+        let Some(peer) = self.remove(id) else {
+            return;
+        };
+        let mut places = recover(self.places.lock());
+        if places.start_closing(peer.key) {
             peer.outbox.finish();
-            self.closing.push((id, reason));
+        } else {
+            log::debug!(
+                "{id}: closed at once: {} connections are closing",
+                places.closing
+            );
+            end_now(&peer);
         }
+        self.closing.push((id, reason));
     }
+
+    /// Cuts `id` off for not reading: what it is owed is dropped at once,
+    /// then it closes like any other, as on the reactor.
+    fn cut_off(&mut self, id: ConnId) {
+        if let Some(peer) = self.get(id) {
+            let mut q = peer.outbox.lock();
+            log::debug!("{id}: output limit ({} bytes queued)", q.cost());
+            q.out.clear();
+            q.discard = true;
+        }
+        self.begin_close(id, CloseReason::OutputLimit);
+    }
+}
+
+/// Ends a connection's threads now: the writer stops, and shutting the
+/// socket down both ways wakes whichever is blocked in I/O.
+fn end_now(peer: &Peer) {
+    peer.outbox.abort();
+    let _ = peer.stream.shutdown(Shutdown::Both);
 }
 
 impl Context for Core {
@@ -547,30 +893,59 @@ impl Context for Core {
         Instant::now()
     }
 
+    /// Checks the limits at the moment of the send, as the reactor does:
+    /// no outbox grows past `max_output` plus one message.
     fn send(&mut self, to: ConnId, data: Bytes) -> bool {
         let Some(peer) = self.get(to) else {
             return false;
         };
-        if peer.outbox.push(data) > self.config.max_output {
-            log::debug!("{to}: output limit");
-            self.abort(to, CloseReason::OutputLimit);
+        if data.is_empty() {
+            return true;
+        }
+        let mut q = peer.outbox.lock();
+        if q.cost().saturating_add(data.len()) > self.config.max_output {
+            drop(q);
+            self.cut_off(to);
+            return false;
+        }
+        q.out.push(&data);
+        let cost = q.cost();
+        if cost > self.config.high_water {
+            // Set here, not when the reader looks: the writer may have
+            // drained the queue by then, and the input the handler left
+            // for being backlogged must still be handed back.
+            q.held_for_output = true;
+        }
+        if q.soft_since.is_none() && cost > self.config.soft_output {
+            q.soft_since = Some(Instant::now());
+        }
+        if q.writer_idle {
+            peer.outbox.to_writer.notify_one();
         }
         true
     }
 
     fn backlogged(&self, id: ConnId) -> bool {
-        self.get(id)
-            .is_none_or(|p| p.outbox.lock().cost() > self.config.high_water)
+        // The hold itself, as on the reactor: a handler that stops for it
+        // is then sure to be handed its input back.
+        self.get(id).is_none_or(|p| p.outbox.lock().held_for_output)
     }
 
-    fn pause_input(&mut self, _id: ConnId, _duration: Duration) {}
+    fn pause_input(&mut self, id: ConnId, duration: Duration) {
+        let Some(peer) = self.get(id) else {
+            return;
+        };
+        peer.outbox.lock().paused_until = Some(deadline(Instant::now(), duration));
+        // A reader waiting out an earlier pause waits for this one instead.
+        peer.outbox.to_reader.notify_all();
+    }
 
     fn close(&mut self, to: ConnId) {
         self.begin_close(to, CloseReason::Requested);
     }
 
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        let at = Instant::now() + after;
+        let at = deadline(Instant::now(), after);
         if self.timers.next_deadline().is_none_or(|next| at < next) {
             // The main thread may be asleep until a later deadline.
             let _ = self.poller.notify();
@@ -592,11 +967,16 @@ impl Context for Core {
     }
 }
 
-/// One client's output queue, shared by whoever sends and its writer thread.
+/// One client's output queue and the holds on its input, shared by whoever
+/// sends, its writer thread and its reader thread.
 #[derive(Default)]
 struct Outbox {
     queue: Mutex<OutQueue>,
-    ready: Condvar,
+    /// Output queued, or the connection closing: for the writer.
+    to_writer: Condvar,
+    /// A hold on input changed or ended, the connection is closing, or the
+    /// writer has ended: for the reader.
+    to_reader: Condvar,
 }
 
 #[derive(Default)]
@@ -604,6 +984,19 @@ struct OutQueue {
     out: Output,
     /// Bytes the writer has taken from `out` and not yet written.
     in_flight: usize,
+    /// The writer waits for output: a send must wake it.
+    writer_idle: bool,
+    /// A send took output past `high_water`, and the reader has not yet
+    /// seen it drained to `low_water`: the reader waits, and the writer
+    /// wakes it at low water.
+    held_for_output: bool,
+    /// Set by `Context::pause_input`: input is not read nor handed to the
+    /// handler before then.
+    paused_until: Option<Instant>,
+    /// Since when output has been over `soft_output`.
+    soft_since: Option<Instant>,
+    /// Cut off: the writer drops what it has in flight.
+    discard: bool,
     /// Flush what is queued, then shut down writing.
     finishing: bool,
     /// Stop at once.
@@ -613,10 +1006,25 @@ struct OutQueue {
 }
 
 impl OutQueue {
-    /// What is owed: queued, and taken by the writer but not yet written.
+    /// What is owed: the queue's cost, and what the writer has taken from
+    /// it and not yet written.
     fn cost(&self) -> usize {
         self.out.cost() + self.in_flight
     }
+
+    fn closing(&self) -> bool {
+        self.finishing || self.aborted
+    }
+}
+
+/// What a reader found when it waited out the holds on its input.
+enum Holds {
+    /// None held it: read on.
+    None,
+    /// A hold ended: hand the input left back to the handler.
+    Ended,
+    /// The connection is closing: read no more for the handler.
+    Closing,
 }
 
 impl Outbox {
@@ -624,71 +1032,126 @@ impl Outbox {
         recover(self.queue.lock())
     }
 
-    /// Queues `data`; returns what the queue now costs.
-    fn push(&self, data: Bytes) -> usize {
-        let mut q = self.lock();
-        if !data.is_empty() {
-            q.out.push(&data);
-            // All: the reader may be waiting on the same condvar (`wait_done`).
-            self.ready.notify_all();
-        }
-        q.cost()
-    }
-
     fn finish(&self) {
         self.lock().finishing = true;
-        self.ready.notify_all();
+        self.to_writer.notify_one();
+        self.to_reader.notify_all();
     }
 
     fn abort(&self) {
         self.lock().aborted = true;
-        self.ready.notify_all();
+        self.to_writer.notify_one();
+        self.to_reader.notify_all();
     }
 
-    /// Waits until the writer thread has ended, at most `timeout`.
-    fn wait_done(&self, timeout: Duration) -> bool {
+    /// Waits while the connection's input is held: paused, or its output
+    /// over `high_water` until it has drained to `low_water`.
+    fn wait_out_holds(&self, config: &Config) -> Holds {
+        let mut q = self.lock();
+        let mut held = false;
+        loop {
+            if q.closing() {
+                return Holds::Closing;
+            }
+            if let Some(until) = q.paused_until {
+                let left = until.saturating_duration_since(Instant::now());
+                held = true;
+                if left.is_zero() {
+                    q.paused_until = None;
+                } else {
+                    // With a timeout, so a pause replaced or a close wakes it.
+                    q = recover(self.to_reader.wait_timeout(q, left)).0;
+                }
+                continue;
+            }
+            if q.held_for_output {
+                held = true;
+                // Unless the writer has ended: then the next read reports why.
+                if q.cost() > config.low_water() && !q.done {
+                    q = recover(self.to_reader.wait(q));
+                    continue;
+                }
+                q.held_for_output = false;
+            }
+            return if held { Holds::Ended } else { Holds::None };
+        }
+    }
+
+    /// Whether input left now would be the handler waiting for a hold to
+    /// end, not the peer overrunning `max_input`.
+    fn input_held(&self) -> bool {
         let q = self.lock();
-        let (q, _) = recover(self.ready.wait_timeout_while(q, timeout, |q| !q.done));
-        q.done
+        q.paused_until.is_some() || q.held_for_output
+    }
+
+    /// Waits until the writer thread has ended. It does, by the linger
+    /// deadline at the latest: the main thread then shuts the socket down.
+    fn wait_done(&self) {
+        let mut q = self.lock();
+        while !q.done {
+            q = recover(self.to_reader.wait(q));
+        }
     }
 }
 
-/// The writer thread: writes whatever is queued, several chunks per `writev`.
-fn write_loop(stream: &TcpStream, outbox: &Outbox) {
-    let mut batch = Output::default();
+/// The writer thread: takes whatever is queued and writes it, several
+/// pieces per `writev`, until the connection is closed and flushed.
+fn write_loop(stream: &TcpStream, outbox: &Outbox, config: &Config) {
+    let mut q = outbox.lock();
     'outer: loop {
-        {
-            let mut q = outbox.lock();
-            while q.out.is_empty() && !q.finishing && !q.aborted {
-                q = recover(outbox.ready.wait(q));
-            }
-            if q.aborted {
-                break;
-            }
-            if q.out.is_empty() {
-                // Finishing and flushed: tell the peer we are done.
-                let _ = stream.shutdown(Shutdown::Write);
-                break;
-            }
-            std::mem::swap(&mut batch, &mut q.out);
-            q.in_flight = batch.len();
+        while q.out.is_empty() && !q.closing() {
+            q.writer_idle = true;
+            q = recover(outbox.to_writer.wait(q));
         }
-        while !batch.is_empty() {
-            match batch.write_with(|slices| (&*stream).write_vectored(slices)) {
-                Ok(0) => break 'outer,
-                Ok(written) => outbox.lock().in_flight -= written,
-                // The reader sees the broken connection too and reports it.
-                Err(_) => break 'outer,
+        q.writer_idle = false;
+        if q.aborted {
+            break;
+        }
+        if q.out.is_empty() {
+            // Finishing and flushed: tell the peer we are done.
+            let _ = stream.shutdown(Shutdown::Write);
+            break;
+        }
+        // Taken, not swapped: the queue left behind costs nothing until
+        // the next send.
+        let mut batch = mem::take(&mut q.out);
+        q.in_flight = batch.len();
+        drop(q);
+        loop {
+            let result = batch.write_with(|slices| (&*stream).write_vectored(slices));
+            q = outbox.lock();
+            if !matches!(result, Ok(n) if n > 0) {
+                // Broken: the reader sees it too and reports it.
+                q.in_flight = 0;
+                break 'outer;
             }
+            if q.discard || q.aborted {
+                q.discard = false;
+                batch.clear();
+            }
+            q.in_flight = batch.len();
+            let cost = q.cost();
+            if cost <= config.soft_output {
+                q.soft_since = None;
+            }
+            if q.held_for_output && cost <= config.low_water() {
+                outbox.to_reader.notify_all();
+            }
+            if batch.is_empty() {
+                break;
+            }
+            drop(q);
         }
     }
-    outbox.lock().done = true;
-    outbox.ready.notify_all();
+    q.done = true;
+    drop(q);
+    outbox.to_reader.notify_all();
 }
 
-/// The reader thread: reads, hands the handler what arrived, and reports
-/// the end of the connection. Once the connection is closing it only
-/// discards input until the peer finishes (or `linger_timeout`).
+/// The reader thread: waits out holds, reads, hands the handler what
+/// arrived (or what it left, once a hold ends), and reports the end of the
+/// connection. Once the connection is closing it only discards input until
+/// the peer finishes (or the linger deadline).
 fn read_loop<H: Handler>(
     shared: &Shared<'_, H>,
     id: ConnId,
@@ -698,9 +1161,23 @@ fn read_loop<H: Handler>(
 ) {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut input = BytesMut::new();
+    // Whether `input` holds bytes the handler has not been handed since
+    // they arrived, or since a hold on them ended.
+    let mut unseen = false;
     let _ = stream.set_read_timeout(config.idle_timeout);
-    let mut lingering = false;
-    loop {
+    let lingering = loop {
+        match outbox.wait_out_holds(config) {
+            Holds::Closing => break true,
+            Holds::Ended => unseen = true,
+            Holds::None => {}
+        }
+        if unseen && !input.is_empty() {
+            unseen = false;
+            if !deliver(shared, id, &mut input, outbox, config) {
+                break true;
+            }
+            continue;
+        }
         let n = match (&*stream).read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -710,67 +1187,83 @@ fn read_loop<H: Handler>(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                if lingering {
-                    break; // linger_timeout passed
-                }
                 shared.lock().close(id, CloseReason::Idle);
-                0
+                break true;
             }
             Err(e) => {
                 shared.lock().release(id, CloseReason::from_error(&e));
-                break;
+                break false;
             }
         };
-        let mut state = shared.lock();
-        if state.core.get(id).is_none() {
-            // Closing: discard, and wait for the end of the stream.
-            drop(state);
-            if n == 0 {
-                break;
-            }
-            if !lingering {
-                lingering = true;
-                let _ = stream.set_read_timeout(Some(config.linger_timeout));
-            }
-            continue;
-        }
         if n == 0 {
-            state.close(id, CloseReason::PeerClosed);
-            break;
+            // The peer may have only half-closed: it still gets what it is owed.
+            shared.lock().close(id, CloseReason::PeerClosed);
+            break false;
         }
         input.extend_from_slice(&buf[..n]);
-        // As on the reactor: a panic on one client's input costs that client.
-        let call = || state.call(|h, cx| h.on_data(cx, id, &mut input));
-        if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
-            log::error!("{id}: the handler panicked on this connection's input; closing it");
-            state.release(id, CloseReason::HandlerPanicked);
-            break;
-        }
-        if input.len() > config.max_input && state.core.get(id).is_some() {
-            state.close(id, CloseReason::InputLimit);
-        }
-        if input.is_empty() {
-            // Give the memory back: most of the time nothing is left over.
-            input = BytesMut::new();
-        }
+        unseen = true;
+    };
+    if lingering {
+        let _ = stream.set_read_timeout(None);
+        discard_input(stream);
     }
     // Let the writer flush what is owed (a half-closed peer still reads),
-    // but not forever.
-    if !outbox.wait_done(config.linger_timeout) {
-        outbox.abort();
-    }
+    // until the linger deadline at most.
+    outbox.wait_done();
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// Hands `input` to the handler and keeps what it leaves; returns whether
+/// the connection is still open (if not, it is closing: the handler closed
+/// it, or it panicked and the connection was ended).
+fn deliver<H: Handler>(
+    shared: &Shared<'_, H>,
+    id: ConnId,
+    input: &mut BytesMut,
+    outbox: &Outbox,
+    config: &Config,
+) -> bool {
+    let mut state = shared.lock();
+    if state.core.get(id).is_none() {
+        return false; // closing: discard
+    }
+    // As on the reactor: a panic on one client's input costs that client.
+    let call = || state.call(|h, cx| h.on_data(cx, id, input));
+    if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+        log::error!("{id}: the handler panicked on this connection's input; closing it");
+        state.release(id, CloseReason::HandlerPanicked);
+        return false;
+    }
+    if state.core.get(id).is_none() {
+        return false;
+    }
+    // Input left while held is the handler waiting, not the peer
+    // overrunning the limit: it is at most one read over, and no more is
+    // read until the hold ends.
+    if input.len() > config.max_input && !outbox.input_held() {
+        state.close(id, CloseReason::InputLimit);
+        return false;
+    }
+    if input.is_empty() {
+        // Give the memory back: most of the time nothing is left over.
+        *input = BytesMut::new();
+    }
+    true
+}
+
 /// Lingering close of a connection we only wrote to: shut down writing,
-/// then discard input until the peer finishes or `timeout` passes, so that
-/// unread input does not turn our close into a reset.
-fn linger(stream: &TcpStream, timeout: Duration) {
+/// then discard input until the peer finishes, so that unread input does
+/// not turn our close into a reset.
+fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(timeout));
-    let deadline = Instant::now() + timeout;
+    discard_input(stream);
+}
+
+/// Reads and drops input until the peer's end of stream or an error —
+/// the one the main thread causes at the linger deadline, if not before.
+fn discard_input(stream: &TcpStream) {
     let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
+    loop {
         match (&*stream).read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}

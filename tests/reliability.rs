@@ -1180,19 +1180,25 @@ fn server1_serves_the_next_client_as_soon_as_the_last_one_has_its_bye() {
 #[test]
 fn server2_lets_go_of_a_closed_client_that_keeps_its_socket() {
     // `bye`, then silence with the socket open. The reader thread of that
-    // client used to stay blocked in read() forever, holding its place.
+    // client used to stay blocked in read() forever, holding its thread, its
+    // descriptor and (until it started closing counted apart) its place.
     let server = Watched::start(SERVER2, &["--max-clients", "1"], None);
+    let before = server.open_files();
     let (mut first, _) = Peer::join(server.addr());
     first.send("bye\n");
     assert_eq!(first.line().as_deref(), Some("Bye"));
+    // The place is free at once: the next client is served.
     let (mut next, _) = Peer::join(server.addr());
+    // And the silent one's descriptor is closed at the linger deadline.
     let start = Instant::now();
-    assert_eq!(first.line(), None, "the server ends the lingering close");
+    let open = server.await_open_files(before + 1, Duration::from_secs(6));
     let lingered = start.elapsed();
     eprintln!("server2: a silent closed client was let go after {lingered:?}");
+    assert_eq!(open, before + 1, "the silent client's descriptor is kept");
     assert!(lingered < Duration::from_secs(4), "{lingered:?}");
     next.send("bye\n");
     next.expect_last("Bye");
+    drop(first);
 }
 
 #[test]

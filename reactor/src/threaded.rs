@@ -52,9 +52,11 @@
 //!   not timed out meanwhile.
 //! - **`Context::now` is the wall clock.** Callbacks run on many threads, at
 //!   any time, not in batches that share one start time.
-//! - **A panic in `on_timer`, `on_wake` or `on_stop` is caught** and logged:
-//!   it costs that call. Unwinding out of the main thread would leave the
-//!   thread scope waiting, forever, for client threads blocked in `read`.
+//!
+//! As on the reactor, a panic in `on_timer`, `on_wake` or `on_stop` is
+//! caught and logged: it costs that call. Here it matters twice: unwinding
+//! out of the main thread would leave the thread scope waiting, forever,
+//! for client threads blocked in `read`, and the server deaf to signals.
 //!
 //! [`Reactor`]: crate::Reactor
 

@@ -83,6 +83,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Tells the operator, once, what a graceful stop that cannot end at once
+    /// is waiting for: how many connections, how long at most, and how to
+    /// cut it short. Both drivers say it in the same words.
+    pub(crate) fn explain_stop(&self, left: usize) {
+        let most = self.linger_timeout.min(self.shutdown_timeout);
+        log::warn!(
+            "stopping: waiting up to {:.1}s for {left} connection(s) to take their last bytes \
+             and close; signal again (Ctrl-C) to stop now",
+            most.as_secs_f64(),
+        );
+    }
+
     /// Where reading resumes after `high_water` stopped it: half of it, so
     /// that a connection near the mark does not switch on and off (two
     /// `epoll_ctl` calls each time) for every message.

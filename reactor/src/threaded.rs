@@ -372,13 +372,7 @@ impl<M: Send + 'static> Threaded<M> {
         }
         if !self.stop_explained {
             self.stop_explained = true;
-            let most = self.config.linger_timeout.min(self.config.shutdown_timeout);
-            log::warn!(
-                "stopping: waiting up to {:.1}s for {} connection(s) to take their last bytes \
-                 and close; signal again (Ctrl-C) to stop now",
-                most.as_secs_f64(),
-                left
-            );
+            self.config.explain_stop(left);
         }
         false
     }

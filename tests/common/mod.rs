@@ -38,6 +38,25 @@ impl Server {
     /// stdin is a pipe for [`console`](Server::console), and its stdout is
     /// read as it comes, for [`expect_transcript`](Server::expect_transcript).
     pub fn start(bin: &str, args: &[&str]) -> Server {
+        let (mut server, stderr) = Server::spawn(bin, args);
+        server.stderr = Some(thread::spawn(move || read_all(stderr)));
+        server.await_address(bin);
+        server
+    }
+
+    /// Starts `bin` like [`start`](Server::start), except that its stderr is
+    /// a pipe that nobody reads: once the log has filled it (64 KiB on
+    /// Linux), every write to stderr would block. The pipe stays open, unread,
+    /// as long as the returned `ChildStderr` lives, so keep it until the
+    /// server has exited. [`stderr`](Server::stderr) is then empty.
+    pub fn start_with_stderr_unread(bin: &str, args: &[&str]) -> (Server, ChildStderr) {
+        let (mut server, stderr) = Server::spawn(bin, args);
+        server.await_address(bin);
+        (server, stderr)
+    }
+
+    /// Runs `bin 127.0.0.1 0 ARGS…` with every standard stream a pipe.
+    fn spawn(bin: &str, args: &[&str]) -> (Server, ChildStderr) {
         let mut child = Command::new(bin)
             .args(["127.0.0.1", "0"])
             .args(args)
@@ -49,29 +68,32 @@ impl Server {
         let console = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let stderr = thread::spawn(move || read_all(stderr));
-        let mut server = Server {
+        let server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             console,
             stdout: read_lines(stdout),
-            stderr: Some(stderr),
+            stderr: None,
         };
-        let first = match server.stdout.recv_timeout(TIMEOUT) {
+        (server, stderr)
+    }
+
+    /// Waits for `listening on IP:PORT` and takes the address from it.
+    fn await_address(&mut self, bin: &str) {
+        let first = match self.stdout.recv_timeout(TIMEOUT) {
             Ok(line) => line,
             Err(_) => {
-                let _ = server.child.kill();
+                let _ = self.child.kill();
                 panic!(
                     "{bin} did not say where it listens; stderr:\n{}",
-                    server.stderr()
+                    self.stderr()
                 );
             }
         };
         let addr = first.strip_prefix("listening on ").unwrap_or_else(|| {
             panic!("expected `listening on IP:PORT`, got {first:?}");
         });
-        server.addr = addr.parse().expect("an IP:PORT");
-        server
+        self.addr = addr.parse().expect("an IP:PORT");
     }
 
     /// Where the server listens.
@@ -445,41 +467,6 @@ impl ChatClient {
 }
 
 impl Server {
-    /// Starts `bin` like [`start`](Server::start), except that its stderr is
-    /// a pipe that nobody reads: once the log has filled it (64 KiB on
-    /// Linux), every write to stderr would block. The pipe stays open, unread,
-    /// as long as the returned `ChildStderr` lives, so keep it until the
-    /// server has exited. [`stderr`](Server::stderr) is then empty.
-    pub fn start_with_stderr_unread(bin: &str, args: &[&str]) -> (Server, ChildStderr) {
-        let mut child = Command::new(bin)
-            .args(["127.0.0.1", "0"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let console = child.stdin.take().expect("piped");
-        let stdout = read_lines(child.stdout.take().expect("piped"));
-        let stderr = child.stderr.take().expect("piped");
-        let first = stdout.recv_timeout(TIMEOUT).unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!("{bin} did not say where it listens: {e}");
-        });
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("expected `listening on IP:PORT`, got {first:?}"));
-        let server = Server {
-            child,
-            addr,
-            console,
-            stdout,
-            stderr: None,
-        };
-        (server, stderr)
-    }
-
     /// Sends the server SIGHUP, what a terminal that closes sends.
     pub fn sighup(&self) {
         signal(self.child.id(), libc::SIGHUP);

@@ -131,7 +131,9 @@ pub struct Reactor<M = ()> {
     /// When each closing connection must be gone, in the order they began
     /// closing. They all wait the same `linger_timeout`, so this order is
     /// also the order of their deadlines: the front is always the next.
-    /// Entries of connections that finished earlier are skipped.
+    /// Entries of connections that finished earlier are skipped. An open
+    /// connection whose peer finished sending while its input was held has
+    /// an entry too: the time by which the handler must have taken it.
     linger_deadlines: VecDeque<(ConnId, Instant)>,
     /// Connections served: those open, not those closing. A connection
     /// stops counting against `max_connections` as soon as it starts closing.
@@ -285,7 +287,7 @@ impl<M: Send + 'static> Reactor<M> {
                 key => {
                     let id = ConnId::from_bits(key as u64);
                     if event.readable {
-                        self.read(handler, id);
+                        self.read(handler, id, false);
                     }
                     if event.writable {
                         self.queue_flush(id);
@@ -417,20 +419,25 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// Hands held input back to the handler, for the connections whose
-    /// hold ended in the last turn.
+    /// hold ended in the last turn — after a read: while it was held the
+    /// socket was not watched for input, and its peer may have finished or
+    /// gone meanwhile. A flooder paused again by every line it is handed
+    /// back would otherwise never be read, and a client that left would
+    /// keep its place for as long as its delayed lines took.
     fn hand_back_input<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         for id in mem::take(&mut self.redeliver) {
             let ready = self
                 .live(id)
                 .is_some_and(|c| c.is_open() && !c.input_held());
             if ready {
-                self.deliver(handler, id, BytesMut::new());
+                self.read(handler, id, true);
                 self.tell_closed(handler);
             }
         }
     }
 
-    /// Ends the closing connections whose linger deadline has passed.
+    /// Ends the closing connections whose linger deadline has passed, and
+    /// open ones that finished sending and still hold input then.
     fn expire_lingering(&mut self) {
         while let Some(&(id, at)) = self.linger_deadlines.front() {
             if at > self.now {
@@ -438,8 +445,14 @@ impl<M: Send + 'static> Reactor<M> {
             }
             self.linger_deadlines.pop_front();
             if let Some(conn) = self.live(id) {
-                if let Phase::Closing(reason) | Phase::Lingering(reason) = conn.phase {
-                    self.release(id, reason);
+                match conn.phase {
+                    Phase::Closing(reason) | Phase::Lingering(reason) => self.release(id, reason),
+                    // Finished sending, and its held input not all taken in
+                    // time: the rest is dropped.
+                    Phase::Open if conn.read_closed => {
+                        self.begin_close(id, CloseReason::PeerClosed)
+                    }
+                    _ => {}
                 }
             }
         }
@@ -592,7 +605,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// what the handler leaves unconsumed is copied into the connection's own
     /// buffer. So an idle connection holds no input memory, and a read that
     /// leaves more waiting is simply followed by another readiness report.
-    fn read<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+    fn read<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId, hand_back: bool) {
         if self.scratch.len() < MIN_READ {
             self.renew_scratch();
         }
@@ -602,8 +615,18 @@ impl<M: Send + 'static> Reactor<M> {
         let Some(conn) = live_in(&mut self.conns, id) else {
             return;
         };
-        if conn.is_open() && conn.input_held() {
-            // Held since this batch was reported; the flush turns reading off.
+        if conn.is_open() && conn.input_held() && conn.interest.read {
+            // Held since this batch was reported; the flush turns reading
+            // off. (With reading already off, a readable report is a hangup
+            // or an error, which must be read to be seen, or it would be
+            // reported again at once, forever.)
+            return;
+        }
+        if conn.read_closed {
+            // Its end of stream is in: there is only held input left to hand back.
+            if hand_back {
+                self.deliver(handler, id, BytesMut::new());
+            }
             return;
         }
         let result = loop {
@@ -614,7 +637,12 @@ impl<M: Send + 'static> Reactor<M> {
         };
         let n = match result {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if hand_back {
+                    self.deliver(handler, id, BytesMut::new());
+                }
+                return;
+            }
             Err(e) => {
                 let reason = match conn.phase {
                     Phase::Closing(r) | Phase::Lingering(r) => r,
@@ -628,6 +656,19 @@ impl<M: Send + 'static> Reactor<M> {
             conn.read_closed = true;
             match conn.phase {
                 Phase::Lingering(reason) => self.release(id, reason),
+                // Input the handler held back (delayed lines) is still its
+                // to take, as the holds allow, for `linger_timeout` at most:
+                // a half-closed peer may be waiting for the answers, but one
+                // that left must not keep its place for as long as its lines
+                // would take at a flood-control pace.
+                Phase::Open if conn.has_input() => {
+                    let at = deadline(self.now, self.config.linger_timeout);
+                    self.linger_deadlines.push_back((id, at));
+                    self.queue_flush(id);
+                    if hand_back {
+                        self.deliver(handler, id, BytesMut::new());
+                    }
+                }
                 // The peer may have only half-closed: it still gets what it is owed.
                 Phase::Open => self.begin_close(id, CloseReason::PeerClosed),
                 _ => self.queue_flush(id),
@@ -676,6 +717,12 @@ impl<M: Send + 'static> Reactor<M> {
         let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
             return;
         };
+        if conn.read_closed && (input.is_empty() || !conn.input_held()) {
+            // The peer has finished sending, and the handler has taken all
+            // it will: what is left, unheld, is a frame that cannot end.
+            self.begin_close(id, CloseReason::PeerClosed);
+            return;
+        }
         if input.is_empty() {
             return;
         }

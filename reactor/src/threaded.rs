@@ -1160,18 +1160,52 @@ fn read_loop<H: Handler>(
     // Whether `input` holds bytes the handler has not been handed since
     // they arrived, or since a hold on them ended.
     let mut unseen = false;
+    // Set once the peer's end of stream is read while the handler still
+    // held input back: the time by which it must have taken the rest.
+    let mut finish_by: Option<Instant> = None;
     let _ = stream.set_read_timeout(config.idle_timeout);
     let lingering = loop {
         match outbox.wait_out_holds(config) {
             Holds::Closing => break true,
+            Holds::Ended if finish_by.is_none() => {
+                // Nothing was read during the hold: look, without waiting,
+                // whether the peer finished or went meanwhile (see
+                // `peek_after_hold`), before handing back what was held.
+                match peek_after_hold(stream, &mut buf, config) {
+                    Peeked::Nothing => {}
+                    Peeked::Bytes(n) => input.extend_from_slice(&buf[..n]),
+                    Peeked::End => {
+                        finish_by = Some(deadline(Instant::now(), config.linger_timeout))
+                    }
+                    Peeked::Broken(e) => {
+                        shared.lock().release(id, CloseReason::from_error(&e));
+                        break false;
+                    }
+                }
+                unseen = true;
+            }
             Holds::Ended => unseen = true,
             Holds::None => {}
+        }
+        if let Some(by) = finish_by {
+            // The peer has finished: hand back what it sent, as the holds
+            // allow, until it is all taken, the handler leaves the rest
+            // without holding it (a partial line: no more is coming), or
+            // the time is up.
+            if input.is_empty() || !unseen || Instant::now() >= by {
+                shared.lock().close(id, CloseReason::PeerClosed);
+                break false;
+            }
         }
         if unseen && !input.is_empty() {
             unseen = false;
             if !deliver(shared, id, &mut input, outbox, config) {
                 break true;
             }
+            continue;
+        }
+        if finish_by.is_some() {
+            // Held again: wait for the hold; there is nothing to read.
             continue;
         }
         let n = match (&*stream).read(&mut buf) {
@@ -1207,6 +1241,43 @@ fn read_loop<H: Handler>(
     // until the linger deadline at most.
     outbox.wait_done();
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// What a look at the socket after a hold found.
+enum Peeked {
+    Nothing,
+    Bytes(usize),
+    End,
+    Broken(io::Error),
+}
+
+/// Reads once, waiting at most a moment, after a hold on the connection's
+/// input ended. While held, the reader did not read, so it cannot have seen
+/// the peer finish or reset: a flooder paused again by every line it is
+/// handed back would never be read, and one that left would keep its place
+/// for as long as its delayed lines took. The reactor reads at the same
+/// point. The wait is the shortest receive timeout the socket takes (a
+/// clock tick, a few milliseconds), paid only when a hold ends.
+fn peek_after_hold(stream: &TcpStream, buf: &mut [u8], config: &Config) -> Peeked {
+    let _ = stream.set_read_timeout(Some(Duration::from_micros(1)));
+    let peeked = loop {
+        break match (&*stream).read(buf) {
+            Ok(0) => Peeked::End,
+            Ok(n) => Peeked::Bytes(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Peeked::Nothing
+            }
+            Err(e) => Peeked::Broken(e),
+        };
+    };
+    let _ = stream.set_read_timeout(config.idle_timeout);
+    peeked
 }
 
 /// Hands `input` to the handler and keeps what it leaves; returns whether

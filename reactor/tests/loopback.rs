@@ -806,6 +806,45 @@ fn backpressure_on_short_answers_below_a_small_mark_resumes(driver: Driver) {
     assert!(got.iter().all(|&b| b == b's'));
 }
 
+fn a_peer_that_leaves_while_its_input_is_delayed_is_let_go(driver: Driver) {
+    // A flooder that sends a thousand lines and goes: taken one line per
+    // 50 ms, they would keep the connection (and its place) for 50 s.
+    // Found by an attack on server1: a client that left kept the one place
+    // for most of an hour, and after a reset the loop spun at 100 % CPU on
+    // a hangup it never read.
+    fn one_line_then_pause(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        if let Some(end) = input.iter().position(|&b| b == b'\n') {
+            let _ = input.split_to(end + 1);
+            cx.pause_input(id, Duration::from_millis(50));
+        }
+    }
+    for reset in [false, true] {
+        let config = Config {
+            linger_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let server = serve(driver, config, one_line_then_pause);
+        let client = server.connect();
+        let id = server.opened();
+        (&client).write_all(&b"x\n".repeat(1000)).unwrap();
+        server.expect(|s| matches!(s, Seen::Data(i, d) if *i == id && d.len() < 2000));
+        let left = std::time::Instant::now();
+        if reset {
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+        drop(client);
+        let (closed, _) = server.closed();
+        assert_eq!(closed, id);
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            left.elapsed()
+        );
+    }
+}
+
 fn paused_input_is_delayed_then_handed_back_in_order(driver: Driver) {
     const PAUSE: Duration = Duration::from_millis(100);
     /// Takes one line per call, echoes it, and pauses: for a minute, at
@@ -1122,6 +1161,7 @@ on_both_drivers!(
     a_client_that_asks_faster_than_it_reads_is_slowed_not_cut_off,
     backpressure_on_short_answers_below_a_small_mark_resumes,
     paused_input_is_delayed_then_handed_back_in_order,
+    a_peer_that_leaves_while_its_input_is_delayed_is_let_go,
     a_closed_peer_that_keeps_its_socket_lingers_briefly_and_takes_no_place,
     a_peer_over_the_soft_limit_for_too_long_is_cut_off,
     a_panic_in_a_callback_of_the_drivers_own_thread_does_not_hang_it,

@@ -135,16 +135,16 @@ fn over_the_announce_limit_joins_and_leaves_go_to_the_transcript_only() {
 }
 
 #[test]
-fn a_line_longer_than_the_loops_input_buffer_is_relayed_under_a_high_max_line() {
-    // 100 KB, past the loop's 64 KiB input limit: the chat's own limit is
-    // the one that counts.
+fn a_line_as_long_as_the_highest_max_line_is_relayed() {
+    // 65,536 bytes and its `\r\n`: past the loop's 64 KiB input buffer, so
+    // the chat servers make room for a whole line (`ChatArgs::loop_config`).
     for bin in [SERVER2, SERVER3] {
-        let server = Server::start(bin, &["--max-line", "200000"]);
+        let server = Server::start(bin, &["--max-line", "65536"]);
         let (mut a, nick) = ChatClient::join(server.addr());
         let (mut b, b_nick) = ChatClient::join(server.addr());
         a.expect_line(&format!("* {b_nick} joined"));
-        let long = "y".repeat(100_000);
-        a.send(&long);
+        let long = "y".repeat(65_536);
+        a.send_bytes(format!("{long}\r\n").as_bytes());
         b.expect_line(&format!("<{nick}> {long}"));
     }
 }

@@ -126,7 +126,7 @@ const CHAT_OPTIONS: &[[&str; 2]] = &[
     // Accepted once: every connection then panicked (`Instant` overflow).
     ["--greeting-timeout", "18446744073709551615"],
     ["--max-line", "15"],
-    ["--max-line", "1048577"],
+    ["--max-line", "65537"],
     ["--max-per-ip", "0"],
     ["--max-per-ip", "1000001"],
     ["--announce-limit", "1000001"],

@@ -104,10 +104,15 @@ impl ServerArgs {
 /// The arguments the chat servers (server1, server2, server3) add.
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// Longest line a client may send, in bytes; a longer one is answered
-    /// with `ERR line too long` and the client is disconnected.
+    /// Longest line a client may send, in bytes (at most 65536); a longer
+    /// one is answered with `ERR line too long` and the client is
+    /// disconnected.
+    // At most 64 KiB: a relayed line can be three times as long as it came
+    // (each invalid byte becomes a three-byte U+FFFD), and one line must fit
+    // well within what the loop lets a reader owe (`max_output`, 1 MiB);
+    // with `--max-line 400000` one line cut off every reader in the room.
     #[arg(long, value_name = "N", default_value_t = 4096,
-          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+          value_parser = clap::value_parser!(u64).range(16..=65_536))]
     pub max_line: u64,
     /// Seconds a new client has to say `Hi` before it is disconnected.
     #[arg(long, value_name = "SECS", default_value_t = 10,
@@ -435,9 +440,9 @@ mod tests {
 
     #[test]
     fn the_input_limit_holds_a_whole_line() {
-        let cli = Cli::parse_from(["server", "localhost", "0", "--max-line", "1048576"]);
+        let cli = Cli::parse_from(["server", "localhost", "0", "--max-line", "65536"]);
         let config = cli.chat.loop_config(cli.server.config());
-        assert_eq!(config.max_input, 1_048_578);
+        assert_eq!(config.max_input, 65_538);
         let cli = Cli::parse_from(["server", "localhost", "0"]);
         let config = cli.chat.loop_config(cli.server.config());
         assert_eq!(config.max_input, Config::default().max_input);
@@ -504,7 +509,7 @@ mod tests {
         ("--linger-timeout", "1", "0"),
         ("--linger-timeout", "60", "61"),
         ("--max-line", "16", "15"),
-        ("--max-line", "1048576", "1048577"),
+        ("--max-line", "65536", "65537"),
         ("--greeting-timeout", "1", "0"),
         ("--greeting-timeout", "3600", "3601"),
         ("--max-per-ip", "1", "0"),

@@ -23,7 +23,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Connections closing at once (flushing their last bytes, lingering
     /// for the peer's end of stream, refusals). Past it a connection that
-    /// starts closing is closed at once, without lingering.
+    /// starts closing is closed at once, without lingering; past half of it,
+    /// a connection over `max_connections` is closed without its refusal, so
+    /// that refusals cannot crowd out served clients' last lines.
     pub max_closing: usize,
     /// Bytes read from one connection per readiness, at most (Redis reads
     /// 16 KiB, `PROTO_IOBUF_LEN`); more than 64 KiB, the loop's read buffer,

@@ -552,7 +552,10 @@ impl<M: Send + 'static> Reactor<M> {
 
     fn admit<H: Handler<Message = M>>(&mut self, handler: &mut H, stream: std::net::TcpStream) {
         let over_limit = self.open >= self.config.max_connections;
-        if over_limit && self.closing >= self.config.max_closing {
+        // Refusals may take half the closing places at most: one address
+        // connecting hundreds of times a second must not crowd out the last
+        // lines (`Bye`) of clients that were served.
+        if over_limit && self.closing >= self.config.max_closing / 2 {
             return; // dropped: closed without a word
         }
         let stream = Stream::Tcp(stream);

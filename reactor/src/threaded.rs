@@ -420,7 +420,8 @@ impl<M: Send + 'static> Threaded<M> {
 
     /// Gives a new connection a place, open or — over `max_connections` —
     /// refused (closing from the start, so it takes no client's place), and
-    /// its thread. Past `max_closing` a refusal is dropped without a word.
+    /// its thread. Once half of `max_closing` are closing, a refusal is
+    /// dropped without a word, as on the reactor.
     fn admit<'scope, H>(
         &self,
         scope: &'scope Scope<'scope, '_>,
@@ -433,7 +434,7 @@ impl<M: Send + 'static> Threaded<M> {
         let stream = Arc::new(stream);
         let mut places = shared.places();
         let refused = places.open >= config.max_connections;
-        if refused && places.closing >= config.max_closing {
+        if refused && places.closing >= config.max_closing / 2 {
             return;
         }
         let key = places.insert(Arc::clone(&stream));

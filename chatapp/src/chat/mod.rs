@@ -61,6 +61,14 @@ const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
 /// a row, then about once every 0.6 s.
 const RENAME_COST: u32 = 3;
 
+/// A line also costs one more line of budget for each this many bytes. A
+/// budget of lines alone let a client relay its lines' full length at the
+/// allowed rate: 30 lines of 4,096 invalid bytes are 370 KB to every
+/// recipient (each bad byte becomes a three-byte U+FFFD), and twenty such
+/// clients cut off a participant reading 1 MB/s (found by an attack on
+/// server3). Ordinary lines are shorter than this and cost one.
+const BYTES_PER_LINE: usize = 512;
+
 /// The answer to `/help`.
 const HELP: &[u8] = b"\
 * /nick NAME       change your nick: 1-32 letters, digits, _ or -
@@ -395,7 +403,7 @@ impl Chat {
         let Some(nick) = self.nick(from) else { return };
         cx.send(
             to_id,
-            Bytes::from(format!("<{nick}> (private) {}\n", text.trim_start())),
+            exact(format!("<{nick}> (private) {}\n", text.trim_start())),
         );
     }
 
@@ -406,7 +414,7 @@ impl Chat {
         if nicks.is_empty() {
             return Bytes::from_static(b"* 0 online\n");
         }
-        Bytes::from(format!("* {} online: {}\n", nicks.len(), nicks.join(", ")))
+        exact(format!("* {} online: {}\n", nicks.len(), nicks.join(", ")))
     }
 
     /// A line typed on the console: a command, or a message from `server`.
@@ -575,7 +583,10 @@ impl Handler for Chat {
                 return;
             };
             let cost = match line {
-                Ok(line) => self.on_line(cx, id, &line),
+                Ok(line) => {
+                    let size = u32::try_from(line.len() / BYTES_PER_LINE).unwrap_or(u32::MAX);
+                    self.on_line(cx, id, &line).saturating_add(size)
+                }
                 Err(LineTooLong) => {
                     let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
                     self.dismiss(cx, id, Bytes::from(error), "left");
@@ -637,6 +648,14 @@ fn message(nick: &str, text: &str) -> Bytes {
     line.extend_from_slice(text.as_bytes());
     line.extend_from_slice(b"\n");
     line.freeze()
+}
+
+/// A line built with `format!`, in a buffer of exactly its size. `Bytes`
+/// keeps a `String`'s spare capacity, which a long line queued for a slow
+/// reader would hold unseen by the output limit: `/msg` texts over 1 KiB
+/// cost twice the limit (found by an attack on server3).
+fn exact(line: String) -> Bytes {
+    Bytes::from(line.into_bytes().into_boxed_slice())
 }
 
 /// `ERR unknown command /x (try /help)`.

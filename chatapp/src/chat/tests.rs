@@ -945,6 +945,38 @@ fn a_rename_costs_more_than_a_line() {
 }
 
 #[test]
+fn a_long_line_costs_more_than_a_short_one() {
+    let (mut h, _) = chat_with(ChatConfig {
+        flood_burst: 5,
+        ..ChatConfig::default()
+    });
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    let long = "y".repeat(1024);
+    h.take(bob);
+    h.receive(alice, format!("Hi\n{long}\nshort\n"));
+    // Hi (1) and the 1,024-byte line (1 + 2) spent 4 of the 5, and `short`
+    // the last. A line is let through once a line's worth is back, and
+    // charged what it costs: after a second long line, the next waits three
+    // lines' time.
+    assert_eq!(h.pending_input(alice), 0);
+    assert_eq!(
+        h.take_text(bob),
+        format!("* user2 joined\n<user2> {long}\n<user2> short\n")
+    );
+    h.receive(alice, format!("{long}\nafter\n"));
+    h.advance(Duration::from_millis(199));
+    assert_eq!(h.take_text(bob), "");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.take_text(bob), format!("<user2> {long}\n"));
+    h.advance(Duration::from_millis(599));
+    assert_eq!(h.take_text(bob), "");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.take_text(bob), "<user2> after\n");
+}
+
+#[test]
 fn flood_rate_zero_turns_flood_control_off() {
     let (mut h, _) = chat_with(no_flood_control());
     let alice = h.connect();

@@ -254,7 +254,7 @@ const LOG_BACKLOG: usize = 16 * 1024;
 /// How long an exiting server waits for its last log lines, and the count of
 /// the dropped ones, to reach stderr: not forever, since stderr may be a pipe
 /// nobody reads.
-const LOG_DRAIN: Duration = Duration::from_secs(2);
+const LOG_DRAIN: Duration = Duration::from_millis(500);
 
 /// The log's writer thread and its count of dropped lines, from
 /// [`init_logging`] until [`finish_logging`].

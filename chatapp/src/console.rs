@@ -51,7 +51,7 @@ const TRANSCRIPT_PAUSE: Duration = Duration::from_millis(10);
 
 /// How long a stopping server waits for the transcript's last lines to be
 /// written: not forever, since stdout may be a pipe nobody reads.
-const TRANSCRIPT_DRAIN: Duration = Duration::from_secs(2);
+const TRANSCRIPT_DRAIN: Duration = Duration::from_millis(500);
 
 /// The chat transcript's sink: stdout, written by a thread of its own.
 ///

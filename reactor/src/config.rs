@@ -27,7 +27,8 @@ pub struct Config {
     /// a connection over `max_connections` is closed without its refusal, so
     /// that refusals cannot crowd out served clients' last lines.
     pub max_closing: usize,
-    /// Bytes read from one connection per readiness, at most (Redis reads
+    /// Bytes the reactor reads from one connection per readiness, at most
+    /// (the threaded driver always reads 16 KiB; Redis reads
     /// 16 KiB, `PROTO_IOBUF_LEN`); more than 64 KiB, the loop's read buffer,
     /// counts as 64 KiB. It bounds what one sender can make one turn do: 16
     /// KiB of tiny chat lines is about 80 KiB queued for every recipient, and
@@ -55,7 +56,10 @@ pub struct Config {
     /// a send that would pass it closes the connection at once with
     /// `CloseReason::OutputLimit`. What is counted is what the queue costs —
     /// payload plus the bookkeeping of each queued piece — so N connections
-    /// at the limit hold about N times this much memory.
+    /// at the limit hold about N times this much memory. A connection that
+    /// starts closing keeps what it is owed for `linger_timeout`, so the
+    /// bound of all queues together is `(max_connections + max_closing) ×
+    /// max_output`.
     pub max_output: usize,
     /// Close a connection that has sent nothing for this long; `None` never does.
     pub idle_timeout: Option<Duration>,

@@ -31,7 +31,8 @@ pub(crate) enum Phase {
     /// stream (discarding input) so that closing does not reset the
     /// connection and destroy the last bytes we sent. Apache's lingering close.
     Lingering(CloseReason),
-    /// Released: the handler has been told; the slot is freed after the batch.
+    /// Released: the handler is told (if it was not already) when the
+    /// current callback returns; the slot is freed after the batch.
     Dead,
 }
 
@@ -115,6 +116,11 @@ impl Conn {
     /// Whether its input is held back: by backpressure or by a pause.
     pub(crate) fn input_held(&self) -> bool {
         self.held_for_output || self.bufs.as_ref().is_some_and(|b| b.paused_until.is_some())
+    }
+
+    /// Bytes of input the handler left unconsumed.
+    pub(crate) fn input_len(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.input.len())
     }
 
     /// Whether it has input the handler left unconsumed.

@@ -11,7 +11,7 @@
 //!     │                          └─► on_data(input)  (or discard if closing)
 //!     ├─ connection writable ► queue for flush
 //!     ├─ mailbox (≤ 256) ────► on_wake(msg) / stop
-//!     ├─ due timers ─────────► on_timer(tag) / a pause ends; only timers set before the turn
+//!     ├─ due timers ─────────► on_timer(tag) / a pause ends; not those they set themselves
 //!     ├─ held input ─────────► on_data again for connections whose hold ended
 //!     ├─ linger deadlines ───► cut off what has not finished closing
 //!     ├─ once a second ──────► idle and soft-limit timeouts, free idle buffers
@@ -93,7 +93,8 @@ struct Listener {
 /// # impl Handler for Echo {
 /// #     type Message = ();
 /// #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-/// #         cx.send(id, input.split().freeze());
+/// #         cx.send_slice(id, input);
+/// #         input.clear();
 /// #     }
 /// # }
 /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -251,7 +252,7 @@ impl<M: Send + 'static> Reactor<M> {
         Handle::new(self.mailbox_tx.clone(), &self.poller)
     }
 
-    /// Connections served, counting those still closing.
+    /// Connections served: open ones, not those closing.
     pub fn connections(&self) -> usize {
         self.open
     }
@@ -265,10 +266,10 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// One iteration of the loop, in the order of the diagram at the top of
-    /// this file; returns whether the loop is done. Everything a callback
-    /// starts for the loop itself (a timer with no delay, a message posted
-    /// to itself, input handed back) waits for the next turn, so one turn's
-    /// work is bounded however the handler behaves.
+    /// this file; returns whether the loop is done. One turn's work is
+    /// bounded however the handler behaves: timers that timers set, and
+    /// input handed back after a hold, wait for the next turn, and the
+    /// mailbox gives at most 256 messages.
     fn turn<H: Handler<Message = M>>(
         &mut self,
         handler: &mut H,
@@ -373,8 +374,8 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    /// Runs a callback that belongs to no one connection (a message, a
-    /// timer, the stop). As a panic on one connection's input costs that
+    /// Runs a callback that no connection can pay for (a message, a timer,
+    /// the stop, a close). As a panic on one connection's input costs that
     /// connection, a panic here costs this call and nothing more: it is
     /// logged, and the loop goes on serving everyone.
     fn guarded<H: Handler<Message = M>>(
@@ -407,10 +408,13 @@ impl<M: Send + 'static> Reactor<M> {
     /// A hold on `id`'s input has ended: unless another holds it still,
     /// hand its unconsumed input back next and watch it for input again.
     fn resume_input(&mut self, id: ConnId) {
+        let tick = self.tick;
         let Some(conn) = self.live(id) else { return };
         if conn.input_held() {
             return;
         }
+        // Not read while held: its idle time starts now.
+        conn.last_active = tick;
         if conn.has_input() {
             self.redeliver.push(id);
         }
@@ -613,29 +617,55 @@ impl<M: Send + 'static> Reactor<M> {
             self.renew_scratch();
         }
         let window = self.scratch.len().min(self.config.max_read.max(1));
+        let max_input = self.config.max_input;
         // The slab alone, not `self.live`: the read below borrows the
         // scratch buffer at the same time.
         let Some(conn) = live_in(&mut self.conns, id) else {
             return;
         };
-        if conn.is_open() && conn.input_held() && conn.interest.read {
-            // Held since this batch was reported; the flush turns reading
-            // off. (With reading already off, a readable report is a hangup
-            // or an error, which must be read to be seen, or it would be
-            // reported again at once, forever.)
+        if conn.is_open() && conn.input_held() {
+            if conn.interest.read {
+                // Held since this batch was reported; the flush turns reading off.
+                return;
+            }
+            // With reading off, a readable report can only be a hangup or
+            // an error, which epoll reports whatever the interest: the peer
+            // is gone, and there is nobody to answer what it left. Not
+            // acting on it would have it reported again at once, forever;
+            // reading would hand the handler input it is holding back.
+            self.release(id, CloseReason::Reset);
             return;
         }
         if conn.read_closed {
-            // Its end of stream is in: there is only held input left to hand back.
+            // Its end of stream is in: there is only held input left to
+            // hand back. Reading is off, so a report is a hangup or an error.
             if hand_back {
                 self.deliver(handler, id, BytesMut::new());
+            } else {
+                let reason = match conn.phase {
+                    Phase::Closing(r) | Phase::Lingering(r) => r,
+                    _ => CloseReason::Reset,
+                };
+                self.release(id, reason);
             }
             return;
         }
-        let result = loop {
-            match conn.io.source().read(&mut self.scratch[..window]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
+        let result = if conn.is_open() && conn.input_len() >= max_input {
+            // The handler has a full buffer of this connection's input it
+            // has not taken (it is handing back what it held): read no
+            // more, or held input could grow without bound, but look for an
+            // end of stream or a reset behind it.
+            match peek(conn.io.source()) {
+                Ok(0) => Ok(0),
+                Ok(_) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(e),
+            }
+        } else {
+            loop {
+                match conn.io.source().read(&mut self.scratch[..window]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
             }
         };
         let n = match result {
@@ -931,7 +961,7 @@ impl<M: Send + 'static> Reactor<M> {
             if conn.gen == id.gen() && conn.owed_close {
                 conn.owed_close = false;
                 log::debug!("{id}: closed ({reason})");
-                handler.on_close(self, id, reason);
+                self.guarded(handler, "on_close", |h, cx| h.on_close(cx, id, reason));
             }
         }
     }
@@ -967,10 +997,15 @@ impl<M: Send + 'static> Reactor<M> {
         for (slot, conn) in &mut self.conns {
             if conn.is_open() {
                 let id = ConnId::new(slot, conn.gen);
-                if idle_limit.is_some_and(|l| self.tick.saturating_sub(conn.last_active) >= l) {
+                // `>`, not `>=`: both ticks are whole seconds rounded down,
+                // so a difference of `l` may be a moment more than `l - 1`.
+                // A connection whose input is held is not being read, so
+                // its peer is not idle for it.
+                let idle_for = self.tick.saturating_sub(conn.last_active);
+                if idle_limit.is_some_and(|l| idle_for > l) && !conn.input_held() {
                     idle.push(id);
                 } else if conn.soft_since != NOT_OVER
-                    && self.tick.saturating_sub(conn.soft_since) >= soft_time
+                    && self.tick.saturating_sub(conn.soft_since) > soft_time
                 {
                     slow.push(id);
                 }
@@ -1102,6 +1137,16 @@ impl<M: Send + 'static> Context for Reactor<M> {
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
         let conn = self.conns.get(id.slot())?;
         (conn.gen == id.gen() && conn.is_open()).then(|| conn.io.source().peer_addr())?
+    }
+}
+
+/// Looks at what waits on `stream` without taking it (`MSG_PEEK`): `Ok(0)`
+/// is an end of stream with nothing before it. Only TCP can look; the
+/// others answer that nothing can be told (`WouldBlock`).
+fn peek(stream: &Stream) -> io::Result<usize> {
+    match stream {
+        Stream::Tcp(s) => s.peek(&mut [0]),
+        _ => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 

@@ -128,9 +128,10 @@ pub trait Context {
     /// discarded from now on; `on_close` follows with `CloseReason::Requested`.
     fn close(&mut self, to: ConnId);
 
-    /// Calls `on_timer(tag)` once, `after` from now — at the earliest on the
-    /// driver's next turn, even when `after` is zero, so that a timer that
-    /// sets itself again cannot keep the driver from its other work.
+    /// Calls `on_timer(tag)` once, `after` from now. A timer set from
+    /// `on_timer` fires on a later turn of the driver, even when `after` is
+    /// zero, so that a timer that sets itself again cannot keep the driver
+    /// from its other work.
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
 
     /// Cancels a timer that has not fired; otherwise does nothing.

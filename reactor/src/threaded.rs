@@ -83,7 +83,8 @@ use crate::{CloseReason, Config, ConnId, Context, Error, Handler, TimerId};
 
 /// Client threads need little stack: they block in `read` and `writev`.
 const STACK_SIZE: usize = 256 * 1024;
-/// Bytes read at once, as the reactor's `READ_PORTION`.
+/// Bytes read at once: `Config::max_read`'s default. A blocking reader
+/// cannot bound one turn's work (there are no turns), so it is fixed.
 const READ_BUFFER: usize = 16 * 1024;
 /// Messages taken from the mailbox per round, at most, as on the reactor: a
 /// handler that posts to itself from `on_wake` must not keep the main
@@ -129,7 +130,8 @@ pub struct Threaded<M> {
 impl<M: Send + 'static> Threaded<M> {
     /// A server with no listener yet; set up like a [`Reactor`](crate::Reactor).
     /// `max_connections` and `max_closing` are lowered if the system could
-    /// not give that many clients their threads (see [`thread_capacity`]).
+    /// not give that many clients their threads (a tenth of `vm.max_map_count`),
+    /// and `max_closing` to an eighth of that.
     pub fn new(mut config: Config) -> Result<Threaded<M>, Error> {
         if let Some(capacity) = thread_capacity() {
             if config.max_connections > capacity {
@@ -172,7 +174,7 @@ impl<M: Send + 'static> Threaded<M> {
         self.listener.as_ref()?.io.source().local_addr().ok()
     }
 
-    /// Stops gracefully on SIGINT or SIGTERM, as the reactor does.
+    /// Stops gracefully on SIGINT, SIGTERM or SIGHUP, as the reactor does.
     pub fn stop_on_signals(&mut self) -> Result<(), Error> {
         self.signals = Some(sys::watch_signals(&self.poller)?);
         Ok(())
@@ -762,10 +764,18 @@ impl<H: Handler> State<'_, H> {
         self.tell_closed();
     }
 
+    /// Tells the handler of the closes the last callback caused. A panic in
+    /// `on_close` costs that call, as on the reactor: the connection is
+    /// gone already, and unwinding here would take down whichever thread
+    /// holds the lock — the main one included, which would then hang.
     fn tell_closed(&mut self) {
         while let Some((id, reason)) = self.core.closing.pop() {
             log::debug!("{id}: closed ({reason})");
-            self.handler.on_close(&mut self.core, id, reason);
+            let (handler, core) = (&mut *self.handler, &mut self.core);
+            let call = || handler.on_close(core, id, reason);
+            if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+                log::error!("the handler panicked in on_close; carrying on without that call");
+            }
         }
     }
 
@@ -1018,8 +1028,10 @@ impl OutQueue {
 enum Holds {
     /// None held it: read on.
     None,
-    /// A hold ended: hand the input left back to the handler.
-    Ended,
+    /// A hold ended: hand the input left back to the handler. `paused`:
+    /// one of the holds was a pause, during which nothing was written to the
+    /// peer either, so only a look at the socket can tell it is still there.
+    Ended { paused: bool },
     /// The connection is closing: read no more for the handler.
     Closing,
 }
@@ -1045,7 +1057,7 @@ impl Outbox {
     /// over `high_water` until it has drained to `low_water`.
     fn wait_out_holds(&self, config: &Config) -> Holds {
         let mut q = self.lock();
-        let mut held = false;
+        let (mut held, mut paused) = (false, false);
         loop {
             if q.closing() {
                 return Holds::Closing;
@@ -1053,6 +1065,7 @@ impl Outbox {
             if let Some(until) = q.paused_until {
                 let left = until.saturating_duration_since(Instant::now());
                 held = true;
+                paused = true;
                 if left.is_zero() {
                     q.paused_until = None;
                 } else {
@@ -1070,7 +1083,11 @@ impl Outbox {
                 }
                 q.held_for_output = false;
             }
-            return if held { Holds::Ended } else { Holds::None };
+            return if held {
+                Holds::Ended { paused }
+            } else {
+                Holds::None
+            };
         }
     }
 
@@ -1168,11 +1185,14 @@ fn read_loop<H: Handler>(
     let lingering = loop {
         match outbox.wait_out_holds(config) {
             Holds::Closing => break true,
-            Holds::Ended if finish_by.is_none() => {
-                // Nothing was read during the hold: look, without waiting,
-                // whether the peer finished or went meanwhile (see
-                // `peek_after_hold`), before handing back what was held.
-                match peek_after_hold(stream, &mut buf, config) {
+            Holds::Ended { paused: true } if finish_by.is_none() => {
+                // Nothing was read or written during the pause: look,
+                // without waiting, whether the peer finished or went
+                // meanwhile (see `peek_after_hold`), before handing back
+                // what was held. (After a hold for output, the peer was
+                // reading: a peer that went makes the writer fail.)
+                let room = config.max_input.saturating_sub(input.len());
+                match peek_after_hold(stream, &mut buf, room, config) {
                     Peeked::Nothing => {}
                     Peeked::Bytes(n) => input.extend_from_slice(&buf[..n]),
                     Peeked::End => {
@@ -1185,7 +1205,7 @@ fn read_loop<H: Handler>(
                 }
                 unseen = true;
             }
-            Holds::Ended => unseen = true,
+            Holds::Ended { .. } => unseen = true,
             Holds::None => {}
         }
         if let Some(by) = finish_by {
@@ -1258,11 +1278,24 @@ enum Peeked {
 /// handed back would never be read, and one that left would keep its place
 /// for as long as its delayed lines took. The reactor reads at the same
 /// point. The wait is the shortest receive timeout the socket takes (a
-/// clock tick, a few milliseconds), paid only when a hold ends.
-fn peek_after_hold(stream: &TcpStream, buf: &mut [u8], config: &Config) -> Peeked {
+/// clock tick, a few milliseconds), paid only when a pause ends. What it
+/// reads fills `room` at most.
+fn peek_after_hold(stream: &TcpStream, buf: &mut [u8], room: usize, config: &Config) -> Peeked {
     let _ = stream.set_read_timeout(Some(Duration::from_micros(1)));
     let peeked = loop {
-        break match (&*stream).read(buf) {
+        // With no room left under `max_input`, only look (`MSG_PEEK`): held
+        // input must not grow without bound while the handler works it off.
+        let result = if room == 0 {
+            match stream.peek(&mut buf[..1]) {
+                Ok(0) => Ok(0),
+                Ok(_) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(e),
+            }
+        } else {
+            let take = buf.len().min(room);
+            (&*stream).read(&mut buf[..take])
+        };
+        break match result {
             Ok(0) => Peeked::End,
             Ok(n) => Peeked::Bytes(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -845,6 +845,50 @@ fn a_peer_that_leaves_while_its_input_is_delayed_is_let_go(driver: Driver) {
     }
 }
 
+fn held_input_stays_within_the_input_limit(driver: Driver) {
+    // One line per call, then a pause: what chat's flood control does. A
+    // client pipelines 4 MiB. Reading on at every pause's end held all of
+    // it (found by review): held input must stay within `max_input` and one
+    // read, and TCP must hold the rest back.
+    fn one_line_then_pause(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        if let Some(end) = input.iter().position(|&b| b == b'\n') {
+            let _ = input.split_to(end + 1);
+            cx.pause_input(id, Duration::from_millis(2));
+        }
+    }
+    let config = Config {
+        max_input: 8 * 1024,
+        ..Config::default()
+    };
+    let bound = config.max_input + config.max_read;
+    let server = serve(driver, config, one_line_then_pause);
+    let client = server.connect();
+    let id = server.opened();
+    let mut writer = client.try_clone().unwrap();
+    let writing = thread::spawn(move || {
+        let line = [b'x'; 99];
+        let lines: Vec<u8> = line
+            .iter()
+            .copied()
+            .chain([b'\n'])
+            .cycle()
+            .take(4 << 20)
+            .collect();
+        let _ = writer.write_all(&lines);
+    });
+    let mut most = 0;
+    for _ in 0..300 {
+        match server.expect(|s| matches!(s, Seen::Data(i, _) if *i == id)) {
+            Seen::Data(_, input) => most = most.max(input.len()),
+            _ => unreachable!(),
+        }
+    }
+    assert!(most <= bound, "{most} bytes held, more than {bound}");
+    drop(client);
+    drop(server);
+    let _ = writing.join();
+}
+
 fn paused_input_is_delayed_then_handed_back_in_order(driver: Driver) {
     const PAUSE: Duration = Duration::from_millis(100);
     /// Takes one line per call, echoes it, and pauses: for a minute, at
@@ -940,6 +984,7 @@ enum PanicIn {
     Wake,
     Timer,
     Stop,
+    Close,
 }
 
 /// An echo handler with a bug in one of the callbacks the driver's own
@@ -968,7 +1013,14 @@ impl Handler for Fragile {
             PanicIn::Timer => {
                 cx.set_timer(Duration::ZERO, 1);
             }
-            PanicIn::Stop => {}
+            PanicIn::Stop | PanicIn::Close => {}
+        }
+    }
+
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+        self.seen.send(Seen::Close(id, reason)).unwrap();
+        if self.panic_in == PanicIn::Close {
+            panic!("a handler bug in on_close");
         }
     }
 
@@ -1040,7 +1092,7 @@ fn ended(done: &Receiver<thread::Result<()>>) {
 }
 
 fn a_panic_in_a_callback_of_the_drivers_own_thread_does_not_hang_it(driver: Driver) {
-    for panic_in in [PanicIn::Wake, PanicIn::Timer, PanicIn::Stop] {
+    for panic_in in [PanicIn::Wake, PanicIn::Timer, PanicIn::Stop, PanicIn::Close] {
         let (tx, seen) = channel();
         let handler = Fragile { panic_in, seen: tx };
         let (addr, handle, done) = run_on(driver, Config::default(), handler);
@@ -1059,6 +1111,17 @@ fn a_panic_in_a_callback_of_the_drivers_own_thread_does_not_hang_it(driver: Driv
             PanicIn::Wake => reach(Seen::Wake(0)),
             PanicIn::Timer => reach(Seen::Timer(1)),
             PanicIn::Stop => {}
+            PanicIn::Close => {
+                // Another client comes and goes: its on_close panics.
+                let victim = TcpStream::connect(addr).unwrap();
+                let victim_id = loop {
+                    if let Seen::Open(id) = seen.recv_timeout(WAIT).expect("the victim opens") {
+                        break id;
+                    }
+                };
+                drop(victim);
+                reach(Seen::Close(victim_id, CloseReason::PeerClosed));
+            }
         }
         // The panic cost that call only: the client is still served...
         client.write_all(b"still").unwrap();
@@ -1161,6 +1224,7 @@ on_both_drivers!(
     a_client_that_asks_faster_than_it_reads_is_slowed_not_cut_off,
     backpressure_on_short_answers_below_a_small_mark_resumes,
     paused_input_is_delayed_then_handed_back_in_order,
+    held_input_stays_within_the_input_limit,
     a_peer_that_leaves_while_its_input_is_delayed_is_let_go,
     a_closed_peer_that_keeps_its_socket_lingers_briefly_and_takes_no_place,
     a_peer_over_the_soft_limit_for_too_long_is_cut_off,

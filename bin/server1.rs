@@ -19,7 +19,14 @@ const BUSY: &str = "ERR busy: serving another client, try again later";
 /// the console commands, /quit stops); stdout is the chat transcript,
 /// stderr the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
 #[derive(Parser)]
-#[command(version, after_help = cli::SERVER_EXIT_STATUS)]
+#[command(
+    version,
+    after_help = cli::CHAT_SERVER_EXIT_STATUS,
+    // One client at a time is what server1 is: its limit is not a choice.
+    mut_arg("max_clients", |arg| arg.help(
+        "Always 1: server1 serves one client at a time, and tells a second one it is busy"
+    ))
+)]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,

@@ -13,7 +13,7 @@ use reactor::Reactor;
 /// console commands, /quit stops); stdout is the chat transcript, stderr
 /// the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
 #[derive(Parser)]
-#[command(version, after_help = cli::SERVER_EXIT_STATUS)]
+#[command(version, after_help = cli::CHAT_SERVER_EXIT_STATUS)]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,

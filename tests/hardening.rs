@@ -163,3 +163,32 @@ fn expect_usage_error(bin: &str, option: &str, value: &str) {
     assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     assert!(out.stdout.is_empty(), "{what}: it listened");
 }
+
+/// `bin --help`, as text.
+fn help(bin: &str) -> String {
+    let out = common::run(bin, &["--help"], b"");
+    assert_eq!(out.status.code(), Some(0), "{bin} --help");
+    String::from_utf8(out.stdout).expect("help is text")
+}
+
+#[test]
+fn help_says_what_each_server_does_and_no_more() {
+    // server1 used to offer `--max-clients (default 10000)` and then refuse
+    // anything but 1; server4 promised a stop by `/quit` it has no console for.
+    let server1 = help(SERVER1);
+    assert!(server1.contains("Always 1"), "{server1}");
+    assert!(!server1.contains("default 10000"), "{server1}");
+    let server4 = help(SERVER4);
+    assert!(!server4.contains("/quit"), "{server4}");
+    for bin in [SERVER1, SERVER2, SERVER3] {
+        let text = help(bin);
+        assert!(text.contains("/quit on the console"), "{bin}: {text}");
+    }
+    for bin in [SERVER1, SERVER2, SERVER3, SERVER4] {
+        let text = help(bin);
+        assert!(
+            text.contains("Exit status: 0") && text.contains("2 on a usage error"),
+            "{bin}: {text}"
+        );
+    }
+}

@@ -19,8 +19,14 @@ use crate::chat::{Chat, ChatConfig};
 use crate::console;
 
 /// The exit statuses of every server, for the end of its `--help`.
-pub const SERVER_EXIT_STATUS: &str = "Exit status: 0 after a graceful stop (signal or /quit), \
-                                       1 on an error (such as a port in use), 2 on a usage error.";
+pub const SERVER_EXIT_STATUS: &str = "Exit status: 0 after a graceful stop (SIGINT, SIGTERM or \
+                                       SIGHUP), 1 on an error (such as a port in use), 2 on a \
+                                       usage error.";
+
+/// The exit statuses of the chat servers, which also stop on `/quit`.
+pub const CHAT_SERVER_EXIT_STATUS: &str = "Exit status: 0 after a graceful stop (SIGINT, SIGTERM, \
+                                            SIGHUP, or /quit on the console), 1 on an error \
+                                            (such as a port in use), 2 on a usage error.";
 
 /// The most clients `--max-clients` (and the chat servers' `--max-per-ip`
 /// and `--announce-limit`) may name: each client is a file descriptor, and
@@ -44,9 +50,9 @@ pub struct ServerArgs {
     /// (a week; default: never).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub idle_timeout: Option<u64>,
-    /// Seconds a graceful stop (a signal, /quit) may take to deliver what
-    /// the clients are owed, 1 to 300; then the rest are cut off. A second
-    /// signal cuts them off at once.
+    /// Seconds a graceful stop may take to deliver what the clients are
+    /// owed, 1 to 300; then the rest are cut off. A second signal cuts them
+    /// off at once.
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub shutdown_timeout: u64,

@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChatClient, Server, TIMEOUT};
+use common::{connect, expect_bytes, ChatClient, Server, TIMEOUT};
 
 const SERVER1: &str = env!("CARGO_BIN_EXE_server1");
 const SERVER2: &str = env!("CARGO_BIN_EXE_server2");
@@ -118,6 +119,31 @@ fn relays_among_three_clients(bin: &str) {
     ] {
         server.expect_transcript(line);
     }
+}
+
+#[test]
+fn server3_answers_telnet_after_ctrl_c_and_relays_only_the_text() {
+    let server = Server::start(SERVER3, &[]);
+    let (mut other, _) = ChatClient::join(server.addr());
+    // telnet, byte for byte: it ends its lines with `\r\n`.
+    let mut telnet = connect(server.addr());
+    telnet.write_all(b"Hi\r\n").expect("write");
+    let welcome = b"Hello\n* welcome, you are user2; /help lists commands\n";
+    expect_bytes(&mut telnet, welcome, TIMEOUT);
+    other.expect_line("* user2 joined");
+
+    // Ctrl-C: `IAC IP`, `IAC DO TIMING-MARK`; telnet shows nothing more
+    // until it is answered `IAC WILL TIMING-MARK`.
+    telnet.write_all(b"\xff\xf4\xff\xfd\x06").expect("write");
+    expect_bytes(&mut telnet, b"\xff\xfb\x06", TIMEOUT);
+    telnet.write_all(b"after ctrl-c\r\n").expect("write");
+    other.expect_line("<user2> after ctrl-c");
+    server.expect_transcript("* user1 joined");
+    server.expect_transcript("* user2 joined");
+    server.expect_transcript("<user2> after ctrl-c");
+
+    other.send("still there?");
+    expect_bytes(&mut telnet, b"<user1> still there?\n", TIMEOUT);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! of docs/extending.md). Each is tested through `reactor::testing` with no
 //! socket. [`cli`] holds the plumbing every server binary shares,
 //! [`console`] the operator's stdin and the transcript, and [`client`] the
-//! client's session.
+//! client's session. [`lines`] frames the text protocols' input, and
+//! [`telnet`] takes telnet's commands out of the chat's.
 
 pub mod calc;
 pub mod chat;
@@ -12,3 +13,4 @@ pub mod client;
 pub mod console;
 pub mod echo;
 pub mod lines;
+pub mod telnet;

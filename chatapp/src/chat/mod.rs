@@ -34,6 +34,7 @@ use reactor::{CloseReason, ConnId, Context, Handler, TimerId};
 use rustc_hash::FxHashMap;
 
 use crate::lines::{next_line, LineTooLong};
+use crate::telnet;
 use clean::clean;
 use flood::Budget;
 use nick::OPERATOR;
@@ -278,6 +279,44 @@ impl Chat {
             }
         }
         1
+    }
+
+    /// Takes the complete lines at the front of `input`, which holds no
+    /// telnet command, as far as flood control and `id`'s output allow.
+    fn take_lines(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        // Whatever is not taken here stays in `input`, and the driver hands
+        // it back: once `id`'s peer has read its answers (backlogged), or
+        // when the pause ends (flood control). Nothing is dropped.
+        while !input.is_empty() && !cx.backlogged(id) {
+            let now = cx.now();
+            let wait = self.flood_wait(now, id);
+            if !wait.is_zero() {
+                // Over its budget: not another line until the budget allows
+                // it. The others are served meanwhile.
+                cx.pause_input(id, wait);
+                return;
+            }
+            let Some(line) = next_line(input, self.config.max_line) else {
+                return;
+            };
+            let cost = match line {
+                Ok(line) => {
+                    let size = u32::try_from(line.len() / BYTES_PER_LINE).unwrap_or(u32::MAX);
+                    self.on_line(cx, id, &line).saturating_add(size)
+                }
+                Err(LineTooLong) => {
+                    let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
+                    self.dismiss(cx, id, Bytes::from(error), "left");
+                    1
+                }
+            };
+            // A line may have closed the connection (`bye`, a wrong greeting,
+            // a line too long); nothing after it is read.
+            if !self.clients.contains_key(&id) {
+                return;
+            }
+            self.charge(now, id, cost);
+        }
     }
 
     /// How long `id` must wait before its next line by its flood budget;
@@ -567,38 +606,25 @@ impl Handler for Chat {
     }
 
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        // Whatever is not taken here stays in `input`, and the driver hands
-        // it back: once `id`'s peer has read its answers (backlogged), or
-        // when the pause ends (flood control). Nothing is dropped.
-        while !input.is_empty() && !cx.backlogged(id) {
-            let now = cx.now();
-            let wait = self.flood_wait(now, id);
-            if !wait.is_zero() {
-                // Over its budget: not another line until the budget allows
-                // it. The others are served meanwhile.
-                cx.pause_input(id, wait);
-                return;
-            }
-            let Some(line) = next_line(input, self.config.max_line) else {
-                return;
-            };
-            let cost = match line {
-                Ok(line) => {
-                    let size = u32::try_from(line.len() / BYTES_PER_LINE).unwrap_or(u32::MAX);
-                    self.on_line(cx, id, &line).saturating_add(size)
-                }
-                Err(LineTooLong) => {
-                    let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
-                    self.dismiss(cx, id, Bytes::from(error), "left");
-                    1
-                }
-            };
-            // A line may have closed the connection (`bye`, a wrong greeting,
-            // a line too long); nothing after it is read.
-            if !self.clients.contains_key(&id) {
-                return;
-            }
-            self.charge(now, id, cost);
+        // Telnet's commands first: they are below the lines, and may be in
+        // the middle of one. What is stripped and left unread comes back
+        // with the next read and is stripped again, which changes nothing.
+        let telnet = telnet::strip(input);
+        if !telnet.replies.is_empty() {
+            // At once, not after the lines: telnet shows nothing it receives
+            // until its `DO TIMING-MARK` is answered, so a late answer would
+            // hide the answers to the lines that follow it.
+            cx.send_slice(id, &telnet.replies);
+        }
+        if telnet.unfinished == 0 {
+            self.take_lines(cx, id, input);
+        } else {
+            // An unfinished command stays at the end of the input, out of
+            // the lines' reach: it is neither data nor a line's end, and
+            // must not count towards a line's length.
+            let unfinished = input.split_off(input.len() - telnet.unfinished);
+            self.take_lines(cx, id, input);
+            input.unsplit(unfinished);
         }
     }
 

@@ -439,7 +439,8 @@ fn control_characters_never_reach_the_others() {
         assert_eq!(h.take_text(ids[1]), format!("<alice> {relayed}\n"));
     }
     transcript.take();
-    h.receive(ids[0], b"caf\xe9 \xff!\n");
+    // Not 0xFF, which starts a telnet command.
+    h.receive(ids[0], b"caf\xe9 \xfe!\n");
     assert_eq!(h.take(ids[1]), "<alice> caf\u{fffd} \u{fffd}!\n".as_bytes());
     assert_eq!(transcript.take(), "<alice> caf\u{fffd} \u{fffd}!\n");
 }
@@ -1013,4 +1014,96 @@ fn nick_changes_are_told_to_others_only_up_to_the_announce_limit() {
     h.receive(ids[1], "/nick bob\n");
     assert_eq!(h.take_text(ids[0]), "* user2 is now bob\n", "two: told");
     assert_eq!(transcript.take(), "* user2 is now bob\n");
+}
+
+/// What telnet sends after Ctrl-C: `IAC IP` (interrupt process), then
+/// `IAC DO TIMING-MARK`, whose answer it waits for.
+const TELNET_CTRL_C: &[u8] = b"\xff\xf4\xff\xfd\x06";
+/// The answer: `IAC WILL TIMING-MARK`.
+const WILL_TIMING_MARK: &[u8] = b"\xff\xfb\x06";
+
+#[test]
+fn telnet_commands_are_answered_and_never_relayed() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    let [alice, bob] = ids[..] else {
+        unreachable!()
+    };
+    h.receive(alice, [TELNET_CTRL_C, b"after ctrl-c\r\n"].concat());
+    assert_eq!(h.take(alice), WILL_TIMING_MARK);
+    assert_eq!(h.take_text(bob), "<alice> after ctrl-c\n");
+    assert_eq!(transcript.take(), "<alice> after ctrl-c\n");
+    // telnet goes on as before.
+    h.receive(bob, "still there?\n");
+    assert_eq!(h.take_text(alice), "<bob> still there?\n");
+}
+
+#[test]
+fn a_telnet_command_may_be_cut_by_reads_anywhere_in_a_line() {
+    let (mut h, _, ids) = room(&["alice", "bob"]);
+    let [alice, bob] = ids[..] else {
+        unreachable!()
+    };
+    h.receive(alice, b"hel\xff");
+    h.receive(alice, b"\xfd");
+    assert_eq!(h.take(alice), b"", "not answered before it is whole");
+    h.receive(alice, b"\x06lo\xff\xfa\x18xt");
+    assert_eq!(h.take(alice), WILL_TIMING_MARK);
+    h.receive(alice, b"erm\xff");
+    h.receive(alice, b"\xf0 world\n");
+    assert_eq!(h.take(alice), b"", "answered once");
+    assert_eq!(h.take_text(bob), "<alice> hello world\n");
+}
+
+#[test]
+fn telnet_options_are_refused_before_the_greeting_too() {
+    let (mut h, _) = chat();
+    let id = h.connect();
+    // DO ECHO, WILL NAWS, then the greeting.
+    h.receive(id, b"\xff\xfd\x01\xff\xfb\x1fHi\r\n");
+    let reply = h.take(id);
+    let (refusals, rest) = reply.split_at(6);
+    assert_eq!(
+        refusals, b"\xff\xfc\x01\xff\xfe\x1f",
+        "WONT ECHO, DONT NAWS"
+    );
+    assert!(rest.starts_with(b"Hello\n"), "{rest:?}");
+}
+
+#[test]
+fn iac_iac_is_a_byte_0xff_and_shows_as_one() {
+    let (mut h, _, ids) = room(&["alice", "bob"]);
+    h.receive(ids[0], b"caf\xff\xff\n");
+    assert_eq!(h.take_text(ids[1]), "<alice> caf\u{fffd}\n");
+}
+
+#[test]
+fn an_escaped_0xff_held_back_by_flood_control_is_still_data() {
+    let (mut h, _) = chat_with(ChatConfig {
+        flood_burst: 2,
+        ..ChatConfig::default()
+    });
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    let alice = h.connect();
+    // The greeting and one line spend the burst: the last line waits,
+    // stripped, and is stripped again when the pause ends.
+    h.receive(alice, b"Hi\none\na\xff\xffb\n");
+    h.take(bob);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take_text(bob), "<user2> a\u{fffd}b\n");
+}
+
+#[test]
+fn an_unfinished_telnet_command_does_not_count_towards_the_line_length() {
+    let (mut h, _) = chat_with(ChatConfig {
+        max_line: 4,
+        ..ChatConfig::default()
+    });
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    let alice = h.connect();
+    h.receive(alice, b"Hi\nabcd\xff\xfa\xff");
+    h.receive(alice, b"\xf0\n");
+    assert_eq!(h.closed(alice), None);
+    assert!(h.take_text(bob).ends_with("<user2> abcd\n"));
 }

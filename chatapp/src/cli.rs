@@ -159,13 +159,15 @@ impl ChatArgs {
     }
 
     /// The loop's limits for a chat server: `config` with room in the input
-    /// buffer for a whole line of `--max-line` and its `\r\n`. Otherwise,
-    /// with `--max-line` above the loop's input limit (64 KiB), a long line
-    /// would cut the client off as `InputLimit` before the chat could answer
-    /// `ERR line too long`.
+    /// buffer for a whole line of `--max-line`, its `\r\n` and the start of
+    /// a telnet command that may wait behind it. Otherwise, with `--max-line`
+    /// near the loop's input limit (64 KiB), a long line would cut the client
+    /// off as `InputLimit` before the chat could answer `ERR line too long`.
     pub fn loop_config(&self, config: Config) -> Config {
         Config {
-            max_input: config.max_input.max(self.max_line as usize + 2),
+            max_input: config
+                .max_input
+                .max(self.max_line as usize + 2 + crate::telnet::MAX_UNFINISHED),
             ..config
         }
     }
@@ -448,7 +450,7 @@ mod tests {
     fn the_input_limit_holds_a_whole_line() {
         let cli = Cli::parse_from(["server", "localhost", "0", "--max-line", "65536"]);
         let config = cli.chat.loop_config(cli.server.config());
-        assert_eq!(config.max_input, 65_538);
+        assert_eq!(config.max_input, 65_538 + crate::telnet::MAX_UNFINISHED);
         let cli = Cli::parse_from(["server", "localhost", "0"]);
         let config = cli.chat.loop_config(cli.server.config());
         assert_eq!(config.max_input, Config::default().max_input);

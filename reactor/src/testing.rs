@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::timers::Timers;
 use crate::{CloseReason, Config, ConnId, Context, Handler, TimerId};
 
 /// One pretend connection.
@@ -82,10 +83,9 @@ pub struct MemoryContext {
     now: Instant,
     conns: BTreeMap<ConnId, MemConn>,
     next_slot: usize,
-    /// Timers and pause ends, in deadline order. Keyed by `TimerId`, which
-    /// is (deadline, sequence): equal deadlines fall due in the order set.
-    due: BTreeMap<TimerId, Due>,
-    next_seq: u64,
+    /// Timers and pause ends, in deadline order (the drivers' queue):
+    /// equal deadlines fall due in the order set.
+    due: Timers<Due>,
     /// Entries set with no delay since the current turn began: they fall
     /// due on the next turn, not this one.
     next_turn: BTreeSet<TimerId>,
@@ -101,8 +101,7 @@ impl MemoryContext {
             now: Instant::now(),
             conns: BTreeMap::new(),
             next_slot: 0,
-            due: BTreeMap::new(),
-            next_seq: 0,
+            due: Timers::default(),
             next_turn: BTreeSet::new(),
             high_water: config.high_water,
             max_output: config.max_output,
@@ -123,31 +122,25 @@ impl MemoryContext {
 
     /// Queues `due` for `after` from now.
     fn schedule(&mut self, after: Duration, due: Due) -> TimerId {
-        let key = TimerId {
-            at: self.now + after,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
+        let key = self.due.insert(self.now + after, due);
         if after.is_zero() {
             self.next_turn.insert(key);
         }
-        self.due.insert(key, due);
         key
     }
 
     /// Removes a queued entry, if it is still queued.
     fn unschedule(&mut self, key: TimerId) -> Option<Due> {
         self.next_turn.remove(&key);
-        self.due.remove(&key)
+        self.due.cancel(key)
     }
 
     /// The earliest entry due by `end` that may fall due in this turn.
     fn next_due(&self, end: Instant) -> Option<TimerId> {
         self.due
-            .keys()
+            .ids()
             .find(|key| !self.next_turn.contains(key))
             .filter(|key| key.at <= end)
-            .copied()
     }
 }
 
@@ -201,7 +194,7 @@ impl Context for MemoryContext {
     fn cancel_timer(&mut self, timer: TimerId) {
         // A pause's key is never handed out, but a forged one must not
         // cancel it.
-        if matches!(self.due.get(&timer), Some(Due::Timer(_))) {
+        if matches!(self.due.get(timer), Some(Due::Timer(_))) {
             self.unschedule(timer);
         }
     }

@@ -48,9 +48,21 @@ impl<T> Timers<T> {
         id
     }
 
-    /// Removes a timer that has not fired yet; a fired or unknown one is ignored.
-    pub(crate) fn cancel(&mut self, id: TimerId) {
-        self.queue.remove(&id);
+    /// Removes a timer that has not fired yet and returns what it carried;
+    /// a fired or unknown one is ignored.
+    pub(crate) fn cancel(&mut self, id: TimerId) -> Option<T> {
+        self.queue.remove(&id)
+    }
+
+    /// What a timer that has not fired yet carries.
+    pub(crate) fn get(&self, id: TimerId) -> Option<&T> {
+        self.queue.get(&id)
+    }
+
+    /// Every timer not fired yet, earliest first: for a driver that chooses
+    /// among the due ones itself (the test harness).
+    pub(crate) fn ids(&self) -> impl Iterator<Item = TimerId> + '_ {
+        self.queue.keys().copied()
     }
 
     /// The earliest deadline, which bounds how long the loop may sleep.

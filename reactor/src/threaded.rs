@@ -1232,12 +1232,7 @@ fn read_loop<H: Handler>(
         let n = match (&*stream).read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if timed_out(&e) => {
                 shared.lock().close(id, CloseReason::Idle);
                 break true;
             }
@@ -1262,6 +1257,15 @@ fn read_loop<H: Handler>(
     // until the linger deadline at most.
     outbox.wait_done();
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Whether a blocking read ended for its receive timeout: Linux reports it
+/// as `WouldBlock` (`EAGAIN`), other systems as `TimedOut`.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// What a look at the socket after a hold found.
@@ -1299,14 +1303,7 @@ fn peek_after_hold(stream: &TcpStream, buf: &mut [u8], room: usize, config: &Con
             Ok(0) => Peeked::End,
             Ok(n) => Peeked::Bytes(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Peeked::Nothing
-            }
+            Err(e) if timed_out(&e) => Peeked::Nothing,
             Err(e) => Peeked::Broken(e),
         };
     };

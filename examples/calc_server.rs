@@ -35,10 +35,10 @@ fn serve() -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
 
     let mut reactor = Reactor::new(Config::default())?;
-    reactor.listen(listener)?;
+    let calc = reactor.listen(listener)?;
     reactor.stop_on_signals()?;
     // Port 0 means "any free port": print the one we got.
-    if let Some(addr) = reactor.local_addr() {
+    if let Some(addr) = reactor.local_addr(calc) {
         println!("listening on {addr}");
     }
     reactor.run(&mut Calc)?;

@@ -8,15 +8,16 @@ use std::error::Error;
 use std::fmt::Display;
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use reactor::{Config, Driver, Handler};
+use reactor::{Config, Driver, Endpoint, Handler};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 use crate::chat::{Chat, ChatConfig};
-use crate::console;
+use crate::{console, tls};
 
 /// The exit statuses of every server, for the end of its `--help`.
 pub const SERVER_EXIT_STATUS: &str = "Exit status: 0 after a graceful stop (SIGINT, SIGTERM or \
@@ -42,6 +43,17 @@ pub struct ServerArgs {
     /// Port to listen on, 0 to 65535; 0 picks a free one. The address
     /// actually used is printed on stdout as `listening on IP:PORT`.
     pub port: u16,
+    /// Also serve TLS on this port of the same host; 0 picks a free one.
+    /// Printed after the plain one as `listening on tls://IP:PORT`. TLS and
+    /// plain clients are served alike. Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_port: Option<u16>,
+    /// The TLS certificate chain, PEM: the server's certificate first.
+    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    pub tls_key: Option<PathBuf>,
     /// Clients served at once, 1 to 1000000 (default 10000); one more is told
     /// the server is busy and closed.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_CLIENTS))]
@@ -86,11 +98,16 @@ impl ServerArgs {
     /// (`localhost` may give both `::1` and `127.0.0.1`). The error reads as
     /// a sentence: `cannot listen on 127.0.0.1:5000: address already in use`.
     pub fn bind(&self) -> io::Result<TcpListener> {
+        self.bind_port(self.port)
+    }
+
+    /// Like [`bind`](ServerArgs::bind), on another port of the same host.
+    pub fn bind_port(&self, port: u16) -> io::Result<TcpListener> {
         let cannot_resolve = || {
             let msg = format!("cannot resolve host '{}'", self.host);
             io::Error::new(io::ErrorKind::NotFound, msg)
         };
-        let addrs = (self.host.as_str(), self.port)
+        let addrs = (self.host.as_str(), port)
             .to_socket_addrs()
             .map_err(|_| cannot_resolve())?;
         let mut last_error = cannot_resolve();
@@ -205,11 +222,12 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// What every server's `main` does once its arguments are parsed: raise
-/// the open-file limit to the hard limit, bind,
-/// set up driver `D` with `config`, stop on SIGINT/SIGTERM/SIGHUP, start the
-/// operator console if the handler takes one (`console` wraps each stdin
-/// line in the handler's message type), announce the address, and serve
-/// `handler` until stopped. An error ends the program with `error: …`.
+/// the open-file limit and fit the client limit to it, bind (the plain
+/// port, and the TLS one if asked), set up driver `D` with `config`, stop
+/// on SIGINT/SIGTERM/SIGHUP, start the operator console if the handler
+/// takes one (`console` wraps each stdin line in the handler's message
+/// type), announce the addresses, and serve `handler` until stopped. An
+/// error ends the program with `error: …`.
 pub fn serve<D, H>(
     args: &ServerArgs,
     config: Config,
@@ -236,23 +254,69 @@ where
 {
     // Every client is a file descriptor, and the soft limit (often 1024) is
     // far below what a server is allowed: take the hard limit.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!("up to {limit} open files"),
-        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
-    }
-    let listener = args.bind()?;
-    let addr = listener.local_addr()?;
+    let config = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::debug!("up to {limit} open files");
+            fit_to_open_files(config, limit)
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            config
+        }
+    };
+    // Everything that can fail on the user's input before anything is bound.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let mut driver = D::new(config)?;
-    driver.listen(listener)?;
+    let plain = driver.listen_on(args.bind()?, Endpoint::plain())?;
+    let secure = match (args.tls_port, tls) {
+        (Some(port), Some(tls)) => {
+            Some(driver.listen_on(args.bind_port(port)?, Endpoint::tls(tls))?)
+        }
+        _ => None,
+    };
     driver.stop_on_signals()?;
     if let Some(wrap) = console {
         console::spawn(driver.handle(), wrap);
     }
-    // Only now: whoever waits for this line may connect, or send a signal.
-    announce(addr);
+    // Only now: whoever waits for these lines may connect, or send a signal.
+    // The plain endpoint first, in the form it always had.
+    let addr = |id| driver.local_addr(id).ok_or("a listener has no address");
+    announce("", addr(plain)?);
+    if let Some(secure) = secure {
+        announce("tls://", addr(secure)?);
+    }
     driver.run(handler)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors kept for everything but clients: the listeners, the poller,
+/// the signal pipe, stdio, the log, and room to spare (Redis keeps 32).
+const RESERVED_FILES: u64 = 32;
+
+/// Lowers the client limits if the open-file limit `files` cannot hold
+/// them, and says so: each client, served or closing, is a descriptor, and
+/// a server that runs out of them fails at `accept` instead of telling the
+/// next client it is busy. The closing get an eighth of what is left.
+fn fit_to_open_files(config: Config, files: u64) -> Config {
+    let room = usize::try_from(files.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    if config.max_connections.saturating_add(config.max_closing) <= room {
+        return config;
+    }
+    let max_closing = config.max_closing.min(room / 8).max(1);
+    let max_connections = room.saturating_sub(max_closing).max(1);
+    tracing::warn!(
+        "serving at most {max_connections} clients, not {}: the open-file limit is {files}",
+        config.max_connections
+    );
+    Config {
+        max_connections: max_connections.min(config.max_connections),
+        max_closing,
+        ..config
+    }
 }
 
 /// Log lines waiting for stderr, at most; past it lines are dropped, and
@@ -368,12 +432,13 @@ fn lock_log() -> MutexGuard<'static, Option<LogWriter>> {
     LOG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Prints `listening on IP:PORT` on stdout, at once: whoever started the
-/// server may be waiting for that line to learn the port.
-pub fn announce(addr: SocketAddr) {
+/// Prints `listening on IP:PORT` (with `scheme` before the address, such
+/// as `tls://`) on stdout, at once: whoever started the server may be
+/// waiting for that line to learn the port.
+pub fn announce(scheme: &str, addr: SocketAddr) {
     let mut out = io::stdout().lock();
     // A closed stdout is no reason to stop serving.
-    let _ = writeln!(out, "listening on {addr}");
+    let _ = writeln!(out, "listening on {scheme}{addr}");
     let _ = out.flush();
 }
 

@@ -14,3 +14,4 @@ pub mod console;
 pub mod echo;
 pub mod lines;
 pub mod telnet;
+pub mod tls;

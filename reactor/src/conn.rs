@@ -8,7 +8,8 @@ use bytes::BytesMut;
 
 use crate::output::Output;
 use crate::sys::{Interest, Registered};
-use crate::{CloseReason, Stream};
+use crate::transport::Transport;
+use crate::{CloseReason, Origin, Stream};
 
 /// Bytes written to one connection per turn, at most, before the others get
 /// their turn; what is left waits for the next. Redis writes 64 KiB
@@ -19,6 +20,8 @@ const WRITE_BUDGET: usize = 256 * 1024;
 
 /// `soft_since` when the connection is not over its soft output limit.
 pub(crate) const NOT_OVER: u32 = u32::MAX;
+/// `idle_limit` of a connection that is never idle-timed-out.
+pub(crate) const NEVER: u32 = u32::MAX;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +54,16 @@ pub(crate) struct Buffers {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) io: Registered<Stream>,
+    pub(crate) transport: Transport,
     pub(crate) gen: u32,
+    pub(crate) origin: Origin,
     pub(crate) phase: Phase,
+    /// An outbound connection whose `connect` has not completed: it is
+    /// watched for writability only, which is how completion is reported.
+    pub(crate) connecting: bool,
+    /// Not yet established (connecting, or in its TLS handshake): the
+    /// handler is told `on_open` once it is.
+    pub(crate) pending_open: bool,
     /// The handler was told of this connection (`on_open`) and has not yet
     /// been told it closed: it is owed exactly one `on_close`.
     pub(crate) owed_close: bool,
@@ -70,6 +81,8 @@ pub(crate) struct Conn {
     pub(crate) flush_queued: bool,
     /// The loop's tick (whole seconds) of the last input, for the idle timeout.
     pub(crate) last_active: u32,
+    /// Seconds without input after which it is closed, or `NEVER`.
+    pub(crate) idle_limit: u32,
     /// The tick since which its output has been over `Config::soft_output`,
     /// or `NOT_OVER`.
     pub(crate) soft_since: u32,
@@ -77,11 +90,21 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(io: Registered<Stream>, gen: u32, tick: u32) -> Conn {
+    pub(crate) fn new(
+        io: Registered<Stream>,
+        transport: Transport,
+        gen: u32,
+        origin: Origin,
+        tick: u32,
+    ) -> Conn {
         Conn {
             io,
+            transport,
             gen,
+            origin,
             phase: Phase::Open,
+            connecting: false,
+            pending_open: false,
             owed_close: false,
             refused: false,
             read_closed: false,
@@ -89,6 +112,7 @@ impl Conn {
             interest: Interest::READ,
             flush_queued: false,
             last_active: tick,
+            idle_limit: NEVER,
             soft_since: NOT_OVER,
             bufs: None,
         }
@@ -166,31 +190,24 @@ impl Conn {
         }
     }
 
-    /// Writes queued output until the socket is full (`WouldBlock`), the
-    /// queue is empty, or `WRITE_BUDGET` bytes have gone out this turn.
-    /// Returns `Ok` also when the socket is full.
+    /// Writes queued output (through the transport) until the socket is
+    /// full (`WouldBlock`), nothing is left, or `WRITE_BUDGET` bytes have
+    /// gone out this turn. Returns `Ok` also when the socket is full.
     pub(crate) fn write_out(&mut self) -> io::Result<()> {
-        let Some(bufs) = self.bufs.as_mut() else {
+        if self.connecting {
             return Ok(());
-        };
-        let stream = self.io.source();
-        let mut budget = WRITE_BUDGET;
-        while !bufs.output.is_empty() && budget > 0 {
-            let mut offered = 0;
-            let result = bufs.output.write_with(|slices| {
-                offered = slices.iter().map(|s| s.len()).sum();
-                stream.write_vectored(slices)
-            });
-            match result {
-                // The socket took less than it was offered: it is full now,
-                // and another write would only return `WouldBlock`.
-                Ok(written) if written < offered => return Ok(()),
-                Ok(written) => budget = budget.saturating_sub(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
         }
-        Ok(())
+        let mut none = Output::default();
+        let output = self.bufs.as_mut().map_or(&mut none, |b| &mut b.output);
+        self.transport
+            .write(self.io.source(), output, WRITE_BUDGET)
+            .map(drop)
+    }
+
+    /// Whether everything it was sent, and everything its transport has
+    /// to say, has been written.
+    pub(crate) fn written(&self) -> bool {
+        self.output_len() == 0 && !self.transport.wants_write()
     }
 
     /// What the poller should watch for: input unless the peer is done
@@ -198,11 +215,19 @@ impl Conn {
     /// open connection's input is held; writability only while output waits.
     /// A closing connection is read whatever its holds, to see the peer's
     /// end of stream.
+    ///
+    /// A connection still connecting is watched for writability alone, and
+    /// output waiting for a handshake is not written (the transport holds
+    /// it) until the handshake is done, which a read brings.
     pub(crate) fn wanted_interest(&self) -> Interest {
+        if self.connecting {
+            return Interest::WRITE;
+        }
         let held = self.is_open() && self.input_held();
+        let output = self.output_len() > 0 && !self.transport.handshaking();
         Interest {
             read: !self.read_closed && !held,
-            write: self.output_len() > 0,
+            write: output || self.transport.wants_write(),
         }
     }
 }

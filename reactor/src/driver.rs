@@ -4,18 +4,21 @@
 use std::net::{SocketAddr, TcpListener};
 
 use crate::threaded::Threaded;
-use crate::{Config, Error, Handle, Handler, Reactor};
+use crate::{Config, Endpoint, Error, Handle, Handler, ListenerId, Reactor};
 
 /// Something that serves connections to a handler `H`: the single-threaded
 /// [`Reactor`] or the thread-per-connection [`Threaded`]. Both are set up
-/// the same way — `new`, `listen`, `stop_on_signals` — and then `run`.
+/// the same way — `new`, `listen_on` for each listener, `stop_on_signals` —
+/// and then `run`.
 pub trait Driver<H: Handler>: Sized {
     /// A driver with these limits and no listener.
     fn new(config: Config) -> Result<Self, Error>;
-    /// Accepts connections from `listener`.
-    fn listen(&mut self, listener: TcpListener) -> Result<(), Error>;
-    /// The address being listened on.
-    fn local_addr(&self) -> Option<SocketAddr>;
+    /// Accepts connections from `listener`, served as `endpoint` says,
+    /// beside any other listeners.
+    fn listen_on(&mut self, listener: TcpListener, endpoint: Endpoint)
+        -> Result<ListenerId, Error>;
+    /// The address `listener` is bound to.
+    fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr>;
     /// Stops gracefully on SIGINT, SIGTERM or SIGHUP.
     fn stop_on_signals(&mut self) -> Result<(), Error>;
     /// A handle for other threads to post messages or stop the driver.
@@ -28,11 +31,15 @@ impl<H: Handler> Driver<H> for Reactor<H::Message> {
     fn new(config: Config) -> Result<Self, Error> {
         Reactor::new(config)
     }
-    fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        Reactor::listen(self, listener)
+    fn listen_on(
+        &mut self,
+        listener: TcpListener,
+        endpoint: Endpoint,
+    ) -> Result<ListenerId, Error> {
+        Reactor::listen_on(self, listener, endpoint)
     }
-    fn local_addr(&self) -> Option<SocketAddr> {
-        Reactor::local_addr(self)
+    fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
+        Reactor::local_addr(self, listener)
     }
     fn stop_on_signals(&mut self) -> Result<(), Error> {
         Reactor::stop_on_signals(self)
@@ -50,11 +57,15 @@ impl<H: Handler + Send> Driver<H> for Threaded<H::Message> {
     fn new(config: Config) -> Result<Self, Error> {
         Threaded::new(config)
     }
-    fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        Threaded::listen(self, listener)
+    fn listen_on(
+        &mut self,
+        listener: TcpListener,
+        endpoint: Endpoint,
+    ) -> Result<ListenerId, Error> {
+        Threaded::listen_on(self, listener, endpoint)
     }
-    fn local_addr(&self) -> Option<SocketAddr> {
-        Threaded::local_addr(self)
+    fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
+        Threaded::local_addr(self, listener)
     }
     fn stop_on_signals(&mut self) -> Result<(), Error> {
         Threaded::stop_on_signals(self)

@@ -49,13 +49,17 @@ use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 use slab::Slab;
 
-use crate::conn::{Conn, Phase, NOT_OVER};
+use crate::conn::{Conn, Phase, NEVER, NOT_OVER};
 use crate::handle::{Command, Handle};
 use crate::output::Output;
 use crate::signals::SignalPipe;
-use crate::sys::{self, Interest, Registered, LISTENER_KEY, SIGNAL_KEY};
+use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
-use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Stream, TimerId};
+use crate::transport::{is_tls_error, Transport};
+use crate::{
+    CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
+    Stream, TimerId,
+};
 
 /// Size of the read buffer the whole loop shares.
 const READ_BUFFER: usize = 64 * 1024;
@@ -78,9 +82,12 @@ const EVENT_CAPACITY: usize = 1024;
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 
-/// The listening socket and whether accepting is paused.
+/// A listening socket, its policy, and whether accepting is paused.
 struct Listener {
     io: Registered<TcpListener>,
+    endpoint: Endpoint,
+    /// Its connections being served (not those closing).
+    open: usize,
     paused_until: Option<Instant>,
 }
 
@@ -108,7 +115,8 @@ pub struct Reactor<M = ()> {
     poller: Arc<Poller>,
     config: Config,
     conns: Slab<Conn>,
-    listener: Option<Listener>,
+    /// Every listener, by `ListenerId`; all dropped when a stop begins.
+    listeners: Vec<Listener>,
     signals: Option<Registered<SignalPipe>>,
     timers: Timers<Due>,
     mailbox: Receiver<Command<M>>,
@@ -117,6 +125,9 @@ pub struct Reactor<M = ()> {
     mailbox_more: bool,
     /// The read buffer shared by every connection (see `read`).
     scratch: BytesMut,
+    /// Where TLS connections read their ciphertext to, before it is
+    /// decrypted into `scratch`; made on the first TLS read.
+    cipher: Vec<u8>,
     /// Slots with output to write after this batch.
     flush_list: Vec<usize>,
     /// Connections whose held input is to be handed to the handler again.
@@ -136,8 +147,9 @@ pub struct Reactor<M = ()> {
     /// connection whose peer finished sending while its input was held has
     /// an entry too: the time by which the handler must have taken it.
     linger_deadlines: VecDeque<(ConnId, Instant)>,
-    /// Connections served: those open, not those closing. A connection
-    /// stops counting against `max_connections` as soon as it starts closing.
+    /// Connections served: those open, not those closing, and not the
+    /// handler's own outbound ones. A connection stops counting against
+    /// `max_connections` as soon as it starts closing.
     open: usize,
     /// Connections closing: flushing, lingering, refusals.
     closing: usize,
@@ -162,6 +174,9 @@ enum Due {
     Handler(u64),
     /// The end of a `Context::pause_input`.
     Resume(ConnId),
+    /// The deadline of a connection that must be established by then: an
+    /// outbound connect, or a TLS handshake.
+    Establish(ConnId),
 }
 
 impl<M: Send + 'static> Reactor<M> {
@@ -180,13 +195,14 @@ impl<M: Send + 'static> Reactor<M> {
             poller: Arc::new(poller),
             config,
             conns: Slab::new(),
-            listener: None,
+            listeners: Vec::new(),
             signals: None,
             timers: Timers::default(),
             mailbox,
             mailbox_tx,
             mailbox_more: false,
             scratch: BytesMut::zeroed(READ_BUFFER),
+            cipher: Vec::new(),
             flush_list: Vec::new(),
             redeliver: Vec::new(),
             dead: Vec::new(),
@@ -206,18 +222,33 @@ impl<M: Send + 'static> Reactor<M> {
         })
     }
 
-    /// Accepts connections from `listener` (made non-blocking here).
-    pub fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        self.listener = Some(Listener {
-            io: sys::watch_listener(&self.poller, listener)?,
-            paused_until: None,
-        });
-        Ok(())
+    /// Accepts plain TCP connections from `listener` (made non-blocking
+    /// here), beside any other listeners.
+    pub fn listen(&mut self, listener: TcpListener) -> Result<ListenerId, Error> {
+        self.listen_on(listener, Endpoint::plain())
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.as_ref()?.io.source().local_addr().ok()
+    /// Accepts connections from `listener` and serves them as `endpoint`
+    /// says (limits, TLS), beside any other listeners.
+    pub fn listen_on(
+        &mut self,
+        listener: TcpListener,
+        endpoint: Endpoint,
+    ) -> Result<ListenerId, Error> {
+        let index = self.listeners.len();
+        self.listeners.push(Listener {
+            io: sys::watch_listener(&self.poller, listener, index)?,
+            endpoint,
+            open: 0,
+            paused_until: None,
+        });
+        Ok(ListenerId(index as u32))
+    }
+
+    /// The address `listener` is bound to, until the loop stops.
+    pub fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
+        let listener = self.listeners.get(listener.index())?;
+        listener.io.source().local_addr().ok()
     }
 
     /// Serves an already-connected stream (a socket, a pipe, a terminal). The
@@ -227,14 +258,16 @@ impl<M: Send + 'static> Reactor<M> {
     pub fn attach(&mut self, stream: impl Into<Stream>) -> Result<ConnId, Error> {
         let stream = stream.into();
         stream.prepare()?;
-        let id = self.register(stream).map_err(|e| {
-            // epoll answers EPERM for descriptors that are always ready.
-            if e.kind() == io::ErrorKind::PermissionDenied {
-                Error::NotPollable
-            } else {
-                Error::Io(e)
-            }
-        })?;
+        let id = self
+            .register(stream, Transport::Plain, Origin::Attached, Interest::READ)
+            .map_err(|e| {
+                // epoll answers EPERM for descriptors that are always ready.
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    Error::NotPollable
+                } else {
+                    Error::Io(e)
+                }
+            })?;
         self.unannounced.push(id.slot());
         Ok(id)
     }
@@ -282,16 +315,25 @@ impl<M: Send + 'static> Reactor<M> {
         self.tick = self.now.duration_since(self.start).as_secs() as u32;
 
         for event in events.iter() {
-            match event.key {
-                LISTENER_KEY => self.accept(handler),
-                SIGNAL_KEY => self.on_signal(),
-                key => {
-                    let id = ConnId::from_bits(key as u64);
-                    if event.readable {
-                        self.read(handler, id, false);
-                    }
-                    if event.writable {
-                        self.queue_flush(id);
+            match Key::of(event.key) {
+                Key::Listener(index) => self.accept(handler, index),
+                Key::Signals => self.on_signal(),
+                Key::Conn(slot) => {
+                    // The slot still holds the connection the event is
+                    // for: slots are freed only after the batch.
+                    let Some(conn) = self.conns.get(slot) else {
+                        continue;
+                    };
+                    let id = ConnId::new(slot, conn.gen);
+                    if conn.connecting {
+                        self.finish_connect(handler, id);
+                    } else {
+                        if event.readable {
+                            self.read(handler, id, false);
+                        }
+                        if event.writable {
+                            self.queue_flush(id);
+                        }
                     }
                 }
             }
@@ -327,7 +369,7 @@ impl<M: Send + 'static> Reactor<M> {
             return Some(Duration::ZERO);
         }
         let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
-        let paused = self.listener.as_ref().and_then(|l| l.paused_until);
+        let paused = self.listeners.iter().filter_map(|l| l.paused_until).min();
         let linger = self.linger_deadlines.front().map(|&(_, at)| at);
         [
             self.timers.next_deadline(),
@@ -354,6 +396,7 @@ impl<M: Send + 'static> Reactor<M> {
                     self.guarded(handler, "on_wake", |h, cx| h.on_wake(cx, msg))
                 }
                 Command::Stop => self.stop_requested = true,
+                Command::Attach(stream) => self.adopt(handler, stream),
             }
             self.tell_closed(handler);
         }
@@ -370,6 +413,7 @@ impl<M: Send + 'static> Reactor<M> {
                     self.tell_closed(handler);
                 }
                 Due::Resume(id) => self.end_pause(id),
+                Due::Establish(id) => self.establish_expired(id),
             }
         }
     }
@@ -512,15 +556,114 @@ impl<M: Send + 'static> Reactor<M> {
         self.tell_closed(handler);
     }
 
-    fn register(&mut self, stream: Stream) -> io::Result<ConnId> {
+    /// Puts `stream` in a slot, watched for input, and counts it where it
+    /// counts: against the client limits unless it is the handler's own.
+    fn register(
+        &mut self,
+        stream: Stream,
+        transport: Transport,
+        origin: Origin,
+        interest: Interest,
+    ) -> io::Result<ConnId> {
         let entry = self.conns.vacant_entry();
         let gen = self.next_gen;
         self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
         let id = ConnId::new(entry.key(), gen);
-        let io = Registered::new(&self.poller, stream, id.to_bits() as usize, Interest::READ)?;
-        entry.insert(Conn::new(io, gen, self.tick));
-        self.open += 1;
+        let io = Registered::new(&self.poller, stream, entry.key(), interest)?;
+        let mut conn = Conn::new(io, transport, gen, origin, self.tick);
+        conn.interest = interest;
+        if origin != Origin::Connected {
+            conn.idle_limit = self.config.idle_timeout.map_or(NEVER, secs_ceil);
+            self.open += 1;
+        }
+        if let Origin::Accepted(listener) = origin {
+            self.listeners[listener.index()].open += 1;
+        }
+        entry.insert(conn);
         Ok(id)
+    }
+
+    /// `origin` no longer counts as served: it has started closing.
+    fn uncount(&mut self, origin: Origin) {
+        if origin != Origin::Connected {
+            self.open -= 1;
+        }
+        if let Origin::Accepted(listener) = origin {
+            // The listeners are gone once a stop has begun.
+            if let Some(listener) = self.listeners.get_mut(listener.index()) {
+                listener.open -= 1;
+            }
+        }
+    }
+
+    /// Serves a stream handed over through a [`Handle`]: it is opened at once.
+    fn adopt<H: Handler<Message = M>>(&mut self, handler: &mut H, stream: Stream) {
+        let registered = stream.prepare().and_then(|()| {
+            self.register(stream, Transport::Plain, Origin::Attached, Interest::READ)
+        });
+        match registered {
+            Ok(id) => {
+                self.conns[id.slot()].owed_close = true;
+                self.open_conn(handler, id);
+            }
+            Err(e) => log::warn!("cannot serve a stream handed over: {e}"),
+        }
+    }
+
+    /// An outbound connection reported writable (or broken): its `connect`
+    /// is done, one way or the other.
+    fn finish_connect<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+        let Some(conn) = self.live(id) else { return };
+        let Stream::Tcp(socket) = conn.io.source() else {
+            return;
+        };
+        let outcome = match socket.take_error() {
+            Ok(None) => socket.peer_addr().map(drop),
+            Ok(Some(e)) | Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {}
+            // Reported before it finished: wait for the next report.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => {
+                log::debug!("{id}: cannot connect: {e}");
+                self.release(id, CloseReason::ConnectFailed(e.kind()));
+                return;
+            }
+        }
+        conn.connecting = false;
+        let established = !conn.transport.handshaking();
+        // The flush watches it for input now, and writes what was queued
+        // (or the TLS client's first handshake message).
+        self.queue_flush(id);
+        if established {
+            self.establish(handler, id);
+        }
+    }
+
+    /// `id` is established (connected, its handshake done): the handler hears of it.
+    fn establish<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+        let Some(conn) = self.live(id).filter(|c| c.pending_open) else {
+            return;
+        };
+        conn.pending_open = false;
+        conn.owed_close = true;
+        self.open_conn(handler, id);
+    }
+
+    /// The deadline for establishing `id` passed: if it is not yet, it is
+    /// given up.
+    fn establish_expired(&mut self, id: ConnId) {
+        let Some(conn) = self.live(id).filter(|c| c.pending_open) else {
+            return;
+        };
+        if conn.origin == Origin::Connected {
+            log::debug!("{id}: cannot connect: timed out");
+            self.release(id, CloseReason::ConnectFailed(io::ErrorKind::TimedOut));
+        } else {
+            log::debug!("{id}: no TLS handshake in time");
+            self.release(id, CloseReason::Tls);
+        }
     }
 
     /// The connection `id` names, unless it is stale or already released.
@@ -528,9 +671,9 @@ impl<M: Send + 'static> Reactor<M> {
         live_in(&mut self.conns, id)
     }
 
-    fn accept<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    fn accept<H: Handler<Message = M>>(&mut self, handler: &mut H, index: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = &mut self.listener else {
+            let Some(listener) = self.listeners.get_mut(index) else {
                 return;
             };
             let stream = match listener.io.source().accept() {
@@ -550,41 +693,64 @@ impl<M: Send + 'static> Reactor<M> {
                     continue;
                 }
             };
-            self.admit(handler, stream);
+            self.admit(handler, index, stream);
         }
     }
 
-    fn admit<H: Handler<Message = M>>(&mut self, handler: &mut H, stream: std::net::TcpStream) {
-        let over_limit = self.open >= self.config.max_connections;
+    fn admit<H: Handler<Message = M>>(
+        &mut self,
+        handler: &mut H,
+        index: usize,
+        stream: std::net::TcpStream,
+    ) {
+        let listener = &self.listeners[index];
+        let from = ListenerId(index as u32);
+        let over_limit = self.open >= self.config.max_connections
+            || listener.open >= listener.endpoint.max_connections;
         // Refusals may take half the closing places at most: one address
         // connecting hundreds of times a second must not crowd out the last
         // lines (`Bye`) of clients that were served.
         if over_limit && self.closing >= self.config.max_closing / 2 {
             return; // dropped: closed without a word
         }
+        let handshake = listener.endpoint.handshake_timeout;
+        let transport = match &listener.endpoint.tls {
+            Some(config) => Transport::tls_server(config),
+            None => Ok(Transport::Plain),
+        };
         let stream = Stream::Tcp(stream);
-        let id = match stream.prepare().and_then(|()| self.register(stream)) {
+        let registered = transport.and_then(|transport| {
+            stream.prepare()?;
+            self.register(stream, transport, Origin::Accepted(from), Interest::READ)
+        });
+        let id = match registered {
             Ok(id) => id,
             Err(e) => {
                 log::warn!("cannot serve a new connection: {e}");
                 return;
             }
         };
+        let conn = &mut self.conns[id.slot()];
         if over_limit {
-            let conn = &mut self.conns[id.slot()];
+            // The refusal goes through the transport like any output: a
+            // TLS client reads it once its handshake is done.
             conn.refused = true;
-            if let Some(refusal) = handler.refusal() {
+            if let Some(refusal) = handler.refusal(from) {
                 conn.bufs().output.push(&refusal);
             }
             self.begin_close(id, CloseReason::Requested);
+        } else if conn.transport.handshaking() {
+            conn.pending_open = true;
+            self.timers
+                .insert(deadline(self.now, handshake), Due::Establish(id));
         } else {
-            self.conns[id.slot()].owed_close = true;
+            conn.owed_close = true;
             self.open_conn(handler, id);
         }
     }
 
     fn resume_accepting(&mut self) {
-        if let Some(listener) = &mut self.listener {
+        for listener in &mut self.listeners {
             if listener.paused_until.is_some_and(|t| self.now >= t)
                 && listener.io.set_interest(Interest::READ).is_ok()
             {
@@ -655,18 +821,36 @@ impl<M: Send + 'static> Reactor<M> {
             // has not taken (it is handing back what it held): read no
             // more, or held input could grow without bound, but look for an
             // end of stream or a reset behind it.
-            match peek(conn.io.source()) {
+            match peek(conn) {
                 Ok(0) => Ok(0),
                 Ok(_) => Err(io::ErrorKind::WouldBlock.into()),
                 Err(e) => Err(e),
             }
         } else {
-            loop {
-                match conn.io.source().read(&mut self.scratch[..window]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other,
-                }
+            let tls = matches!(conn.transport, Transport::Tls(_));
+            if tls && self.cipher.len() < window {
+                self.cipher.resize(window, 0);
             }
+            let cipher = &mut self.cipher[..if tls { window } else { 0 }];
+            conn.transport
+                .read(conn.io.source(), cipher, &mut self.scratch[..window])
+        };
+        if matches!(conn.transport, Transport::Tls(_)) {
+            // The transport may have something to say (the handshake's
+            // next message, an alert), or output may have been waiting
+            // for the handshake: the flush sees to both.
+            if !conn.flush_queued {
+                conn.flush_queued = true;
+                self.flush_list.push(id.slot());
+            }
+            let failed = matches!(&result, Err(e) if e.kind() != io::ErrorKind::WouldBlock);
+            if conn.pending_open && !conn.transport.handshaking() && !failed {
+                self.establish(handler, id);
+            }
+        }
+        // Looked up again: `on_open` may have closed it.
+        let Some(conn) = live_in(&mut self.conns, id) else {
+            return;
         };
         let n = match result {
             Ok(n) => n,
@@ -679,7 +863,7 @@ impl<M: Send + 'static> Reactor<M> {
             Err(e) => {
                 let reason = match conn.phase {
                     Phase::Closing(r) | Phase::Lingering(r) => r,
-                    _ => CloseReason::from_error(&e),
+                    _ => close_reason(&e),
                 };
                 self.release(id, reason);
                 return;
@@ -829,7 +1013,7 @@ impl<M: Send + 'static> Reactor<M> {
         if let Err(e) = conn.write_out() {
             let reason = match conn.phase {
                 Phase::Closing(r) | Phase::Lingering(r) => r,
-                _ => CloseReason::from_error(&e),
+                _ => close_reason(&e),
             };
             self.release(id, reason);
             return;
@@ -847,16 +1031,26 @@ impl<M: Send + 'static> Reactor<M> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.output_len() == 0 {
-            if let Phase::Closing(reason) = conn.phase {
-                if conn.read_closed {
-                    // Nothing more will come, and all is written: done.
+        if let Phase::Closing(reason) = conn.phase {
+            // A handshake still under way is let finish: a refusal waits
+            // for it inside the transport.
+            if conn.output_len() == 0 && !conn.transport.handshaking() {
+                // TLS says it is done (`close_notify`) before TCP does.
+                conn.transport.close();
+                if conn.write_out().is_err() {
                     self.release(id, reason);
                     return;
                 }
-                // Tell the peer we are done, then wait for it to finish.
-                let _ = conn.io.source().shutdown_write();
-                conn.phase = Phase::Lingering(reason);
+                if conn.written() {
+                    if conn.read_closed {
+                        // Nothing more will come, and all is written: done.
+                        self.release(id, reason);
+                        return;
+                    }
+                    // Tell the peer we are done, then wait for it to finish.
+                    let _ = conn.io.source().shutdown_write();
+                    conn.phase = Phase::Lingering(reason);
+                }
             }
         }
         let wanted = conn.wanted_interest();
@@ -880,6 +1074,11 @@ impl<M: Send + 'static> Reactor<M> {
         let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
             return;
         };
+        if conn.pending_open {
+            // Not established: nothing was said that needs flushing.
+            self.release(id, reason);
+            return;
+        }
         if crowded {
             log::debug!(
                 "{id}: closed at once: {} connections are closing",
@@ -893,10 +1092,11 @@ impl<M: Send + 'static> Reactor<M> {
             bufs.input = BytesMut::new();
             bufs.paused_until = None;
         }
-        if conn.owed_close {
+        let (owed_close, origin) = (conn.owed_close, conn.origin);
+        if owed_close {
             self.untold.push((id, reason));
         }
-        self.open -= 1;
+        self.uncount(origin);
         self.closing += 1;
         self.linger_deadlines.push_back((id, at));
         // Even with nothing to write, the flush is what moves it on.
@@ -972,6 +1172,7 @@ impl<M: Send + 'static> Reactor<M> {
     fn release(&mut self, id: ConnId, reason: CloseReason) {
         let Some(conn) = self.live(id) else { return };
         let was_open = conn.is_open();
+        let origin = conn.origin;
         conn.phase = Phase::Dead;
         conn.bufs = None;
         if conn.owed_close {
@@ -979,7 +1180,7 @@ impl<M: Send + 'static> Reactor<M> {
         }
         self.dead.push(id.slot());
         if was_open {
-            self.open -= 1;
+            self.uncount(origin);
         } else {
             self.closing -= 1;
         }
@@ -990,7 +1191,6 @@ impl<M: Send + 'static> Reactor<M> {
     /// in flight.
     fn sweep(&mut self) {
         self.next_sweep = self.now + Duration::from_secs(1);
-        let idle_limit = self.config.idle_timeout.map(secs_ceil);
         let soft_time = secs_ceil(self.config.soft_output_time);
         let mut idle = Vec::new();
         let mut slow = Vec::new();
@@ -1002,7 +1202,8 @@ impl<M: Send + 'static> Reactor<M> {
                 // A connection whose input is held is not being read, so
                 // its peer is not idle for it.
                 let idle_for = self.tick.saturating_sub(conn.last_active);
-                if idle_limit.is_some_and(|l| idle_for > l) && !conn.input_held() {
+                let quiet = conn.idle_limit != NEVER && idle_for > conn.idle_limit;
+                if quiet && !conn.input_held() && !conn.pending_open {
                     idle.push(id);
                 } else if conn.soft_since != NOT_OVER
                     && self.tick.saturating_sub(conn.soft_since) > soft_time
@@ -1032,7 +1233,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// handler, then every connection flushed and closed.
     fn begin_stop<H: Handler<Message = M>>(&mut self, handler: &mut H) {
         self.stop_deadline = Some(deadline(self.now, self.config.shutdown_timeout));
-        self.listener = None;
+        self.listeners.clear();
         self.guarded(handler, "on_stop", |h, cx| h.on_stop(cx));
         let ids = self.ids();
         for id in ids {
@@ -1082,7 +1283,8 @@ impl<M: Send + 'static> Context for Reactor<M> {
             return true;
         }
         // Only with nothing queued: written now, it would overtake that.
-        let written = if conn.output_len() == 0 {
+        // And only in plain: TLS must encrypt it first.
+        let written = if conn.output_len() == 0 && matches!(conn.transport, Transport::Plain) {
             match conn.write_now(data) {
                 Ok(n) => n,
                 Err(e) => {
@@ -1138,15 +1340,51 @@ impl<M: Send + 'static> Context for Reactor<M> {
         let conn = self.conns.get(id.slot())?;
         (conn.gen == id.gen() && conn.is_open()).then(|| conn.io.source().peer_addr())?
     }
+
+    fn origin(&self, id: ConnId) -> Option<Origin> {
+        let conn = self.conns.get(id.slot())?;
+        (conn.gen == id.gen() && conn.is_open()).then_some(conn.origin)
+    }
+
+    fn connect(&mut self, to: Connect) -> io::Result<ConnId> {
+        let stream = sys::connect(to.addr)?;
+        let transport = match &to.tls {
+            Some((config, name)) => Transport::tls_client(config, name.clone())?,
+            None => Transport::Plain,
+        };
+        let stream = Stream::Tcp(stream);
+        stream.prepare()?;
+        // Watched for writability: that is how the end of a connect is told.
+        let id = self.register(stream, transport, Origin::Connected, Interest::WRITE)?;
+        let conn = &mut self.conns[id.slot()];
+        conn.connecting = true;
+        conn.pending_open = true;
+        // The handler has the id: it is owed an `on_close` from now on.
+        conn.owed_close = true;
+        conn.idle_limit = to.idle_timeout.map_or(NEVER, secs_ceil);
+        self.timers
+            .insert(deadline(self.now, to.timeout), Due::Establish(id));
+        Ok(id)
+    }
 }
 
-/// Looks at what waits on `stream` without taking it (`MSG_PEEK`): `Ok(0)`
-/// is an end of stream with nothing before it. Only TCP can look; the
-/// others answer that nothing can be told (`WouldBlock`).
-fn peek(stream: &Stream) -> io::Result<usize> {
-    match stream {
-        Stream::Tcp(s) => s.peek(&mut [0]),
+/// Looks at what waits on `conn`'s socket without taking it (`MSG_PEEK`):
+/// `Ok(0)` is an end of stream with nothing before it. Only plain TCP can
+/// look (TLS records are no end of stream even when they are a
+/// `close_notify`); the others answer that nothing can be told (`WouldBlock`).
+fn peek(conn: &Conn) -> io::Result<usize> {
+    match (conn.io.source(), &conn.transport) {
+        (Stream::Tcp(s), Transport::Plain) => s.peek(&mut [0]),
         _ => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// Why a connection whose read or write failed with `err` is closed.
+fn close_reason(err: &io::Error) -> CloseReason {
+    if is_tls_error(err) {
+        CloseReason::Tls
+    } else {
+        CloseReason::from_error(err)
     }
 }
 

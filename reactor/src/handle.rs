@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use polling::Poller;
 
-use crate::Error;
+use crate::{Error, Stream};
 
 /// Work other threads hand to the loop through a [`Handle`].
 pub(crate) enum Command<M> {
     Message(M),
     Stop,
+    Attach(Stream),
 }
 
 /// Sends messages to a running driver from any thread, or stops it. The
@@ -48,6 +49,13 @@ impl<M: Send> Handle<M> {
     /// Stops the loop gracefully, as SIGTERM does.
     pub fn stop(&self) -> Result<(), Error> {
         self.command(Command::Stop)
+    }
+
+    /// Hands `stream` (a connection accepted or made elsewhere, say by
+    /// another loop) to the driver, which serves it from then on: the
+    /// handler hears `on_open`, with [`Origin::Attached`](crate::Origin).
+    pub fn attach(&self, stream: impl Into<Stream>) -> Result<(), Error> {
+        self.command(Command::Attach(stream.into()))
     }
 
     fn command(&self, cmd: Command<M>) -> Result<(), Error> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{ConnId, TimerId};
+use crate::{ConnId, Connect, ListenerId, Origin, TimerId};
 
 /// An application: the callbacks a driver (the [`Reactor`](crate::Reactor),
 /// the [`threaded`](crate::threaded) driver, or the in-memory
@@ -21,7 +21,9 @@ pub trait Handler {
     /// [`Handle::post`](crate::Handle::post); `()` if nothing.
     type Message: Send + 'static;
 
-    /// A connection was accepted (or attached) and may now be sent to.
+    /// A connection is established and may now be sent to: accepted (for
+    /// TLS, once its handshake is done), attached, or one the handler
+    /// opened with [`Context::connect`]. [`Context::origin`] tells which.
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
         let _ = (cx, id);
     }
@@ -40,9 +42,11 @@ pub trait Handler {
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut);
 
     /// The connection is gone for the handler: `id` is stale from now on.
-    /// Called exactly once for every connection that was opened, as soon as
-    /// it starts closing (the loop may still be flushing it to the peer) —
-    /// also for one whose `on_open` panicked before it finished.
+    /// Called exactly once for every id the handler was given — every
+    /// connection that was opened (also one whose `on_open` panicked before
+    /// it finished), and every one it asked for with [`Context::connect`],
+    /// established or not ([`CloseReason::ConnectFailed`]) — as soon as it
+    /// starts closing (the loop may still be flushing it to the peer).
     fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
         let _ = (cx, id, reason);
     }
@@ -64,9 +68,12 @@ pub trait Handler {
         let _ = cx;
     }
 
-    /// What a connection over the connection limit is sent before it is
-    /// closed; `None` closes it without a word.
-    fn refusal(&self) -> Option<Bytes> {
+    /// What a connection to `listener` over the connection limit is sent
+    /// before it is closed; `None` closes it without a word. Asked per
+    /// listener, because each may speak another protocol (a chat line, an
+    /// HTTP 503).
+    fn refusal(&self, listener: ListenerId) -> Option<Bytes> {
+        let _ = listener;
         None
     }
 }
@@ -142,6 +149,17 @@ pub trait Context {
 
     /// The address of the peer, if `id` is an open network connection.
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr>;
+
+    /// Where `id` came from, while it is open.
+    fn origin(&self, id: ConnId) -> Option<Origin>;
+
+    /// Opens a connection to `to.addr` without waiting for it: the id is
+    /// returned at once, and the handler hears `on_open(id)` when the
+    /// connection is established, or `on_close(id, ConnectFailed(kind))` if
+    /// it cannot be (refused, unreachable, or not within `to.timeout`).
+    /// Data sent before then is queued and written once it is. An error
+    /// here means no attempt was made (out of descriptors, say).
+    fn connect(&mut self, to: Connect) -> io::Result<ConnId>;
 }
 
 /// Why a connection closed, as told to [`Handler::on_close`].
@@ -165,6 +183,11 @@ pub enum CloseReason {
     Idle,
     /// The loop stopped.
     Shutdown,
+    /// A connection the handler asked for with `Context::connect` could not
+    /// be established: refused, unreachable, or `TimedOut`.
+    ConnectFailed(io::ErrorKind),
+    /// The TLS layer failed: a bad handshake or record, or the peer's alert.
+    Tls,
     /// The handler panicked in `on_open` or `on_data` for this connection.
     /// The driver logs it and closes only this connection; the others are
     /// served on.
@@ -194,6 +217,8 @@ impl fmt::Display for CloseReason {
             CloseReason::OutputLimit => f.write_str("output limit"),
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::Shutdown => f.write_str("shutdown"),
+            CloseReason::ConnectFailed(kind) => write!(f, "cannot connect: {kind}"),
+            CloseReason::Tls => f.write_str("TLS error"),
             CloseReason::HandlerPanicked => f.write_str("the handler panicked"),
         }
     }

@@ -1,4 +1,5 @@
-//! Identifiers the loop hands out: [`ConnId`] for connections, [`TimerId`] for timers.
+//! Identifiers the loop hands out: [`ConnId`] for connections,
+//! [`ListenerId`] for listeners, [`TimerId`] for timers.
 
 use std::fmt;
 use std::time::Instant;
@@ -12,9 +13,9 @@ use std::time::Instant;
 /// it is a no-op (`Context::send` returns `false`) rather than a message
 /// delivered to a stranger.
 ///
-/// Generations come from one counter per loop and skip zero, which the loop
-/// keeps for its own sources (listener, signals); two connections in the same
-/// slot could only share an id if 2³² connections were accepted in between.
+/// Generations come from one counter per loop and skip zero; two
+/// connections in the same slot could only share an id if 2³² connections
+/// were accepted in between.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     slot: u32,
@@ -58,6 +59,31 @@ impl fmt::Debug for ConnId {
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Names one listener of a driver, as returned by `listen`: what a handler
+/// is told a connection came from ([`Origin::Accepted`](crate::Origin)),
+/// and what [`Handler::refusal`](crate::Handler::refusal) is asked for.
+/// Listeners live as long as their driver, so the id is just their number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub(crate) u32);
+
+impl ListenerId {
+    /// The id of the `n`th listener a driver was given, counting from 0:
+    /// what `listen` returns, in order.
+    pub const fn nth(n: u32) -> ListenerId {
+        ListenerId(n)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for ListenerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "listener {}", self.0)
     }
 }
 

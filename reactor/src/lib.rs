@@ -13,6 +13,7 @@
 mod config;
 mod conn;
 mod driver;
+mod endpoint;
 mod error;
 mod event_loop;
 mod handle;
@@ -25,12 +26,17 @@ mod sys;
 pub mod testing;
 pub mod threaded;
 mod timers;
+mod transport;
 
 pub use config::Config;
 pub use driver::Driver;
+pub use endpoint::{Connect, Endpoint, Origin};
 pub use error::Error;
 pub use event_loop::Reactor;
 pub use handle::Handle;
 pub use handler::{CloseReason, Context, Handler};
-pub use id::{ConnId, TimerId};
+pub use id::{ConnId, ListenerId, TimerId};
+/// The TLS library the transports use, so that configurations can be made
+/// with the same version.
+pub use rustls;
 pub use stream::Stream;

@@ -8,7 +8,7 @@
 //! to drop the guard, whose `Drop` deletes it from the poller first.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
@@ -17,12 +17,40 @@ use polling::{Event, PollMode, Poller};
 use crate::signals::SignalPipe;
 use crate::Error;
 
-/// Poller key of a driver's listening socket. Connection keys are `ConnId`
-/// bits, whose generation is never zero, so keys with generation zero are
-/// free for the driver's own sources.
-pub(crate) const LISTENER_KEY: usize = 0;
+/// Poller keys from here up are a driver's own sources; below it, a key is
+/// a connection's slot. Half the key space: a slab cannot grow that far,
+/// and the slot fits a key whole on 32-bit targets too (a key made of a
+/// `ConnId`'s 64 bits would not).
+const OWN_KEYS: usize = 1 << (usize::BITS - 1);
 /// Poller key of a driver's signal pipe.
-pub(crate) const SIGNAL_KEY: usize = 1;
+pub(crate) const SIGNAL_KEY: usize = OWN_KEYS;
+
+/// What a poller key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// The connection in this slot.
+    Conn(usize),
+    /// The listener with this index.
+    Listener(usize),
+    /// The signal pipe.
+    Signals,
+}
+
+impl Key {
+    /// The poller key of the listener with `index`.
+    pub(crate) fn listener(index: usize) -> usize {
+        SIGNAL_KEY + 1 + index
+    }
+
+    /// What `key` names.
+    pub(crate) fn of(key: usize) -> Key {
+        match key {
+            k if k < OWN_KEYS => Key::Conn(k),
+            SIGNAL_KEY => Key::Signals,
+            k => Key::Listener(k - SIGNAL_KEY - 1),
+        }
+    }
+}
 
 /// Which readiness a source is watched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +63,10 @@ impl Interest {
     pub(crate) const READ: Interest = Interest {
         read: true,
         write: false,
+    };
+    pub(crate) const WRITE: Interest = Interest {
+        read: false,
+        write: true,
     };
     pub(crate) const NONE: Interest = Interest {
         read: false,
@@ -102,18 +134,19 @@ fn event(key: usize, interest: Interest) -> Event {
     Event::new(key, interest.read, interest.write)
 }
 
-/// Registers a listening socket under [`LISTENER_KEY`], made non-blocking
-/// so that a driver can accept every pending connection per wake-up and go
-/// back to waiting.
+/// Registers the listening socket with `index`, made non-blocking so that
+/// a driver can accept every pending connection per wake-up and go back to
+/// waiting.
 pub(crate) fn watch_listener(
     poller: &Arc<Poller>,
     listener: TcpListener,
+    index: usize,
 ) -> Result<Registered<TcpListener>, Error> {
     listener.set_nonblocking(true)?;
     Ok(Registered::new(
         poller,
         listener,
-        LISTENER_KEY,
+        Key::listener(index),
         Interest::READ,
     )?)
 }
@@ -123,3 +156,25 @@ pub(crate) fn watch_signals(poller: &Arc<Poller>) -> Result<Registered<SignalPip
     let pipe = SignalPipe::new(true).map_err(Error::Signals)?;
     Ok(Registered::new(poller, pipe, SIGNAL_KEY, Interest::READ)?)
 }
+
+/// Starts connecting a TCP socket to `addr` without waiting: the socket is
+/// returned at once, and its becoming writable says the connect is done
+/// (`take_error` then tells whether it worked). std can only connect
+/// blocking, hence `socket2`.
+pub(crate) fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
+/// `EINPROGRESS`: a non-blocking connect has begun.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EINPROGRESS: i32 = 115;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const EINPROGRESS: i32 = 36;

@@ -39,17 +39,24 @@
 //!   more turn.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::timers::Timers;
-use crate::{CloseReason, Config, ConnId, Context, Handler, TimerId};
+use crate::{CloseReason, Config, ConnId, Connect, Context, Handler, ListenerId, Origin, TimerId};
 
 /// One pretend connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemConn {
+    origin: Origin,
+    /// Where it was asked to connect to with `Context::connect`.
+    dialing: Option<SocketAddr>,
+    /// An outbound connection not yet established (by
+    /// [`Harness::establish`]) nor failed (by [`Harness::fail_connect`]).
+    pending: bool,
     /// Everything the handler sent, not yet taken by the test: the queued
     /// output.
     output: Vec<u8>,
@@ -65,6 +72,22 @@ struct MemConn {
     held: bool,
     /// The pause the handler asked for, as its key in `MemoryContext::due`.
     paused: Option<TimerId>,
+}
+
+impl MemConn {
+    fn new(origin: Origin) -> MemConn {
+        MemConn {
+            origin,
+            dialing: None,
+            pending: false,
+            output: Vec::new(),
+            input: BytesMut::new(),
+            closing: None,
+            closed: None,
+            held: false,
+            paused: None,
+        }
+    }
 }
 
 /// What falls due at an instant.
@@ -203,11 +226,39 @@ impl Context for MemoryContext {
         self.stopped = true;
     }
 
-    /// Every pretend connection comes from 127.0.0.1, each from its own port.
+    /// Every pretend connection comes from 127.0.0.1, each from its own
+    /// port; an outbound one is at the address it was asked for.
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
         let port = 1024 + (id.slot() % 64_000) as u16;
-        self.open(id)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], port)))
+        let conn = self.open(id)?;
+        Some(
+            conn.dialing
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], port))),
+        )
+    }
+
+    fn origin(&self, id: ConnId) -> Option<Origin> {
+        self.open(id).map(|c| c.origin)
+    }
+
+    /// Records the request; the test then says how it ends, with
+    /// [`Harness::establish`] or [`Harness::fail_connect`].
+    fn connect(&mut self, to: Connect) -> io::Result<ConnId> {
+        let id = self.new_id();
+        let mut conn = MemConn::new(Origin::Connected);
+        conn.dialing = Some(to.addr);
+        conn.pending = true;
+        self.conns.insert(id, conn);
+        Ok(id)
+    }
+}
+
+impl MemoryContext {
+    fn new_id(&mut self) -> ConnId {
+        // Generations start at 1, like the loop's.
+        let id = ConnId::new(self.next_slot, 1);
+        self.next_slot += 1;
+        id
     }
 }
 
@@ -260,15 +311,50 @@ impl<H: Handler> Harness<H> {
         self
     }
 
-    /// A new connection; the handler's `on_open` runs.
+    /// A new connection, as if accepted by the first listener; the
+    /// handler's `on_open` runs.
     pub fn connect(&mut self) -> ConnId {
-        // Generations start at 1, like the loop's.
-        let id = ConnId::new(self.cx.next_slot, 1);
-        self.cx.next_slot += 1;
-        self.cx.conns.insert(id, MemConn::default());
+        self.connect_to(ListenerId(0))
+    }
+
+    /// A new connection accepted by `listener`; the handler's `on_open` runs.
+    pub fn connect_to(&mut self, listener: ListenerId) -> ConnId {
+        let id = self.cx.new_id();
+        self.cx
+            .conns
+            .insert(id, MemConn::new(Origin::Accepted(listener)));
         self.handler.on_open(&mut self.cx, id);
         self.settle();
         id
+    }
+
+    /// The outbound connections the handler asked for that are still
+    /// being made, with where to.
+    pub fn dialing(&self) -> Vec<(ConnId, SocketAddr)> {
+        self.cx
+            .conns
+            .iter()
+            .filter(|(_, c)| c.pending && c.closed.is_none() && c.closing.is_none())
+            .filter_map(|(&id, c)| c.dialing.map(|addr| (id, addr)))
+            .collect()
+    }
+
+    /// The outbound connection `id` is established: `on_open` runs.
+    pub fn establish(&mut self, id: ConnId) {
+        if self.dialing().iter().any(|&(d, _)| d == id) {
+            self.cx.conns.get_mut(&id).expect("dialing").pending = false;
+            self.handler.on_open(&mut self.cx, id);
+            self.settle();
+        }
+    }
+
+    /// The outbound connection `id` cannot be made: `on_close` runs with
+    /// [`CloseReason::ConnectFailed`].
+    pub fn fail_connect(&mut self, id: ConnId, kind: io::ErrorKind) {
+        if self.dialing().iter().any(|&(d, _)| d == id) {
+            self.finish(id, CloseReason::ConnectFailed(kind));
+            self.settle();
+        }
     }
 
     /// Bytes arrive from the peer of `id` (ignored once it is closing). If

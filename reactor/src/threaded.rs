@@ -77,9 +77,12 @@ use slab::Slab;
 use crate::handle::{Command, Handle};
 use crate::output::Output;
 use crate::signals::SignalPipe;
-use crate::sys::{self, Interest, Registered, LISTENER_KEY, SIGNAL_KEY};
+use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
-use crate::{CloseReason, Config, ConnId, Context, Error, Handler, TimerId};
+use crate::{
+    CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
+    TimerId,
+};
 
 /// Client threads need little stack: they block in `read` and `writev`.
 const STACK_SIZE: usize = 256 * 1024;
@@ -104,16 +107,18 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 
-/// The listening socket and whether accepting is paused.
+/// A listening socket, its policy, and whether accepting is paused.
 struct Listener {
     io: Registered<TcpListener>,
+    endpoint: Endpoint,
     paused_until: Option<Instant>,
 }
 
 /// A thread-per-connection server for one [`Handler`].
 pub struct Threaded<M> {
     poller: Arc<Poller>,
-    listener: Option<Listener>,
+    /// Every listener, by `ListenerId`; all dropped when a stop begins.
+    listeners: Vec<Listener>,
     signals: Option<Registered<SignalPipe>>,
     config: Config,
     mailbox: Receiver<Command<M>>,
@@ -148,7 +153,7 @@ impl<M: Send + 'static> Threaded<M> {
         let (mailbox_tx, mailbox) = mpsc::channel();
         Ok(Threaded {
             poller,
-            listener: None,
+            listeners: Vec::new(),
             signals: None,
             config,
             mailbox,
@@ -160,18 +165,36 @@ impl<M: Send + 'static> Threaded<M> {
         })
     }
 
-    /// Accepts clients from `listener`.
-    pub fn listen(&mut self, listener: TcpListener) -> Result<(), Error> {
-        self.listener = Some(Listener {
-            io: sys::watch_listener(&self.poller, listener)?,
-            paused_until: None,
-        });
-        Ok(())
+    /// Accepts plain TCP clients from `listener`, beside any other listeners.
+    pub fn listen(&mut self, listener: TcpListener) -> Result<ListenerId, Error> {
+        self.listen_on(listener, Endpoint::plain())
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.as_ref()?.io.source().local_addr().ok()
+    /// Accepts clients from `listener`, served as `endpoint` says.
+    pub fn listen_on(
+        &mut self,
+        listener: TcpListener,
+        endpoint: Endpoint,
+    ) -> Result<ListenerId, Error> {
+        if endpoint.tls.is_some() {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "TLS is not yet served by the threaded driver",
+            )));
+        }
+        let index = self.listeners.len();
+        self.listeners.push(Listener {
+            io: sys::watch_listener(&self.poller, listener, index)?,
+            endpoint,
+            paused_until: None,
+        });
+        Ok(ListenerId(index as u32))
+    }
+
+    /// The address `listener` is bound to, until the server stops.
+    pub fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
+        let listener = self.listeners.get(listener.index())?;
+        listener.io.source().local_addr().ok()
     }
 
     /// Stops gracefully on SIGINT, SIGTERM or SIGHUP, as the reactor does.
@@ -234,10 +257,10 @@ impl<M: Send + 'static> Threaded<M> {
         self.poller.wait(events, self.timeout(shared))?;
         let now = Instant::now();
         for event in events.iter() {
-            match event.key {
-                LISTENER_KEY => self.accept(scope, shared, now),
-                SIGNAL_KEY => self.on_signal(shared, now),
-                _ => {}
+            match Key::of(event.key) {
+                Key::Listener(index) => self.accept(scope, shared, index, now),
+                Key::Signals => self.on_signal(shared, now),
+                Key::Conn(_) => {}
             }
         }
         self.take_mail(shared);
@@ -268,7 +291,7 @@ impl<M: Send + 'static> Threaded<M> {
             let sweep = (places.open > 0).then_some(self.next_sweep);
             (places.next_deadline(), sweep)
         };
-        let paused = self.listener.as_ref().and_then(|l| l.paused_until);
+        let paused = self.listeners.iter().filter_map(|l| l.paused_until).min();
         [next_timer, linger, sweep, paused, self.stop_deadline]
             .into_iter()
             .flatten()
@@ -303,13 +326,16 @@ impl<M: Send + 'static> Threaded<M> {
             match cmd {
                 Command::Message(msg) => state.call_guarded("on_wake", |h, cx| h.on_wake(cx, msg)),
                 Command::Stop => state.core.stop_requested = true,
+                Command::Attach(_) => {
+                    log::warn!("the threaded driver cannot yet serve a stream handed over");
+                }
             }
         }
         self.mailbox_more = true;
     }
 
     fn resume_accepting(&mut self, now: Instant) {
-        if let Some(listener) = &mut self.listener {
+        for listener in &mut self.listeners {
             if listener.paused_until.is_some_and(|t| now >= t)
                 && listener.io.set_interest(Interest::READ).is_ok()
             {
@@ -345,7 +371,7 @@ impl<M: Send + 'static> Threaded<M> {
     /// handler, then every connection flushed and closed.
     fn begin_stop<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
         self.stop_deadline = Some(deadline(now, self.config.shutdown_timeout));
-        self.listener = None;
+        self.listeners.clear();
         // Before the closes: a graceful stop lingers whoever is closing.
         shared.places().stopping = true;
         let mut state = shared.lock();
@@ -383,12 +409,13 @@ impl<M: Send + 'static> Threaded<M> {
         &mut self,
         scope: &'scope Scope<'scope, '_>,
         shared: &'scope Shared<'_, H>,
+        index: usize,
         now: Instant,
     ) where
         H: Handler<Message = M> + Send,
     {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = &mut self.listener else {
+            let Some(listener) = self.listeners.get_mut(index) else {
                 return;
             };
             let stream = match listener.io.source().accept() {
@@ -416,7 +443,7 @@ impl<M: Send + 'static> Threaded<M> {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            self.admit(scope, shared, stream);
+            self.admit(scope, shared, ListenerId(index as u32), stream);
         }
     }
 
@@ -428,6 +455,7 @@ impl<M: Send + 'static> Threaded<M> {
         &self,
         scope: &'scope Scope<'scope, '_>,
         shared: &'scope Shared<'_, H>,
+        from: ListenerId,
         stream: TcpStream,
     ) where
         H: Handler<Message = M> + Send,
@@ -435,11 +463,12 @@ impl<M: Send + 'static> Threaded<M> {
         let config = &self.config;
         let stream = Arc::new(stream);
         let mut places = shared.places();
-        let refused = places.open >= config.max_connections;
+        let limit = self.listeners[from.index()].endpoint.max_connections;
+        let refused = places.open >= config.max_connections || places.open_from(from) >= limit;
         if refused && places.closing >= config.max_closing / 2 {
             return;
         }
-        let key = places.insert(Arc::clone(&stream));
+        let key = places.insert(Arc::clone(&stream), from);
         if refused {
             places.start_closing(key);
         }
@@ -449,13 +478,13 @@ impl<M: Send + 'static> Threaded<M> {
             let _done = ThreadDone { shared, key };
             if refused {
                 // Asked here, not on the accepting thread: see `serve_client`.
-                let refusal = shared.lock().handler.refusal();
+                let refusal = shared.lock().handler.refusal(from);
                 if let Some(text) = refusal {
                     let _ = (&*stream).write_all(&text);
                 }
                 linger(&stream);
             } else {
-                serve_client(scope, shared, key, stream);
+                serve_client(scope, shared, key, from, stream);
             }
         });
         if !spawned {
@@ -503,6 +532,7 @@ fn serve_client<'scope, H>(
     scope: &'scope Scope<'scope, '_>,
     shared: &'scope Shared<'_, H>,
     key: usize,
+    from: ListenerId,
     stream: Arc<TcpStream>,
 ) where
     H: Handler + Send,
@@ -521,7 +551,7 @@ fn serve_client<'scope, H>(
         }
         let id = state
             .core
-            .insert(key, Arc::clone(&stream), Arc::clone(&outbox));
+            .insert(key, from, Arc::clone(&stream), Arc::clone(&outbox));
         // As with `on_data`: a panic here costs this client only.
         let call = || state.call(|h, cx| h.on_open(cx, id));
         if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
@@ -645,6 +675,7 @@ struct Places {
 /// One client thread's place.
 struct Place {
     stream: Arc<TcpStream>,
+    from: ListenerId,
     /// Tells this place from a later one in the same slot.
     serial: u64,
     closing: bool,
@@ -665,12 +696,13 @@ impl Places {
         }
     }
 
-    /// A place for a new, open connection.
-    fn insert(&mut self, stream: Arc<TcpStream>) -> usize {
+    /// A place for a new, open connection from `from`.
+    fn insert(&mut self, stream: Arc<TcpStream>, from: ListenerId) -> usize {
         self.next_serial += 1;
         self.open += 1;
         self.places.insert(Place {
             stream,
+            from,
             serial: self.next_serial,
             closing: false,
         })
@@ -701,6 +733,14 @@ impl Places {
         let at = deadline(Instant::now(), self.linger_timeout);
         self.linger.push_back((key, place.serial, at));
         true
+    }
+
+    /// Open connections from `listener`.
+    fn open_from(&self, listener: ListenerId) -> usize {
+        self.places
+            .iter()
+            .filter(|(_, p)| p.from == listener && !p.closing)
+            .count()
     }
 
     /// The next linger deadline (perhaps of a place gone since).
@@ -795,6 +835,7 @@ impl<H: Handler> State<'_, H> {
 /// A client as the handler sees it: open until removed from the slab.
 struct Peer {
     gen: u32,
+    from: ListenerId,
     /// Its place in `Places`.
     key: usize,
     stream: Arc<TcpStream>,
@@ -815,11 +856,18 @@ struct Core {
 }
 
 impl Core {
-    fn insert(&mut self, key: usize, stream: Arc<TcpStream>, outbox: Arc<Outbox>) -> ConnId {
+    fn insert(
+        &mut self,
+        key: usize,
+        from: ListenerId,
+        stream: Arc<TcpStream>,
+        outbox: Arc<Outbox>,
+    ) -> ConnId {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
         let slot = self.peers.insert(Peer {
             gen,
+            from,
             key,
             stream,
             outbox,
@@ -971,6 +1019,17 @@ impl Context for Core {
 
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
         self.get(id)?.stream.peer_addr().ok()
+    }
+
+    fn origin(&self, id: ConnId) -> Option<Origin> {
+        Some(Origin::Accepted(self.get(id)?.from))
+    }
+
+    fn connect(&mut self, _to: Connect) -> io::Result<ConnId> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the threaded driver cannot yet connect out",
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reactor::threaded::Threaded;
-use reactor::{CloseReason, Config, ConnId, Context, Error, Handle, Handler, Reactor};
+use reactor::{CloseReason, Config, ConnId, Context, Error, Handle, Handler, ListenerId, Reactor};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -87,7 +87,7 @@ impl Handler for Probe {
         self.seen.send(Seen::Stop).unwrap();
     }
 
-    fn refusal(&self) -> Option<Bytes> {
+    fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
         Some(Bytes::from_static(b"ERR busy\n"))
     }
 }

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use reactor::{CloseReason, ConnId, Context, Handler, TimerId};
+use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, TimerId};
 use rustc_hash::FxHashMap;
 
 use crate::lines::{next_line, LineTooLong};
@@ -659,7 +659,7 @@ impl Handler for Chat {
         self.broadcast(cx, &Bytes::from_static(SHUTTING_DOWN), None);
     }
 
-    fn refusal(&self) -> Option<Bytes> {
+    fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
         Some(self.refusal.clone())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reactor::testing::Harness;
-use reactor::{CloseReason, ConnId, Handler};
+use reactor::{CloseReason, ConnId, Handler, ListenerId};
 
 use super::*;
 
@@ -513,7 +513,7 @@ fn the_limit_holds_before_the_greeting_too() {
 fn a_full_server_refuses_with_the_busy_line() {
     let (h, _) = chat();
     assert_eq!(
-        h.handler.refusal(),
+        h.handler.refusal(ListenerId::nth(0)),
         Some(Bytes::from_static(
             b"ERR busy: too many clients, try again later\n"
         ))
@@ -524,7 +524,7 @@ fn a_full_server_refuses_with_the_busy_line() {
     };
     let (h, _) = chat_with(config);
     assert_eq!(
-        h.handler.refusal(),
+        h.handler.refusal(ListenerId::nth(0)),
         Some(Bytes::from_static(
             b"ERR busy: serving another client, try again later\n"
         ))

@@ -19,7 +19,7 @@ use chatapp::chat::{Chat, ChatConfig, ConsoleLine};
 use chatapp::echo::Echo;
 use chatapp::lines::{next_line, LineTooLong};
 use reactor::testing::Harness;
-use reactor::{CloseReason, ConnId, Context, Handler, TimerId};
+use reactor::{CloseReason, ConnId, Connect, Context, Handler, Origin, TimerId};
 
 /// `data` cut at each of `cuts` (offsets, in any order, out of range ones
 /// clamped): the reads a connection might have received it in.
@@ -209,6 +209,14 @@ impl Context for Watch<'_> {
 
     fn peer_addr(&self, id: ConnId) -> Option<std::net::SocketAddr> {
         self.cx.peer_addr(id)
+    }
+
+    fn origin(&self, id: ConnId) -> Option<Origin> {
+        self.cx.origin(id)
+    }
+
+    fn connect(&mut self, to: Connect) -> io::Result<ConnId> {
+        self.cx.connect(to)
     }
 }
 

@@ -1,0 +1,259 @@
+//! The layer between a connection's socket and its buffers: bytes as they
+//! are, or TLS.
+//!
+//! TLS is rustls driven sans-IO: the loop reads ciphertext from the socket
+//! itself (one bounded read per readiness, as for plain connections), hands
+//! it to rustls, and takes the plaintext out into the same shared read
+//! buffer the handler is given; on the way out, the connection's queued
+//! plaintext is handed to rustls, which encrypts it, and the records are
+//! written with the same vectored writes. So flow control works on both
+//! sides of the encryption: the connection's output queue (plaintext) has
+//! the usual limits, and rustls holds at most [`TLS_BUFFER`] of ciphertext
+//! besides.
+//!
+//! The transport may want to write for reasons of its own — the handshake,
+//! an alert, `close_notify` — and reads the handler never sees (handshake
+//! messages): [`Transport::wants_write`] makes the loop watch for
+//! writability, and a read that produced no plaintext is `WouldBlock` to it.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+
+use crate::output::Output;
+use crate::Stream;
+
+/// Ciphertext rustls may hold, encrypted and not yet written, per
+/// connection; also the plaintext it holds for a handshake still under way.
+/// rustls's default.
+const TLS_BUFFER: usize = 64 * 1024;
+
+/// How a connection's bytes cross its socket.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// As they are.
+    Plain,
+    /// Through TLS. Boxed: a rustls connection is a few hundred bytes
+    /// before its buffers, and plain connections should not pay for it.
+    Tls(Box<Tls>),
+}
+
+/// One TLS session.
+#[derive(Debug)]
+pub(crate) struct Tls {
+    session: rustls::Connection,
+    /// `close_notify` has been queued.
+    closing: bool,
+}
+
+impl Transport {
+    /// The server side of TLS with `config`.
+    pub(crate) fn tls_server(config: &Arc<rustls::ServerConfig>) -> io::Result<Transport> {
+        let session = rustls::ServerConnection::new(Arc::clone(config)).map_err(tls_error)?;
+        Ok(Transport::tls(session.into()))
+    }
+
+    /// The client side of TLS with `config`, for a server called `name`.
+    pub(crate) fn tls_client(
+        config: &Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Transport> {
+        let session = rustls::ClientConnection::new(Arc::clone(config), name).map_err(tls_error)?;
+        Ok(Transport::tls(session.into()))
+    }
+
+    fn tls(mut session: rustls::Connection) -> Transport {
+        session.set_buffer_limit(Some(TLS_BUFFER));
+        Transport::Tls(Box::new(Tls {
+            session,
+            closing: false,
+        }))
+    }
+
+    /// Whether the handshake is still under way: the handler has not been
+    /// told of the connection yet, and no application data can flow.
+    pub(crate) fn handshaking(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Tls(tls) => tls.session.is_handshaking(),
+        }
+    }
+
+    /// Whether the transport has bytes of its own to write (handshake
+    /// messages, alerts, encrypted records not yet taken by the socket).
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Tls(tls) => tls.session.wants_write(),
+        }
+    }
+
+    /// Reads once from `stream` and puts the plaintext at the front of
+    /// `plain`, returning how much; `Ok(0)` is the end of the stream.
+    /// `cipher` is where TLS reads ciphertext to; it must be no longer than
+    /// `plain`, because a record's plaintext is never longer than the
+    /// record. A read that brought only handshake messages is `WouldBlock`:
+    /// there is nothing for the handler.
+    pub(crate) fn read(
+        &mut self,
+        stream: &Stream,
+        cipher: &mut [u8],
+        plain: &mut [u8],
+    ) -> io::Result<usize> {
+        let Transport::Tls(tls) = self else {
+            return read_retrying(stream, plain);
+        };
+        debug_assert!(cipher.len() <= plain.len());
+        let n = read_retrying(stream, cipher)?;
+        let mut rest = &cipher[..n];
+        let mut got = 0;
+        let mut ended = false;
+        loop {
+            // rustls takes at most one 4 KiB portion per call: feed it all,
+            // taking the plaintext out between portions so that its
+            // plaintext buffer never fills. An empty slice reads as the
+            // end of the stream, which is what it is when `n` is 0.
+            tls.session.read_tls(&mut rest)?;
+            if let Err(e) = tls.session.process_new_packets() {
+                // rustls has queued an alert saying what went wrong: try
+                // once to send it, without waiting, before giving up.
+                let _ = tls.session.write_tls(&mut Writer(stream));
+                return Err(tls_error(e));
+            }
+            loop {
+                match tls.session.reader().read(&mut plain[got..]) {
+                    Ok(0) => {
+                        // `close_notify`: the peer will send no more.
+                        ended = true;
+                        break;
+                    }
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The socket ended without `close_notify`. For our
+                    // line protocols a truncation is visible anyway (a
+                    // line without its end is dropped), so it reads as an
+                    // ordinary end of stream.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        ended = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+        match (got, ended) {
+            // The end is seen again by the next read, which returns 0: the
+            // socket has ended too (or the peer sent `close_notify` and
+            // closes next, as peers do).
+            (0, true) => Ok(0),
+            (0, false) => Err(io::ErrorKind::WouldBlock.into()),
+            (got, _) => Ok(got),
+        }
+    }
+
+    /// Writes `output` to `stream` until the socket is full
+    /// (`Ok(false)`), everything is written (`Ok(true)`), or about `budget`
+    /// bytes have gone out (`Ok(false)`). For TLS, what rustls already
+    /// holds goes out before more is encrypted, so records leave in order.
+    pub(crate) fn write(
+        &mut self,
+        stream: &Stream,
+        output: &mut Output,
+        mut budget: usize,
+    ) -> io::Result<bool> {
+        loop {
+            if let Transport::Tls(tls) = self {
+                while tls.session.wants_write() {
+                    match tls.session.write_tls(&mut Writer(stream)) {
+                        Ok(n) => budget = budget.saturating_sub(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                    if budget == 0 {
+                        return Ok(false);
+                    }
+                }
+            }
+            if output.is_empty() {
+                return Ok(true);
+            }
+            let mut offered = 0;
+            let result = output.write_with(|slices| {
+                offered = slices.iter().map(|s| s.len()).sum();
+                match self {
+                    Transport::Plain => stream.write_vectored(slices),
+                    Transport::Tls(tls) => tls.session.writer().write_vectored(slices),
+                }
+            });
+            match (&mut *self, result) {
+                // The socket took less than it was offered: it is full
+                // now, and another write would only return `WouldBlock`.
+                (Transport::Plain, Ok(written)) if written < offered => return Ok(false),
+                (Transport::Plain, Ok(written)) => budget = budget.saturating_sub(written),
+                // rustls's buffer is full: write it out first.
+                (Transport::Tls(tls), Ok(0)) if !tls.session.wants_write() => return Ok(false),
+                (Transport::Tls(_), Ok(_)) => {}
+                (_, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                (_, Err(e)) => return Err(e),
+            }
+            if budget == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Queues `close_notify`, once, so that the peer can tell our end of
+    /// stream from a truncation; it is written like any other output.
+    pub(crate) fn close(&mut self) {
+        if let Transport::Tls(tls) = self {
+            if !tls.closing {
+                tls.closing = true;
+                tls.session.send_close_notify();
+            }
+        }
+    }
+}
+
+/// Whether `err` is the TLS layer failing (as opposed to the socket).
+pub(crate) fn is_tls_error(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<rustls::Error>())
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn read_retrying(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// `io::Write` over a stream the loop shares, for rustls's `write_tls`.
+struct Writer<'a>(&'a Stream);
+
+impl Write for Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match self.0.write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

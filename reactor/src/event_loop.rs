@@ -55,7 +55,7 @@ use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
-use crate::transport::{is_tls_error, Transport};
+use crate::transport::{is_tls_error, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
     Stream, TimerId,
@@ -779,10 +779,16 @@ impl<M: Send + 'static> Reactor<M> {
     /// buffer. So an idle connection holds no input memory, and a read that
     /// leaves more waiting is simply followed by another readiness report.
     fn read<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId, hand_back: bool) {
-        if self.scratch.len() < MIN_READ {
+        // TLS decrypts into the scratch buffer what it reads now and what
+        // it held of a record begun in an earlier read: room for a record more.
+        let tls =
+            live_in(&mut self.conns, id).is_some_and(|c| matches!(c.transport, Transport::Tls(_)));
+        let slack = if tls { MAX_RECORD } else { 0 };
+        if self.scratch.len() < MIN_READ + slack {
             self.renew_scratch();
         }
         let window = self.scratch.len().min(self.config.max_read.max(1));
+        let cipher_window = window.min(self.scratch.len() - slack);
         let max_input = self.config.max_input;
         // The slab alone, not `self.live`: the read below borrows the
         // scratch buffer at the same time.
@@ -827,13 +833,19 @@ impl<M: Send + 'static> Reactor<M> {
                 Err(e) => Err(e),
             }
         } else {
-            let tls = matches!(conn.transport, Transport::Tls(_));
-            if tls && self.cipher.len() < window {
-                self.cipher.resize(window, 0);
+            if tls && self.cipher.len() < cipher_window {
+                self.cipher.resize(cipher_window, 0);
             }
-            let cipher = &mut self.cipher[..if tls { window } else { 0 }];
-            conn.transport
-                .read(conn.io.source(), cipher, &mut self.scratch[..window])
+            let (cipher, plain) = if tls {
+                (cipher_window, cipher_window + slack)
+            } else {
+                (0, window)
+            };
+            conn.transport.read(
+                conn.io.source(),
+                &mut self.cipher[..cipher],
+                &mut self.scratch[..plain],
+            )
         };
         if matches!(conn.transport, Transport::Tls(_)) {
             // The transport may have something to say (the handshake's

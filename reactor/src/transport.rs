@@ -29,6 +29,11 @@ use crate::Stream;
 /// rustls's default.
 const TLS_BUFFER: usize = 64 * 1024;
 
+/// The most plaintext one TLS record carries (2^14 bytes). A read can
+/// complete a record begun in an earlier one, so the plaintext of `n` bytes
+/// of ciphertext is at most `n + MAX_RECORD`.
+pub(crate) const MAX_RECORD: usize = 16 * 1024;
+
 /// How a connection's bytes cross its socket.
 #[derive(Debug)]
 pub(crate) enum Transport {
@@ -91,10 +96,11 @@ impl Transport {
 
     /// Reads once from `stream` and puts the plaintext at the front of
     /// `plain`, returning how much; `Ok(0)` is the end of the stream.
-    /// `cipher` is where TLS reads ciphertext to; it must be no longer than
-    /// `plain`, because a record's plaintext is never longer than the
-    /// record. A read that brought only handshake messages is `WouldBlock`:
-    /// there is nothing for the handler.
+    /// `cipher` is where TLS reads ciphertext to; `plain` must have room for
+    /// [`MAX_RECORD`] more, so that all the plaintext is taken out of rustls
+    /// now: what stayed there would wait for the socket to be readable
+    /// again, which it may never be. A read that brought only handshake
+    /// messages is `WouldBlock`: there is nothing for the handler.
     pub(crate) fn read(
         &mut self,
         stream: &Stream,
@@ -104,7 +110,7 @@ impl Transport {
         let Transport::Tls(tls) = self else {
             return read_retrying(stream, plain);
         };
-        debug_assert!(cipher.len() <= plain.len());
+        debug_assert!(cipher.len() + MAX_RECORD <= plain.len());
         let n = read_retrying(stream, cipher)?;
         let mut rest = &cipher[..n];
         let mut got = 0;

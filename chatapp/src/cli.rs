@@ -54,6 +54,11 @@ pub struct ServerArgs {
     /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_port")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds a TLS client may take to finish its handshake, 1 to 60; then
+    /// it is closed, having cost nobody else anything.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub handshake_timeout: u64,
     /// Clients served at once, 1 to 1000000 (default 10000); one more is told
     /// the server is busy and closed.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_CLIENTS))]
@@ -273,7 +278,11 @@ where
     let plain = driver.listen_on(args.bind()?, Endpoint::plain())?;
     let secure = match (args.tls_port, tls) {
         (Some(port), Some(tls)) => {
-            Some(driver.listen_on(args.bind_port(port)?, Endpoint::tls(tls))?)
+            let endpoint = Endpoint {
+                handshake_timeout: Duration::from_secs(args.handshake_timeout),
+                ..Endpoint::tls(tls)
+            };
+            Some(driver.listen_on(args.bind_port(port)?, endpoint)?)
         }
         _ => None,
     };

@@ -23,6 +23,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Where it serves TLS, if it was started with `--tls-port`.
+    tls_addr: Option<SocketAddr>,
     /// The server's stdin: the chat servers' operator console.
     console: ChildStdin,
     /// The lines of stdout after `listening on …` (the chat servers'
@@ -41,6 +43,16 @@ impl Server {
         let (mut server, stderr) = Server::spawn(bin, args);
         server.stderr = Some(thread::spawn(move || read_all(stderr)));
         server.await_address(bin);
+        if args.contains(&"--tls-port") {
+            let line = server
+                .stdout
+                .recv_timeout(TIMEOUT)
+                .expect("a second endpoint");
+            let addr = line.strip_prefix("listening on tls://").unwrap_or_else(|| {
+                panic!("expected `listening on tls://IP:PORT`, got {line:?}");
+            });
+            server.tls_addr = Some(addr.parse().expect("an IP:PORT"));
+        }
         server
     }
 
@@ -71,6 +83,7 @@ impl Server {
         let server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_addr: None,
             console,
             stdout: read_lines(stdout),
             stderr: None,
@@ -99,6 +112,11 @@ impl Server {
     /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the server serves TLS (it was started with `--tls-port`).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr.expect("started with --tls-port")
     }
 
     /// Types `line` on the server's console (its stdin).

@@ -8,7 +8,9 @@
 //! [`threaded`] driver, and in unit tests on the in-memory
 //! [`testing::Harness`], with no socket at all.
 //!
-//! Start reading at `event_loop.rs`: the whole loop is in that one file.
+//! Start reading at `event_loop.rs`: one turn of the loop is one short
+//! function there, `Reactor::turn`, with the parts it calls in the modules
+//! under `event_loop/`.
 
 mod config;
 mod conn;

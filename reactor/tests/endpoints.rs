@@ -243,13 +243,13 @@ fn a_client_that_stalls_in_the_handshake_is_closed_at_the_deadline_unheard_of() 
     };
     let loop_ = Running::start(vec![endpoint]);
     // Half a ClientHello, then nothing; and plaintext to the TLS port.
+    let started = Instant::now();
     let mut stalled = connect(loop_.addrs[0]);
     stalled
         .write_all(&[0x16, 0x03, 0x01, 0x00, 0x80, 0x01])
         .unwrap();
     let mut confused = connect(loop_.addrs[0]);
     confused.write_all(b"Hi\n").unwrap();
-    let started = Instant::now();
 
     let mut secure = tls_connect(loop_.addrs[0], &client);
     secure.write_all(b"still served\n").unwrap();

@@ -1,0 +1,117 @@
+//! What handlers may do: the reactor's side of [`Context`].
+
+use super::*;
+
+impl<M: Send + 'static> Context for Reactor<M> {
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn send(&mut self, to: ConnId, data: Bytes) -> bool {
+        if data.is_empty() {
+            return self.live(to).is_some_and(|c| c.is_open());
+        }
+        self.enqueue(to, data.len(), |output| output.push(&data))
+    }
+
+    fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
+        if data.is_empty() {
+            return to.iter().filter(|&&id| self.send(id, Bytes::new())).count();
+        }
+        to.iter()
+            .filter(|&&id| self.enqueue(id, data.len(), |output| output.push(data)))
+            .count()
+    }
+
+    fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
+        let Some(conn) = self.live(to).filter(|c| c.is_open()) else {
+            return false;
+        };
+        if data.is_empty() {
+            return true;
+        }
+        // Only with nothing queued: written now, it would overtake that.
+        // And only in plain: TLS must encrypt it first.
+        let written = if conn.output_len() == 0 && matches!(conn.transport, Transport::Plain) {
+            match conn.write_now(data) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Broken: closed with what broke it, like a failed flush.
+                    self.begin_close(to, CloseReason::from_error(&e));
+                    return false;
+                }
+            }
+        } else {
+            0
+        };
+        let rest = &data[written..];
+        rest.is_empty() || self.enqueue(to, rest.len(), |output| output.push_slice(rest))
+    }
+
+    fn backlogged(&self, id: ConnId) -> bool {
+        // The hold itself, so that a handler that stops for it is sure to be
+        // handed its input back when it ends.
+        self.conns
+            .get(id.slot())
+            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.held_for_output)
+    }
+
+    fn pause_input(&mut self, id: ConnId, duration: Duration) {
+        let until = deadline(self.now, duration);
+        let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
+            return;
+        };
+        conn.bufs().paused_until = Some(until);
+        self.timers.insert(until, Due::Resume(id));
+        // The flush turns reading off.
+        self.queue_flush(id);
+    }
+
+    fn close(&mut self, to: ConnId) {
+        self.begin_close(to, CloseReason::Requested);
+    }
+
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        self.timers
+            .insert(deadline(self.now, after), Due::Handler(tag))
+    }
+
+    fn cancel_timer(&mut self, timer: TimerId) {
+        self.timers.cancel(timer);
+    }
+
+    fn stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        let conn = self.conns.get(id.slot())?;
+        (conn.gen == id.gen() && conn.is_open()).then(|| conn.io.source().peer_addr())?
+    }
+
+    fn origin(&self, id: ConnId) -> Option<Origin> {
+        let conn = self.conns.get(id.slot())?;
+        (conn.gen == id.gen() && conn.is_open()).then_some(conn.origin)
+    }
+
+    fn connect(&mut self, to: Connect) -> io::Result<ConnId> {
+        let stream = sys::connect(to.addr)?;
+        let transport = match &to.tls {
+            Some((config, name)) => Transport::tls_client(config, name.clone())?,
+            None => Transport::Plain,
+        };
+        let stream = Stream::Tcp(stream);
+        stream.prepare()?;
+        // Watched for writability: that is how the end of a connect is told.
+        let id = self.register(stream, transport, Origin::Connected, Interest::WRITE)?;
+        let conn = &mut self.conns[id.slot()];
+        conn.connecting = true;
+        conn.pending_open = true;
+        // The handler has the id: it is owed an `on_close` from now on.
+        conn.owed_close = true;
+        conn.idle_limit = to.idle_timeout.map_or(NEVER, secs_ceil);
+        self.timers
+            .insert(deadline(self.now, to.timeout), Due::Establish(id));
+        Ok(id)
+    }
+}

@@ -1,0 +1,246 @@
+//! Where connections come from: accepting from the listeners (and
+//! refusing past their limits), streams attached or handed over, outbound
+//! connects, and telling the handler once a connection is established.
+
+use super::*;
+
+/// Connections accepted per wakeup, so that a storm of new connections
+/// cannot starve the ones already being served.
+const ACCEPT_BATCH: usize = 64;
+/// How long to stop accepting after running out of file descriptors: a
+/// level-triggered listener stays readable while `accept` fails, so retrying
+/// at once would spin the CPU.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// `EMFILE`/`ENFILE` (the same on Linux, macOS and the BSDs): out of descriptors.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// A listening socket, its policy, and whether accepting is paused.
+pub(super) struct Listener {
+    pub(super) io: Registered<TcpListener>,
+    pub(super) endpoint: Endpoint,
+    /// Its connections being served (not those closing).
+    pub(super) open: usize,
+    pub(super) paused_until: Option<Instant>,
+}
+
+impl<M: Send + 'static> Reactor<M> {
+    pub(super) fn announce<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+        while let Some(slot) = self.unannounced.pop() {
+            let conn = &mut self.conns[slot];
+            conn.owed_close = true;
+            let id = ConnId::new(slot, conn.gen);
+            self.open_conn(handler, id);
+        }
+    }
+
+    /// Tells the handler of a new connection. As with `on_data`, a panic
+    /// in the handler costs only this connection.
+    pub(super) fn open_conn<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_open(self, id)));
+        if outcome.is_err() {
+            log::error!("{id}: the handler panicked opening this connection; closing it");
+            self.release(id, CloseReason::HandlerPanicked);
+        }
+        self.tell_closed(handler);
+    }
+
+    /// Puts `stream` in a slot, watched for input, and counts it where it
+    /// counts: against the client limits unless it is the handler's own.
+    pub(super) fn register(
+        &mut self,
+        stream: Stream,
+        transport: Transport,
+        origin: Origin,
+        interest: Interest,
+    ) -> io::Result<ConnId> {
+        let entry = self.conns.vacant_entry();
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
+        let id = ConnId::new(entry.key(), gen);
+        let io = Registered::new(&self.poller, stream, entry.key(), interest)?;
+        let mut conn = Conn::new(io, transport, gen, origin, self.tick);
+        conn.interest = interest;
+        if origin != Origin::Connected {
+            conn.idle_limit = self.config.idle_timeout.map_or(NEVER, secs_ceil);
+            self.open += 1;
+        }
+        if let Origin::Accepted(listener) = origin {
+            self.listeners[listener.index()].open += 1;
+        }
+        entry.insert(conn);
+        Ok(id)
+    }
+
+    /// `origin` no longer counts as served: it has started closing.
+    pub(super) fn uncount(&mut self, origin: Origin) {
+        if origin != Origin::Connected {
+            self.open -= 1;
+        }
+        if let Origin::Accepted(listener) = origin {
+            // The listeners are gone once a stop has begun.
+            if let Some(listener) = self.listeners.get_mut(listener.index()) {
+                listener.open -= 1;
+            }
+        }
+    }
+
+    /// Serves a stream handed over through a [`Handle`]: it is opened at once.
+    pub(super) fn adopt<H: Handler<Message = M>>(&mut self, handler: &mut H, stream: Stream) {
+        let registered = stream.prepare().and_then(|()| {
+            self.register(stream, Transport::Plain, Origin::Attached, Interest::READ)
+        });
+        match registered {
+            Ok(id) => {
+                self.conns[id.slot()].owed_close = true;
+                self.open_conn(handler, id);
+            }
+            Err(e) => log::warn!("cannot serve a stream handed over: {e}"),
+        }
+    }
+
+    /// An outbound connection reported writable (or broken): its `connect`
+    /// is done, one way or the other.
+    pub(super) fn finish_connect<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+        let Some(conn) = self.live(id) else { return };
+        let Stream::Tcp(socket) = conn.io.source() else {
+            return;
+        };
+        let outcome = match socket.take_error() {
+            Ok(None) => socket.peer_addr().map(drop),
+            Ok(Some(e)) | Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {}
+            // Reported before it finished: wait for the next report.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => {
+                log::debug!("{id}: cannot connect: {e}");
+                self.release(id, CloseReason::ConnectFailed(e.kind()));
+                return;
+            }
+        }
+        conn.connecting = false;
+        let established = !conn.transport.handshaking();
+        // The flush watches it for input now, and writes what was queued
+        // (or the TLS client's first handshake message).
+        self.queue_flush(id);
+        if established {
+            self.establish(handler, id);
+        }
+    }
+
+    /// `id` is established (connected, its handshake done): the handler hears of it.
+    pub(super) fn establish<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+        let Some(conn) = self.live(id).filter(|c| c.pending_open) else {
+            return;
+        };
+        conn.pending_open = false;
+        conn.owed_close = true;
+        self.open_conn(handler, id);
+    }
+
+    /// The deadline for establishing `id` passed: if it is not yet, it is
+    /// given up.
+    pub(super) fn establish_expired(&mut self, id: ConnId) {
+        let Some(conn) = self.live(id).filter(|c| c.pending_open) else {
+            return;
+        };
+        if conn.origin == Origin::Connected {
+            log::debug!("{id}: cannot connect: timed out");
+            self.release(id, CloseReason::ConnectFailed(io::ErrorKind::TimedOut));
+        } else {
+            log::debug!("{id}: no TLS handshake in time");
+            self.release(id, CloseReason::Tls);
+        }
+    }
+
+    pub(super) fn accept<H: Handler<Message = M>>(&mut self, handler: &mut H, index: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listeners.get_mut(index) else {
+                return;
+            };
+            let stream = match listener.io.source().accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
+                    if listener.io.set_interest(Interest::NONE).is_ok() {
+                        listener.paused_until = Some(self.now + ACCEPT_PAUSE);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and the like: that one connection is gone.
+                    log::debug!("accept: {e}");
+                    continue;
+                }
+            };
+            self.admit(handler, index, stream);
+        }
+    }
+
+    pub(super) fn admit<H: Handler<Message = M>>(
+        &mut self,
+        handler: &mut H,
+        index: usize,
+        stream: std::net::TcpStream,
+    ) {
+        let listener = &self.listeners[index];
+        let from = ListenerId(index as u32);
+        let over_limit = self.open >= self.config.max_connections
+            || listener.open >= listener.endpoint.max_connections;
+        // Refusals may take half the closing places at most: one address
+        // connecting hundreds of times a second must not crowd out the last
+        // lines (`Bye`) of clients that were served.
+        if over_limit && self.closing >= self.config.max_closing / 2 {
+            return; // dropped: closed without a word
+        }
+        let handshake = listener.endpoint.handshake_timeout;
+        let transport = match &listener.endpoint.tls {
+            Some(config) => Transport::tls_server(config),
+            None => Ok(Transport::Plain),
+        };
+        let stream = Stream::Tcp(stream);
+        let registered = transport.and_then(|transport| {
+            stream.prepare()?;
+            self.register(stream, transport, Origin::Accepted(from), Interest::READ)
+        });
+        let id = match registered {
+            Ok(id) => id,
+            Err(e) => {
+                log::warn!("cannot serve a new connection: {e}");
+                return;
+            }
+        };
+        let conn = &mut self.conns[id.slot()];
+        if over_limit {
+            // The refusal goes through the transport like any output: a
+            // TLS client reads it once its handshake is done.
+            conn.refused = true;
+            if let Some(refusal) = handler.refusal(from) {
+                conn.bufs().output.push(&refusal);
+            }
+            self.begin_close(id, CloseReason::Requested);
+        } else if conn.transport.handshaking() {
+            conn.pending_open = true;
+            self.timers
+                .insert(deadline(self.now, handshake), Due::Establish(id));
+        } else {
+            conn.owed_close = true;
+            self.open_conn(handler, id);
+        }
+    }
+
+    pub(super) fn resume_accepting(&mut self) {
+        for listener in &mut self.listeners {
+            if listener.paused_until.is_some_and(|t| self.now >= t)
+                && listener.io.set_interest(Interest::READ).is_ok()
+            {
+                listener.paused_until = None;
+            }
+        }
+    }
+}

@@ -149,9 +149,21 @@ pub struct ChatArgs {
     #[arg(long, value_name = "LINES", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
+    /// Log joins (info) even when the console is a terminal. When stdin,
+    /// stdout and stderr are all terminals, only warnings and errors are
+    /// logged by default: the transcript shows the joins on the same screen.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 impl ChatArgs {
+    /// Whether the log shows only warnings and errors: with `--quiet`
+    /// (`quiet`), or when the console and the log share the operator's
+    /// terminal, unless `--verbose`.
+    pub fn quiet_log(&self, quiet: bool) -> bool {
+        quiet || (!self.verbose && console::is_interactive() && io::stderr().is_terminal())
+    }
+
     /// The chat handler, with its transcript on stdout and `busy` as the
     /// line sent to a client over the limit.
     pub fn handler(&self, busy: Option<&str>) -> Chat {
@@ -245,11 +257,13 @@ where
     let mut driver = D::new(config)?;
     driver.listen(listener)?;
     driver.stop_on_signals()?;
+    // Only now: whoever waits for this line may connect, or send a signal.
+    announce(addr);
+    // After the address: in a terminal the console draws its prompt at
+    // once, and the address must not land after it.
     if let Some(wrap) = console {
         console::spawn(driver.handle(), wrap);
     }
-    // Only now: whoever waits for this line may connect, or send a signal.
-    announce(addr);
     driver.run(handler)?;
     tracing::info!("stopped");
     Ok(())

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{ChatClient, TIMEOUT};
 
+const SERVER2: &str = env!("CARGO_BIN_EXE_server2");
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 
 /// A server whose stdin and stdout are a pseudo-terminal.
@@ -32,13 +33,21 @@ struct OnTerminal {
 }
 
 impl OnTerminal {
-    fn start(bin: &str) -> OnTerminal {
+    /// Starts `bin 127.0.0.1 0 ARGS…` with the terminal as its stdin and
+    /// stdout, and as its stderr too if `log_on_terminal`.
+    fn start(bin: &str, args: &[&str], log_on_terminal: bool) -> OnTerminal {
         let (keyboard, terminal) = open_pty();
+        let stderr = if log_on_terminal {
+            Stdio::from(terminal.try_clone().expect("dup"))
+        } else {
+            Stdio::null()
+        };
         let child = Command::new(bin)
             .args(["127.0.0.1", "0"])
+            .args(args)
             .stdin(Stdio::from(terminal.try_clone().expect("dup")))
             .stdout(Stdio::from(terminal.try_clone().expect("dup")))
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .env("TERM", "xterm")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
@@ -153,8 +162,21 @@ fn wait_exit(child: &mut Child) -> Option<std::process::ExitStatus> {
 }
 
 #[test]
-fn the_console_in_a_terminal_edits_lines_and_prints_the_room_above_them() {
-    let mut server = OnTerminal::start(SERVER3);
+fn server2_console_in_a_terminal_edits_lines_and_prints_the_room_above_them() {
+    console_in_a_terminal(SERVER2);
+}
+
+#[test]
+fn server3_console_in_a_terminal_edits_lines_and_prints_the_room_above_them() {
+    console_in_a_terminal(SERVER3);
+}
+
+/// The console, typed on through a terminal: its prompt after the address,
+/// a line to the room, a line from the room printed above a half-typed one,
+/// which is then finished and sent whole, history, and `/quit`, after which
+/// the terminal is as the shell had it.
+fn console_in_a_terminal(bin: &str) {
+    let mut server = OnTerminal::start(bin, &[], false);
     let before = server.expect("listening on ");
     assert!(
         !before.contains("> "),
@@ -185,6 +207,7 @@ fn the_console_in_a_terminal_edits_lines_and_prints_the_room_above_them() {
 
     server.type_keys("/quit\r");
     alice.expect_line("* server shutting down");
+    server.expect("* server shutting down");
     alice.expect_eof();
     drop(alice);
     let status = wait_exit(&mut server.child);
@@ -193,4 +216,30 @@ fn the_console_in_a_terminal_edits_lines_and_prints_the_room_above_them() {
         server.is_cooked(),
         "the terminal is left as the shell had it"
     );
+}
+
+#[test]
+fn the_log_shows_no_joins_on_the_console_s_terminal_unless_verbose() {
+    // The log's line for a join names the client's address; the
+    // transcript's does not.
+    let logged_join = "Some(127.0.0.1:";
+    let mut verbose = OnTerminal::start(SERVER3, &["--verbose"], true);
+    verbose.expect("listening on ");
+    let addr: SocketAddr = verbose.expect("\n").trim().parse().expect("IP:PORT");
+    let (_alice, _) = ChatClient::join(addr);
+    verbose.expect(logged_join);
+
+    let mut server = OnTerminal::start(SERVER3, &[], true);
+    server.expect("listening on ");
+    let addr: SocketAddr = server.expect("\n").trim().parse().expect("IP:PORT");
+    let (mut alice, _) = ChatClient::join(addr);
+    let mut shown = server.expect("* user1 joined");
+    alice.send("bye");
+    alice.expect_line("Bye");
+    shown += &server.expect("* user1 left");
+    // The last line the server writes: what the log wrote at the join, on
+    // the same terminal, came before it.
+    server.type_keys("/quit\r");
+    shown += &server.expect("* server shutting down");
+    assert!(!shown.contains(logged_join), "{shown:?}");
 }

@@ -26,8 +26,8 @@ use rustyline::{DefaultEditor, ExternalPrinter};
 const PROMPT: &str = "> ";
 
 /// Whether the console will be a line editor: stdin and stdout are both
-/// terminals. (One rustyline cannot drive, `TERM=dumb`, falls back to plain
-/// lines when the console starts.)
+/// terminals. (If rustyline cannot drive the terminal, `TERM=dumb` say, the
+/// console falls back to plain lines when it starts.)
 pub fn is_interactive() -> bool {
     io::stdin().is_terminal() && io::stdout().is_terminal()
 }

@@ -168,9 +168,9 @@ struct Client {
 
 /// How far a connection has got.
 enum Stage {
-    /// Connected, and has not said `Hi` yet. Boxed: a greeting's timers
-    /// are three times the size of a nick, and every connection in the room
-    /// would pay for them.
+    /// Connected, and has not said `Hi` yet. Boxed: what a greeting holds
+    /// is several times the size of a nick, and every connection in the
+    /// room would pay for it.
     Greeting(Box<Greeting>),
     /// Greeted: in the room, under `nick`.
     Joined { nick: Box<str> },
@@ -753,7 +753,7 @@ impl Handler for Chat {
             ..
         }) = self.clients.get_mut(&id)
         else {
-            return; // greeted or gone: the timer was cancelled too late
+            return; // greeted or gone since
         };
         if cx.now() >= greeting.expires {
             self.dismiss(cx, id, Bytes::from_static(GREETING_TIMEOUT), None);
@@ -782,6 +782,7 @@ impl Handler for Chat {
 }
 
 impl Greeting {
+    /// Cancels both timers: the client has greeted, or is gone.
     fn cancel_timers(&self, cx: &mut dyn Context) {
         cx.cancel_timer(self.deadline);
         if let Some(quiet) = self.quiet {

@@ -348,3 +348,12 @@ fn the_welcome_states_the_line_limit_and_the_transcript_who_broke_it() {
     alice.expect_line("* user2 left");
     server.expect_transcript("* user2 left (line too long)");
 }
+
+#[test]
+fn the_transcript_says_when_a_client_was_cut_off_for_idling() {
+    let server = Server::start(SERVER3, &["--idle-timeout", "1"]);
+    let (mut alice, _) = ChatClient::join(server.addr());
+    server.expect_transcript("* user1 joined");
+    alice.expect_eof();
+    server.expect_transcript("* user1 left (idle)");
+}

@@ -18,6 +18,9 @@ const BUSY: &str = "ERR busy: serving another client, try again later";
 /// served. Lines typed on stdin go to the client from `server` (/help lists
 /// the console commands, /quit stops); stdout is the chat transcript,
 /// stderr the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
+///
+/// In a terminal the console has a prompt, line editing and history, and
+/// the transcript is printed above the line being typed.
 #[derive(Parser)]
 #[command(
     version,
@@ -42,7 +45,7 @@ fn main() {
         let mut command = Args::command().bin_name("server1");
         command.error(ErrorKind::ArgumentConflict, msg).exit();
     }
-    let _log = cli::init_logging(args.server.quiet);
+    let _log = cli::init_logging(args.chat.quiet_log(args.server.quiet));
     let mut chat = args.chat.handler(Some(BUSY));
     // One at a time is the event loop's connection limit set to one: the
     // loop answers a second client with the handler's busy line, at once.

@@ -12,6 +12,9 @@ use reactor::Reactor;
 /// Lines typed on stdin go to everyone from `server` (/help lists the
 /// console commands, /quit stops); stdout is the chat transcript, stderr
 /// the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
+///
+/// In a terminal the console has a prompt, line editing and history, and
+/// the transcript is printed above the line being typed.
 #[derive(Parser)]
 #[command(version, after_help = cli::CHAT_SERVER_EXIT_STATUS)]
 struct Args {
@@ -23,7 +26,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let _log = cli::init_logging(args.server.quiet);
+    let _log = cli::init_logging(args.chat.quiet_log(args.server.quiet));
     let mut chat = args.chat.handler(None);
     let config = args.chat.loop_config(args.server.config());
     cli::serve::<Reactor<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));

@@ -9,12 +9,16 @@
 //! 7
 //! ```
 //!
+//! An expression sent without its line end is answered once nothing more
+//! has come for 300 ms (`chatapp::calc::EndLines`), for clients that send
+//! each message with one write and no newline.
+//!
 //! Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
 
 use std::error::Error;
 use std::net::TcpListener;
 
-use chatapp::calc::Calc;
+use chatapp::calc::{Calc, EndLines};
 use reactor::{Config, Reactor};
 
 fn main() {
@@ -41,6 +45,6 @@ fn serve() -> Result<(), Box<dyn Error>> {
     if let Some(addr) = reactor.local_addr(calc) {
         println!("listening on {addr}");
     }
-    reactor.run(&mut Calc)?;
+    reactor.run(&mut EndLines::new(Calc))?;
     Ok(())
 }

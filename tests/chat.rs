@@ -128,7 +128,8 @@ fn server3_answers_telnet_after_ctrl_c_and_relays_only_the_text() {
     // telnet, byte for byte: it ends its lines with `\r\n`.
     let mut telnet = connect(server.addr());
     telnet.write_all(b"Hi\r\n").expect("write");
-    let welcome = b"Hello\n* welcome, you are user2; /help lists commands\n";
+    let welcome =
+        b"Hello\n* welcome, you are user2; lines up to 4096 bytes; /help lists commands\n";
     expect_bytes(&mut telnet, welcome, TIMEOUT);
     other.expect_line("* user2 joined");
 
@@ -326,4 +327,33 @@ fn sigterm_tells_the_clients(bin: &str) {
     client.expect_eof();
     drop(client);
     server.expect_exit_success();
+}
+
+#[test]
+fn the_welcome_states_the_line_limit_and_the_transcript_who_broke_it() {
+    let server = Server::start(SERVER3, &["--max-line", "16"]);
+    let mut alice = ChatClient::connect(server.addr());
+    alice.send("Hi");
+    alice.expect_line("Hello");
+    alice.expect_line("* welcome, you are user1; lines up to 16 bytes; /help lists commands");
+    server.expect_transcript("* user1 joined");
+    let (mut bob, _) = ChatClient::join(server.addr());
+    server.expect_transcript("* user2 joined");
+    alice.expect_line("* user2 joined");
+
+    bob.send(&"x".repeat(17));
+    bob.expect_line("ERR line too long (max 16 bytes)");
+    bob.expect_eof();
+    // The room is told who left, the operator also why.
+    alice.expect_line("* user2 left");
+    server.expect_transcript("* user2 left (line too long)");
+}
+
+#[test]
+fn the_transcript_says_when_a_client_was_cut_off_for_idling() {
+    let server = Server::start(SERVER3, &["--idle-timeout", "1"]);
+    let (mut alice, _) = ChatClient::join(server.addr());
+    server.expect_transcript("* user1 joined");
+    alice.expect_eof();
+    server.expect_transcript("* user1 left (idle)");
 }

@@ -171,9 +171,21 @@ pub struct ChatArgs {
     #[arg(long, value_name = "LINES", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
+    /// Log joins (info) even when the console is a terminal. When stdin,
+    /// stdout and stderr are all terminals, only warnings and errors are
+    /// logged by default: the transcript shows the joins on the same screen.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 impl ChatArgs {
+    /// Whether the log shows only warnings and errors: with `--quiet`
+    /// (`quiet`), or when the console and the log share the operator's
+    /// terminal, unless `--verbose`.
+    pub fn quiet_log(&self, quiet: bool) -> bool {
+        quiet || (!self.verbose && console::is_interactive() && io::stderr().is_terminal())
+    }
+
     /// The chat handler, with its transcript on stdout and `busy` as the
     /// line sent to a client over the limit.
     pub fn handler(&self, busy: Option<&str>) -> Chat {
@@ -287,15 +299,17 @@ where
         _ => None,
     };
     driver.stop_on_signals()?;
-    if let Some(wrap) = console {
-        console::spawn(driver.handle(), wrap);
-    }
     // Only now: whoever waits for these lines may connect, or send a signal.
     // The plain endpoint first, in the form it always had.
     let addr = |id| driver.local_addr(id).ok_or("a listener has no address");
     announce("", addr(plain)?);
     if let Some(secure) = secure {
         announce("tls://", addr(secure)?);
+    }
+    // After the addresses: in a terminal the console draws its prompt at
+    // once, and the addresses must not land after it.
+    if let Some(wrap) = console {
+        console::spawn(driver.handle(), wrap);
     }
     driver.run(handler)?;
     tracing::info!("stopped");

@@ -5,19 +5,52 @@
 //! A thread, not a source on the event loop, because stdin may be a regular
 //! file or `/dev/null`, which epoll refuses to watch; a blocking read works
 //! on all of them, and every driver accepts posts through its `Handle`.
+//!
+//! When stdin and stdout are both a terminal, the console is a line editor
+//! (rustyline, as in the client): a prompt, line editing and history, and
+//! the transcript printed above the prompt and the half-typed line, so that
+//! a line arriving while the operator types no longer lands in the middle
+//! of the typing. Otherwise lines are read and written plainly.
 
-use std::io::{self, BufRead, Write};
-use std::mem;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::mem::{self, MaybeUninit};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use reactor::Handle;
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
 
-/// Reads stdin line by line and posts each (without its line ending, invalid
-/// UTF-8 replaced) as `wrap(line)`. At end of input, or on a read error, the
-/// thread just ends: the server goes on serving without a console.
+/// The console's prompt in a terminal.
+const PROMPT: &str = "> ";
+
+/// Whether the console will be a line editor: stdin and stdout are both
+/// terminals. (If rustyline cannot drive the terminal, `TERM=dumb` say, the
+/// console falls back to plain lines when it starts.)
+pub fn is_interactive() -> bool {
+    io::stdin().is_terminal() && io::stdout().is_terminal()
+}
+
+/// Reads console lines and posts each (without its line ending, invalid
+/// UTF-8 replaced) as `wrap(line)`: from the line editor if the console
+/// [is interactive](is_interactive), line by line from stdin otherwise. At
+/// end of input (Ctrl-D on an empty line, in a terminal), or on a read
+/// error, the thread just ends: the server goes on serving without a
+/// console. In a terminal Ctrl-C is still SIGINT, the graceful stop.
 pub fn spawn<M: Send + 'static>(handle: Handle<M>, wrap: fn(String) -> M) {
+    if is_interactive() {
+        match editor() {
+            Ok(editor) => {
+                let edit = move || edit(editor, &handle, wrap);
+                if let Err(e) = thread::Builder::new().name("console".into()).spawn(edit) {
+                    tracing::warn!("no operator console: {e}");
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("no line editing on the console: {e}"),
+        }
+    }
     let reader = move || {
         let mut stdin = io::stdin().lock();
         let mut buf = Vec::new();
@@ -39,6 +72,98 @@ pub fn spawn<M: Send + 'static>(handle: Handle<M>, wrap: fn(String) -> M) {
         tracing::warn!("no operator console: {e}");
     }
 }
+
+/// The transcript's way to the terminal once the console is a line editor:
+/// rustyline's printer, which clears the prompt and the half-typed line,
+/// prints, and draws them again below.
+static PRINTER: Mutex<Option<Box<dyn ExternalPrinter + Send>>> = Mutex::new(None);
+
+/// The line editor, with the transcript's printer installed, and the
+/// terminal's settings saved to be put back at exit.
+fn editor() -> rustyline::Result<DefaultEditor> {
+    // Signals on: Ctrl-C is SIGINT, the graceful stop it always was, and
+    // a second one cuts the stop short; Ctrl-Z suspends.
+    let config = rustyline::Config::builder()
+        .enable_signals(true)
+        .auto_add_history(true)
+        .build();
+    let mut editor = DefaultEditor::with_config(config)?;
+    let printer = editor.create_external_printer()?;
+    restore_terminal_at_exit();
+    *PRINTER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(printer));
+    Ok(editor)
+}
+
+/// The console thread in a terminal: reads lines with the editor and posts
+/// them, until the end of input or the server's.
+fn edit<M: Send>(mut editor: DefaultEditor, handle: &Handle<M>, wrap: fn(String) -> M) {
+    loop {
+        match editor.readline(PROMPT) {
+            Ok(line) => {
+                if handle.post(wrap(line)).is_err() {
+                    return; // the server has stopped
+                }
+            }
+            // With signals on, Ctrl-C reaches the server as SIGINT; should
+            // the editor see it all the same, it means the same.
+            Err(ReadlineError::Interrupted) => {
+                let _ = handle.stop();
+            }
+            Err(ReadlineError::Eof) => {
+                tracing::warn!(
+                    "console closed (end of input): Ctrl-C or a signal stops the server"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("console closed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// The terminal's settings from before the line editor changed them.
+static SAVED_TERMINAL: OnceLock<libc::termios> = OnceLock::new();
+
+/// Saves stdin's terminal settings and puts them back when the process
+/// exits, as linenoise does. The server stops while the editor waits for a
+/// line, in raw mode (no echo, no line discipline), and the editor cannot
+/// be woken to restore it: without this, the operator's shell would be left
+/// typing blind.
+fn restore_terminal_at_exit() {
+    let mut saved = MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr writes a termios to the pointer, which is valid for
+    // it; the value is used only if the call succeeded.
+    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, saved.as_mut_ptr()) } != 0 {
+        return;
+    }
+    // SAFETY: initialised by the successful tcgetattr.
+    if SAVED_TERMINAL.set(unsafe { saved.assume_init() }).is_ok() {
+        // SAFETY: registers a function with no preconditions.
+        unsafe { libc::atexit(restore_terminal) };
+    }
+}
+
+/// Run by `exit`: the saved settings back, and the prompt line erased, so
+/// that the shell's prompt starts on a clean line.
+extern "C" fn restore_terminal() {
+    if let Some(saved) = SAVED_TERMINAL.get() {
+        // SAFETY: a valid termios, and plain system calls on fds 0 and 1.
+        // Not std's stdout: another thread may hold its lock at exit.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, saved);
+            libc::write(
+                libc::STDOUT_FILENO,
+                ERASE_LINE.as_ptr().cast(),
+                ERASE_LINE.len(),
+            );
+        }
+    }
+}
+
+/// To the start of the line, and clear it: what the editor drew there.
+const ERASE_LINE: &[u8] = b"\r\x1b[K";
 
 /// Bytes of transcript waiting for stdout, at most. Past it whole lines are
 /// dropped rather than queued without bound.
@@ -122,7 +247,7 @@ fn write_out(shared: &Shared) {
             mem::swap(&mut queue.bytes, &mut batch);
             queue.closing
         };
-        if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+        if write_batch(&mut out, &batch, closing).is_err() {
             break; // stdout is closed: lines pile up to the limit, then are dropped
         }
         batch.clear();
@@ -132,6 +257,25 @@ fn write_out(shared: &Shared) {
     }
     lock(&shared.queue).ended = true;
     shared.done.notify_all();
+}
+
+/// Writes a batch of whole lines to the terminal's printer if the console
+/// is a line editor, to stdout otherwise.
+fn write_batch(out: &mut io::Stdout, batch: &[u8], closing: bool) -> io::Result<()> {
+    let mut printer = PRINTER.lock().unwrap_or_else(|e| e.into_inner());
+    match printer.as_mut() {
+        Some(printer) if !closing => printer
+            .print(String::from_utf8_lossy(batch).into_owned())
+            .map_err(io::Error::other),
+        // The last words, written by this thread: the printer only queues
+        // lines for the editor's thread, which may not get to them before
+        // the process exits. Over the prompt, which the exit erases anyway.
+        Some(_) => out
+            .write_all(ERASE_LINE)
+            .and_then(|()| out.write_all(batch))
+            .and_then(|()| out.flush()),
+        None => out.write_all(batch).and_then(|()| out.flush()),
+    }
 }
 
 /// Locks the queue even if the other side panicked while holding it: the

@@ -20,10 +20,16 @@
 //! Blank lines get no answer. `hi` and `bye` are matched ignoring case and
 //! surrounding whitespace. The expression language is described in
 //! [`evaluate`].
+//!
+//! [`EndLines`] serves clients that send each message with one write and
+//! no newline: `examples/calc_server` wraps `Calc` in it, so that an
+//! expression left without its line end for [`QUIET`] is answered too.
 
 mod parser;
+mod quiet;
 
 pub use parser::{evaluate, CalcError, MAX_DEPTH};
+pub use quiet::{EndLines, QUIET};
 
 use bytes::{Bytes, BytesMut};
 use reactor::{ConnId, Context, Handler};

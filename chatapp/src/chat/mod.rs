@@ -52,6 +52,14 @@ const TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR busy: too many connections from your 
 /// Sent to everyone when the server stops.
 const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
 
+/// How long a client's input must be quiet before an unterminated `Hi` is
+/// taken as its greeting. The programs of the original assignment send `Hi`
+/// with no line end and wait 2 s for an answer; a person or a line client
+/// sends the line end with the text, in the same write, so it never waits.
+/// Well under their 2 s, and well over the time between two packets of one
+/// line.
+pub const GREETING_QUIET: Duration = Duration::from_millis(300);
+
 /// What a nick change costs of a client's flood budget, in lines. More than
 /// a line, because a rename is worth more to a flooder and costs the others
 /// more: it is told to the whole room like a message, but it also changes
@@ -160,10 +168,30 @@ struct Client {
 
 /// How far a connection has got.
 enum Stage {
-    /// Connected, and has until the `deadline` timer fires to say `Hi`.
-    Greeting { deadline: TimerId },
+    /// Connected, and has not said `Hi` yet. Boxed: what a greeting holds
+    /// is several times the size of a nick, and every connection in the
+    /// room would pay for it.
+    Greeting(Box<Greeting>),
     /// Greeted: in the room, under `nick`.
     Joined { nick: Box<str> },
+}
+
+/// A connection that has not greeted: its timers, and a `Hi` it sent
+/// without a line end. Both timers fire `on_timer` with the connection's id
+/// as the tag; one that fires before `expires` is the quiet timer.
+struct Greeting {
+    /// Fires at `expires`: the client is out of time to say `Hi`.
+    deadline: TimerId,
+    /// When `deadline` fires.
+    expires: Instant,
+    /// `Hi` without a line end, taken out of the input: the driver cannot
+    /// be asked for its input back from a timer (the threaded driver hands
+    /// it back only with new bytes), so the handler holds it, and puts it
+    /// back in front of the input if more bytes come.
+    pending: BytesMut,
+    /// Set while `pending` waits: fires once nothing more has come for
+    /// [`GREETING_QUIET`].
+    quiet: Option<TimerId>,
 }
 
 /// The chat handler: one room, everyone who greeted is in it.
@@ -261,16 +289,16 @@ impl Chat {
             return 1;
         };
         match client.stage {
-            Stage::Greeting { deadline } => {
+            Stage::Greeting(_) => {
                 if trimmed.eq_ignore_ascii_case("hi") {
-                    self.greet(cx, id, deadline);
+                    self.greet(cx, id);
                 } else {
-                    self.dismiss(cx, id, Bytes::from_static(SAY_HI), "left");
+                    self.dismiss(cx, id, Bytes::from_static(SAY_HI), None);
                 }
             }
             Stage::Joined { .. } => {
                 if trimmed.eq_ignore_ascii_case("bye") {
-                    self.dismiss(cx, id, Bytes::from_static(BYE), "left");
+                    self.dismiss(cx, id, Bytes::from_static(BYE), None);
                 } else if let Some(command) = trimmed.strip_prefix('/') {
                     return self.on_command(cx, id, command);
                 } else {
@@ -306,7 +334,7 @@ impl Chat {
                 }
                 Err(LineTooLong) => {
                     let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
-                    self.dismiss(cx, id, Bytes::from(error), "left");
+                    self.dismiss(cx, id, Bytes::from(error), Some("line too long"));
                     1
                 }
             };
@@ -339,16 +367,65 @@ impl Chat {
         }
     }
 
+    /// If `id` has not greeted and what it has sent of its first line is
+    /// `Hi`, takes it out of `input` and sets the quiet timer: should
+    /// nothing more come for [`GREETING_QUIET`], it is the greeting.
+    fn await_quiet(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        let Some(Client {
+            stage: Stage::Greeting(greeting),
+            ..
+        }) = self.clients.get_mut(&id)
+        else {
+            return;
+        };
+        // With a line end it is a line, waiting for flood control.
+        if !input.contains(&b'\n') && is_greeting(input) {
+            greeting.pending = input.split();
+            greeting.quiet = Some(cx.set_timer(GREETING_QUIET, id.to_bits()));
+        }
+    }
+
+    /// Puts a `Hi` that waited for the quiet timer back in front of `input`,
+    /// where more bytes for `id`'s first line have come.
+    fn resume_greeting(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        let Some(Client {
+            stage: Stage::Greeting(greeting),
+            ..
+        }) = self.clients.get_mut(&id)
+        else {
+            return;
+        };
+        if let Some(quiet) = greeting.quiet.take() {
+            cx.cancel_timer(quiet);
+        }
+        if !greeting.pending.is_empty() {
+            let new = input.split();
+            input.extend_from_slice(&greeting.pending);
+            input.extend_from_slice(&new);
+            greeting.pending.clear();
+        }
+    }
+
     /// `id` said `Hi`: it gets its nick and joins the room.
-    fn greet(&mut self, cx: &mut dyn Context, id: ConnId, deadline: TimerId) {
-        cx.cancel_timer(deadline);
+    fn greet(&mut self, cx: &mut dyn Context, id: ConnId) {
+        if let Some(Client {
+            stage: Stage::Greeting(greeting),
+            ..
+        }) = self.clients.get(&id)
+        {
+            greeting.cancel_timers(cx);
+        }
         let nick = self.default_nick();
         tracing::info!(peer = ?cx.peer_addr(id), "{nick} joined");
         // `Hello` first, as the protocol promises; one send for both lines.
-        let welcome = format!("Hello\n* welcome, you are {nick}; /help lists commands\n");
+        let welcome = format!(
+            "Hello\n* welcome, you are {nick}; lines up to {} bytes; /help lists commands\n",
+            self.config.max_line
+        );
         cx.send(id, Bytes::from(welcome));
         // Told to the room before joining it: the newcomer has its welcome.
-        self.announce(cx, &Bytes::from(format!("* {nick} joined\n")));
+        let joined = Bytes::from(format!("* {nick} joined\n"));
+        self.announce(cx, &joined, &joined);
         self.room.push(id);
         self.nicks.insert(nick.to_ascii_lowercase().into(), id);
         if let Some(client) = self.clients.get_mut(&id) {
@@ -489,48 +566,63 @@ impl Chat {
             return;
         }
         match self.find(nick) {
-            Some(id) => self.dismiss(cx, id, Bytes::from_static(KICKED), "was kicked"),
+            Some(id) => {
+                cx.send(id, Bytes::from_static(KICKED));
+                cx.close(id);
+                self.leave(cx, id, "was kicked", None);
+            }
             None => self.transcribe(format!("ERR no such nick: {nick}\n").as_bytes()),
         }
     }
 
     /// Sends `id` its `last` line and closes it; if it was in the room, the
-    /// others are told `* NICK {how}` at once rather than when the driver
-    /// reports the close, which may be seconds later.
-    fn dismiss(&mut self, cx: &mut dyn Context, id: ConnId, last: Bytes, how: &str) {
+    /// others are told `* NICK left` at once rather than when the driver
+    /// reports the close, which may be seconds later, and the transcript
+    /// why, if there is an `aside` to say.
+    fn dismiss(&mut self, cx: &mut dyn Context, id: ConnId, last: Bytes, aside: Option<&str>) {
         cx.send(id, last);
         cx.close(id);
-        self.leave(cx, id, how);
+        self.leave(cx, id, "left", aside);
     }
 
-    /// Forgets `id`; if it was in the room, tells the others `* NICK {how}`.
-    fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str) {
-        if let Some(nick) = self.forget(cx, id) {
-            self.announce(cx, &Bytes::from(format!("* {nick} {how}\n")));
+    /// Forgets `id`; if it was in the room, tells the others `* NICK {how}`,
+    /// and the transcript the same, or `* NICK {how} ({aside})` if there is
+    /// an aside: the room is told who left, the operator also why.
+    fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str, aside: Option<&str>) {
+        let Some(nick) = self.forget(cx, id) else {
+            return;
+        };
+        let notice = Bytes::from(format!("* {nick} {how}\n"));
+        match aside {
+            None => self.announce(cx, &notice, &notice),
+            Some(aside) => {
+                let told = format!("* {nick} {how} ({aside})\n");
+                self.announce(cx, &notice, told.as_bytes());
+            }
         }
     }
 
     /// A join or a leave, made while the one who comes or goes is not in
-    /// `room`: told to the room if it is small enough (see
-    /// [`ChatConfig::announce_limit`]), and always to the transcript.
-    /// (`rename` makes the same choice for a nick change.)
-    fn announce(&mut self, cx: &mut dyn Context, notice: &Bytes) {
+    /// `room`: `notice` is told to the room if it is small enough (see
+    /// [`ChatConfig::announce_limit`]), and `told` (usually the same line)
+    /// always to the transcript. (`rename` makes the same choice for a nick
+    /// change.)
+    fn announce(&mut self, cx: &mut dyn Context, notice: &Bytes, told: &[u8]) {
         if self.room.len() < self.config.announce_limit {
-            self.broadcast(cx, notice, None);
-        } else {
-            self.transcribe(notice);
+            self.tell_room(cx, notice, None);
         }
+        self.transcribe(told);
     }
 
-    /// Removes `id` from the clients (cancelling its greeting timer), from
+    /// Removes `id` from the clients (cancelling its greeting timers), from
     /// the room and from its address's count; returns its nick if it had
     /// one. Once forgotten, a client cannot leave twice: this is what makes
     /// `* NICK left` come exactly once.
     fn forget(&mut self, cx: &mut dyn Context, id: ConnId) -> Option<Box<str>> {
         self.uncount(id);
         match self.clients.remove(&id)?.stage {
-            Stage::Greeting { deadline } => {
-                cx.cancel_timer(deadline);
+            Stage::Greeting(greeting) => {
+                greeting.cancel_timers(cx);
                 None
             }
             Stage::Joined { nick } => {
@@ -546,6 +638,12 @@ impl Chat {
     /// Sends `line` to everyone in the room but `except`, and writes it to
     /// the transcript.
     fn broadcast(&mut self, cx: &mut dyn Context, line: &Bytes, except: Option<ConnId>) {
+        self.tell_room(cx, line, except);
+        self.transcribe(line);
+    }
+
+    /// Sends `line` to everyone in the room but `except`.
+    fn tell_room(&self, cx: &mut dyn Context, line: &Bytes, except: Option<ConnId>) {
         // The room is a list, so "everyone but one" is the two slices either
         // side of that one: no list of recipients to build.
         match except.and_then(|id| self.room.iter().position(|&member| member == id)) {
@@ -557,7 +655,6 @@ impl Chat {
                 cx.send_many(&self.room, line);
             }
         }
-        self.transcribe(line);
     }
 
     /// Appends `line` to the transcript. Errors are ignored: the transcript
@@ -575,7 +672,7 @@ impl Chat {
     fn nick(&self, id: ConnId) -> Option<&str> {
         match &self.clients.get(&id)?.stage {
             Stage::Joined { nick } => Some(nick),
-            Stage::Greeting { .. } => None,
+            Stage::Greeting(_) => None,
         }
     }
 
@@ -595,10 +692,17 @@ impl Handler for Chat {
             cx.close(id);
             return;
         }
-        // The id is the tag: the only timers this handler sets are these.
+        // The id is the tag: the only timers this handler sets are a
+        // client's greeting timers.
         let deadline = cx.set_timer(self.config.greeting_timeout, id.to_bits());
+        let greeting = Greeting {
+            deadline,
+            expires: cx.now() + self.config.greeting_timeout,
+            pending: BytesMut::new(),
+            quiet: None,
+        };
         let client = Client {
-            stage: Stage::Greeting { deadline },
+            stage: Stage::Greeting(Box::new(greeting)),
             // A full budget: the arrival time of its first line is now.
             next_line: cx.now(),
         };
@@ -606,6 +710,7 @@ impl Handler for Chat {
     }
 
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        self.resume_greeting(cx, id, input);
         // Telnet's commands first: they are below the lines, and may be in
         // the middle of one. What is stripped and left unread comes back
         // with the next read and is stripped again, which changes nothing.
@@ -618,6 +723,9 @@ impl Handler for Chat {
         }
         if telnet.unfinished == 0 {
             self.take_lines(cx, id, input);
+            // Only with no telnet command waiting: what is taken aside is
+            // put back in front of bytes that are stripped again.
+            self.await_quiet(cx, id, input);
         } else {
             // An unfinished command stays at the end of the input, out of
             // the lines' reach: it is neither data nor a line's end, and
@@ -634,18 +742,27 @@ impl Handler for Chat {
         if reason == CloseReason::Shutdown {
             self.forget(cx, id);
         } else {
-            self.leave(cx, id, "left");
+            self.leave(cx, id, "left", why(reason));
         }
     }
 
     fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
         let id = ConnId::from_bits(tag);
-        if let Some(Client {
-            stage: Stage::Greeting { .. },
+        let Some(Client {
+            stage: Stage::Greeting(greeting),
             ..
-        }) = self.clients.get(&id)
-        {
-            self.dismiss(cx, id, Bytes::from_static(GREETING_TIMEOUT), "left");
+        }) = self.clients.get_mut(&id)
+        else {
+            return; // greeted or gone since
+        };
+        if cx.now() >= greeting.expires {
+            self.dismiss(cx, id, Bytes::from_static(GREETING_TIMEOUT), None);
+        } else {
+            // The quiet timer: the `Hi` it waited on is the greeting line.
+            greeting.quiet = None;
+            let line = std::mem::take(&mut greeting.pending);
+            let cost = self.on_line(cx, id, &line);
+            self.charge(cx.now(), id, cost);
         }
     }
 
@@ -661,6 +778,43 @@ impl Handler for Chat {
 
     fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
         Some(self.refusal.clone())
+    }
+}
+
+impl Greeting {
+    /// Cancels both timers: the client has greeted, or is gone.
+    fn cancel_timers(&self, cx: &mut dyn Context) {
+        cx.cancel_timer(self.deadline);
+        if let Some(quiet) = self.quiet {
+            cx.cancel_timer(quiet);
+        }
+    }
+}
+
+/// Whether unterminated input is a greeting: `Hi`, as a line would be.
+fn is_greeting(input: &[u8]) -> bool {
+    clean(input).trim().eq_ignore_ascii_case("hi")
+}
+
+/// Why a participant's connection closed, as the transcript says it after
+/// `* NICK left`; `None` if it left of its own accord. Only the operator is
+/// told: the room's notice is `* NICK left` whatever the reason, as what
+/// went wrong between the server and one client is not the others'
+/// business, and clients that read the notices need only one form.
+fn why(reason: CloseReason) -> Option<&'static str> {
+    match reason {
+        // `Requested` is a close this handler asked for: it has told the
+        // room, and the transcript why, already.
+        CloseReason::PeerClosed | CloseReason::Requested | CloseReason::Shutdown => None,
+        CloseReason::Reset => Some("connection reset"),
+        CloseReason::Error(_) => Some("connection error"),
+        CloseReason::Tls => Some("TLS error"),
+        // Not a client: only a connection the handler opened fails to connect.
+        CloseReason::ConnectFailed(_) => Some("cannot connect"),
+        CloseReason::HandlerPanicked => Some("server error"),
+        CloseReason::InputLimit => Some("flooding"),
+        CloseReason::OutputLimit => Some("not reading"),
+        CloseReason::Idle => Some("idle"),
     }
 }
 

@@ -69,7 +69,7 @@ fn hi_is_answered_hello_then_a_welcome() {
     h.receive(id, "Hi\n");
     assert_eq!(
         h.take_text(id),
-        "Hello\n* welcome, you are user1; /help lists commands\n"
+        "Hello\n* welcome, you are user1; lines up to 4096 bytes; /help lists commands\n"
     );
     assert_eq!(h.closed(id), None);
 }
@@ -154,7 +154,7 @@ fn joins_and_leaves_are_told_only_in_rooms_up_to_the_announce_limit() {
     }
     assert_eq!(
         h.take_text(ids[0]),
-        "Hello\n* welcome, you are user1; /help lists commands\n* user2 joined\n* user3 joined\n"
+        "Hello\n* welcome, you are user1; lines up to 4096 bytes; /help lists commands\n* user2 joined\n* user3 joined\n"
     );
     // Four in the room: the fourth one's coming and going are not told...
     h.receive(ids[3], "bye\n");
@@ -262,6 +262,137 @@ fn a_close_for_any_other_reason_is_a_leave_too() {
     h.receive(alice, "x".repeat(17));
     assert_eq!(h.closed(alice), Some(CloseReason::InputLimit));
     assert_eq!(h.take_text(bob), "* user1 left\n");
+    assert_eq!(transcript.take(), "* user1 left (flooding)\n");
+}
+
+#[test]
+fn the_welcome_states_the_line_limit() {
+    let (mut h, _) = chat_with(ChatConfig {
+        max_line: 100,
+        ..ChatConfig::default()
+    });
+    let id = h.connect();
+    h.receive(id, "Hi\n");
+    assert_eq!(
+        h.take_text(id),
+        "Hello\n* welcome, you are user1; lines up to 100 bytes; /help lists commands\n"
+    );
+}
+
+#[test]
+fn the_transcript_says_why_a_client_was_cut_off_and_the_room_only_who() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol", "dave", "eve", "fred"]);
+    // The driver's reasons, as it reports them.
+    let reasons = [
+        CloseReason::Idle,
+        CloseReason::OutputLimit,
+        CloseReason::InputLimit,
+        CloseReason::Reset,
+        CloseReason::Error(io::ErrorKind::TimedOut),
+    ];
+    for (&id, reason) in ids.iter().zip(reasons) {
+        h.handler.on_close(&mut h.cx, id, reason);
+    }
+    assert_eq!(
+        h.take_text(ids[5]),
+        "* alice left\n* bob left\n* carol left\n* dave left\n* eve left\n"
+    );
+    assert_eq!(
+        transcript.take(),
+        "* alice left (idle)\n* bob left (not reading)\n* carol left (flooding)\n\
+         * dave left (connection reset)\n* eve left (connection error)\n"
+    );
+    // Leaving of one's own accord needs no reason.
+    h.receive(ids[5], "bye\n");
+    let new = h.connect();
+    h.receive(new, "Hi\n");
+    h.disconnect(new);
+    assert_eq!(
+        transcript.take(),
+        "* fred left\n* user7 joined\n* user7 left\n"
+    );
+}
+
+/// One quiet period with nothing arriving.
+fn stay_quiet(h: &mut Harness<Chat>) {
+    h.advance(GREETING_QUIET);
+}
+
+#[test]
+fn an_unterminated_hi_is_greeted_after_a_quiet_moment() {
+    let (mut h, transcript, ids) = room(&["alice"]);
+    let id = h.connect();
+    h.receive(id, "Hi");
+    h.advance(GREETING_QUIET - Duration::from_millis(1));
+    assert_eq!(h.take_text(id), "", "not quiet long enough");
+    h.advance(Duration::from_millis(1));
+    let welcome = h.take_text(id);
+    assert!(welcome.starts_with("Hello\n* welcome, you are user2;"));
+    assert_eq!(h.take_text(ids[0]), "* user2 joined\n");
+    assert_eq!(transcript.take(), "* user2 joined\n");
+    // The greeting took the bytes: the line end, if it comes late, is a
+    // blank line, and the next line a message.
+    h.receive(id, "\nhello\n");
+    assert_eq!(h.take_text(ids[0]), "<user2> hello\n");
+}
+
+#[test]
+fn every_byte_starts_the_quiet_period_again() {
+    let (mut h, _) = chat();
+    let id = h.connect();
+    h.receive(id, " h");
+    stay_quiet(&mut h);
+    h.receive(id, "I");
+    h.advance(GREETING_QUIET - Duration::from_millis(1));
+    h.receive(id, " \r");
+    h.advance(GREETING_QUIET - Duration::from_millis(1));
+    assert_eq!(h.take_text(id), "");
+    h.advance(Duration::from_millis(1));
+    assert!(h.take_text(id).starts_with("Hello\n"));
+    assert_eq!(h.pending_input(id), 0);
+}
+
+#[test]
+fn only_a_greeting_is_taken_without_its_line_end() {
+    let (mut h, transcript, ids) = room(&["alice"]);
+    let id = h.connect();
+    h.receive(id, "Hello");
+    stay_quiet(&mut h);
+    stay_quiet(&mut h);
+    assert_eq!(h.take_text(id), "", "waits for its line end");
+    assert_eq!(h.closed(id), None);
+    h.receive(id, "\n");
+    assert_eq!(h.take_text(id), "ERR say Hi first\n");
+
+    // After the greeting, a line without its end is never relayed.
+    h.receive(ids[0], "half a line");
+    stay_quiet(&mut h);
+    h.advance(Duration::from_secs(5));
+    let bob = h.connect();
+    h.receive(bob, "Hi\n");
+    assert!(h.take_text(bob).starts_with("Hello\n"));
+    h.receive(ids[0], " and the rest\n");
+    assert_eq!(h.take_text(bob), "<alice> half a line and the rest\n");
+    assert_eq!(h.take_text(ids[0]), "* user2 joined\n");
+    assert_eq!(
+        transcript.take(),
+        "* user2 joined\n<alice> half a line and the rest\n"
+    );
+}
+
+#[test]
+fn the_greeting_deadline_holds_for_an_unterminated_greeting_too() {
+    let (mut h, _) = chat_with(ChatConfig {
+        greeting_timeout: Duration::from_secs(1),
+        ..ChatConfig::default()
+    });
+    let id = h.connect();
+    h.advance(Duration::from_millis(900));
+    h.receive(id, "H");
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.take_text(id), "ERR timeout: say Hi first\n");
+    assert_eq!(h.closed(id), Some(CloseReason::Requested));
+    h.advance(Duration::from_secs(1));
 }
 
 #[test]
@@ -480,7 +611,10 @@ fn a_line_over_the_limit_is_an_error_and_closes() {
     assert_eq!(h.take_text(alice), "ERR line too long (max 8 bytes)\n");
     assert_eq!(h.closed(alice), Some(CloseReason::Requested));
     assert_eq!(h.take_text(bob), "* user1 left\n");
-    assert_eq!(transcript.take(), "<user1> 12345678\n* user1 left\n");
+    assert_eq!(
+        transcript.take(),
+        "<user1> 12345678\n* user1 left (line too long)\n"
+    );
 }
 
 #[test]
@@ -728,7 +862,7 @@ fn the_handler_can_move_to_another_thread_and_stays_small() {
     fn assert_send<T: Send>() {}
     assert_send::<Chat>();
     // An idle connection costs one map entry: keep it small. Its stage is
-    // 24 bytes (a greeting timer's id, or a nick), and flood control adds
+    // 24 bytes (its greeting's timers, boxed, or a nick), and flood control adds
     // one instant, 16: a token bucket kept as GCRA needs nothing else.
     assert!(std::mem::size_of::<(ConnId, Client)>() <= 48);
 }
@@ -750,7 +884,7 @@ fn the_sample_session_of_protocol_md() {
     assert_eq!(
         h.take_text(alice),
         "Hello\n\
-         * welcome, you are user2; /help lists commands\n\
+         * welcome, you are user2; lines up to 4096 bytes; /help lists commands\n\
          * user2 is now alice\n\
          * 2 online: user1, alice\n\
          * user1 is now bob\n\

@@ -310,12 +310,26 @@ fn clean_lines(bytes: Vec<u8>, whose: &str) -> Vec<String> {
         .collect()
 }
 
-/// The nick in a `* NICK left` or `* NICK was kicked` notice.
+/// The nick in a `* NICK left` or `* NICK was kicked` notice, or in the
+/// transcript's `* NICK left (WHY)`, which says why a client was cut off.
 fn departure(line: &str) -> Option<&str> {
+    const WHY: &[&str] = &[
+        "line too long",
+        "not reading",
+        "idle",
+        "flooding",
+        "connection reset",
+        "connection error",
+        "server error",
+    ];
     let rest = line.strip_prefix("* ")?;
     let nick = rest
         .strip_suffix(" left")
-        .or_else(|| rest.strip_suffix(" was kicked"))?;
+        .or_else(|| rest.strip_suffix(" was kicked"))
+        .or_else(|| {
+            let (nick, why) = rest.strip_suffix(')')?.split_once(" left (")?;
+            WHY.contains(&why).then_some(nick)
+        })?;
     (!nick.contains(' ')).then_some(nick)
 }
 

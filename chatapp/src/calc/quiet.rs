@@ -1,0 +1,180 @@
+//! Lines without their end, for clients that send each message with one
+//! write and no newline, then wait for the answer: once such a client has
+//! been quiet for a moment, what it sent is taken as a line.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, TimerId};
+use rustc_hash::FxHashMap;
+
+/// How long input without a line end must be followed by nothing to be
+/// taken as a line: well under the 2 s the original assignment's client
+/// waits for its answer, and well over the time between two packets of one
+/// message. The chat's greeting waits as long (`chat::GREETING_QUIET`).
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Wraps a line handler (one that answers lines ended by `\n`, such as
+/// [`Calc`](super::Calc)) so that input left without a line end, followed
+/// by nothing for [`QUIET`], is handed to it with a `\n` added.
+///
+/// What the inner handler leaves is taken out of the driver's input and
+/// kept here until more bytes come (it is then put back in front of them)
+/// or the quiet timer fires: a driver cannot be asked for a connection's
+/// input from a timer (the threaded driver hands it back only with new
+/// bytes). The wrapped handler must set no timers of its own: every timer
+/// that fires is taken as a connection's quiet timer, and not passed on.
+#[derive(Debug, Default)]
+pub struct EndLines<H> {
+    inner: H,
+    /// The connections whose input waits without a line end.
+    waiting: FxHashMap<ConnId, Waiting>,
+}
+
+/// Input that waits without a line end.
+#[derive(Debug)]
+struct Waiting {
+    /// What the inner handler left.
+    input: BytesMut,
+    /// Fires once nothing more has come for [`QUIET`].
+    timer: TimerId,
+}
+
+impl<H: Handler> EndLines<H> {
+    /// `inner`, with its unterminated lines ended after a quiet moment.
+    pub fn new(inner: H) -> EndLines<H> {
+        EndLines {
+            inner,
+            waiting: FxHashMap::default(),
+        }
+    }
+
+    /// Hands `input` to the inner handler, and keeps what it leaves, if
+    /// anything, until more comes or `QUIET` has passed.
+    fn serve(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        self.inner.on_data(cx, id, input);
+        // A line the inner handler left whole (it stopped for a backlog)
+        // is not ended again; and a closed connection has nothing to wait.
+        if input.is_empty() || input.contains(&b'\n') || cx.backlogged(id) {
+            return;
+        }
+        let timer = cx.set_timer(QUIET, id.to_bits());
+        let input = input.split();
+        self.waiting.insert(id, Waiting { input, timer });
+    }
+}
+
+impl<H: Handler> Handler for EndLines<H> {
+    type Message = H::Message;
+
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        self.inner.on_open(cx, id);
+    }
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        if let Some(waiting) = self.waiting.remove(&id) {
+            cx.cancel_timer(waiting.timer);
+            let mut joined = waiting.input;
+            joined.extend_from_slice(input);
+            input.clear();
+            self.serve(cx, id, &mut joined);
+            // Anything left whole goes back to the driver, in order.
+            input.extend_from_slice(&joined);
+        } else {
+            self.serve(cx, id, input);
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+        if let Some(waiting) = self.waiting.remove(&id) {
+            cx.cancel_timer(waiting.timer);
+        }
+        self.inner.on_close(cx, id, reason);
+    }
+
+    fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
+        let id = ConnId::from_bits(tag);
+        if let Some(Waiting { mut input, .. }) = self.waiting.remove(&id) {
+            input.extend_from_slice(b"\n");
+            self.inner.on_data(cx, id, &mut input);
+        }
+    }
+
+    fn on_wake(&mut self, cx: &mut dyn Context, msg: H::Message) {
+        self.inner.on_wake(cx, msg);
+    }
+
+    fn on_stop(&mut self, cx: &mut dyn Context) {
+        self.inner.on_stop(cx);
+    }
+
+    fn refusal(&self, listener: ListenerId) -> Option<Bytes> {
+        self.inner.refusal(listener)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calc::Calc;
+    use reactor::testing::Harness;
+
+    /// Nothing arrives for [`QUIET`].
+    fn stay_quiet(h: &mut Harness<EndLines<Calc>>) {
+        h.advance(QUIET);
+    }
+
+    #[test]
+    fn an_expression_without_its_line_end_is_answered_after_a_quiet_moment() {
+        let mut h = Harness::new(EndLines::new(Calc));
+        let c = h.connect();
+        h.receive(c, "1 + 2");
+        h.advance(QUIET - Duration::from_millis(1));
+        assert_eq!(h.take_text(c), "", "not quiet long enough");
+        h.advance(Duration::from_millis(1));
+        assert_eq!(h.take_text(c), "3\n");
+        h.receive(c, "Hi");
+        stay_quiet(&mut h);
+        assert_eq!(h.take_text(c), "Hello\n");
+        assert_eq!(h.pending_input(c), 0);
+        assert!(h.handler.waiting.is_empty(), "nothing kept once answered");
+    }
+
+    #[test]
+    fn every_byte_starts_the_quiet_period_again() {
+        let mut h = Harness::new(EndLines::new(Calc));
+        let c = h.connect();
+        h.receive(c, "6 *");
+        h.advance(QUIET - Duration::from_millis(1));
+        h.receive(c, " 7");
+        h.advance(QUIET - Duration::from_millis(1));
+        assert_eq!(h.take_text(c), "");
+        h.advance(Duration::from_millis(1));
+        assert_eq!(h.take_text(c), "42\n");
+    }
+
+    #[test]
+    fn lines_with_their_ends_are_answered_at_once_and_set_no_timer() {
+        let mut h = Harness::new(EndLines::new(Calc));
+        let c = h.connect();
+        h.receive(c, "1 + 1\n2 * 3\n");
+        assert_eq!(h.take_text(c), "2\n6\n");
+        assert!(h.handler.waiting.is_empty());
+        h.receive(c, "bye");
+        stay_quiet(&mut h);
+        assert_eq!(h.take_text(c), "Bye\n");
+        assert_eq!(h.closed(c), Some(CloseReason::Requested));
+        assert!(h.handler.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_client_that_goes_leaves_no_timer() {
+        let mut h = Harness::new(EndLines::new(Calc));
+        let c = h.connect();
+        h.receive(c, "1 +");
+        h.disconnect(c);
+        assert!(h.handler.waiting.is_empty());
+        stay_quiet(&mut h);
+        assert_eq!(h.take_text(c), "");
+    }
+}

@@ -1,7 +1,8 @@
 //! client: a line client for the netchat servers.
 //!
-//! It connects, says `Hi` and reads the server's first line: `ERR busy: …`
-//! means the server is full (exit status 3, or try again with `--retry`).
+//! It connects, over TLS with `--tls`, says `Hi` and reads the server's
+//! first line: `ERR busy: …` means the server is full (exit status 3, or
+//! try again with `--retry`).
 //! Then two things go on at once, on two threads: lines from the server are
 //! shown as they arrive, and lines from the user are sent. In a terminal the
 //! user types into a line editor (rustyline) and arriving lines are printed
@@ -9,14 +10,14 @@
 //! printed plainly, which is what scripts and the tests use.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use chatapp::cli::{self, describe};
-use chatapp::client::{self, is_bye, relay, send_line, Refusal, Session};
+use chatapp::client::{self, is_bye, relay, Refusal, Session, TlsOptions, ToServer};
 use clap::Parser;
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
@@ -37,12 +38,16 @@ const PROMPT: &str = "> ";
 /// closed the connection, Enter quits. With stdin from a pipe or a file,
 /// `bye` is sent at its end. After sending `bye` the client waits up
 /// to two seconds for the server to close the connection, then exits.
+///
+/// With --tls, the server's certificate must be valid for HOST (or
+/// --tls-name) and signed by one of the system's root certificates (or by
+/// the CA of --ca); otherwise the client stops with an error.
 #[derive(Parser)]
 #[command(
     version,
     after_help = "Exit status: 0 when the session ended (bye sent, or the server closed \
-                  the connection), 1 on an error (cannot connect, connection lost), 2 on \
-                  a usage error, 3 when the server is busy (after --retry, if given)."
+                  the connection), 1 on an error (cannot connect, a TLS failure, connection \
+                  lost), 2 on a usage error, 3 when the server is busy (after --retry, if given)."
 )]
 struct Args {
     /// Server to connect to: a name such as `localhost`, an IPv4 or an IPv6
@@ -54,13 +59,28 @@ struct Args {
     /// 0.2 seconds, for up to SECS seconds.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     retry: u64,
+    /// Connect with TLS, checking the server's certificate.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust only the certificate authority (or the self-signed
+    /// certificate) in this PEM file, instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate must be valid for,
+    /// instead of HOST.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_name: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let tls = args.tls.then(|| TlsOptions {
+        ca: args.ca.clone(),
+        name: args.tls_name.clone(),
+    });
     let retry_for = Duration::from_secs(args.retry);
     let retrying = |why: &Refusal| eprintln!("{why}; trying again for up to {retry_for:?}");
-    let session = match client::join(&args.host, args.port, retry_for, retrying) {
+    let session = match client::join(&args.host, args.port, tls.as_ref(), retry_for, retrying) {
         Ok(session) => session,
         Err(busy @ Refusal::Busy(_)) => {
             eprintln!("error: {busy}");
@@ -120,7 +140,7 @@ fn chat_plainly(session: Session) -> Result<(), String> {
 /// Sends stdin line by line up to a line `bye`, which it sends itself at the
 /// end of stdin. It does not shut down its side of the connection: the
 /// server is to see `bye` and close first.
-fn send_stdin(mut to: TcpStream) -> Result<(), String> {
+fn send_stdin(mut to: ToServer) -> Result<(), String> {
     let mut stdin = io::stdin().lock();
     let mut buf = Vec::new();
     loop {
@@ -129,10 +149,10 @@ fn send_stdin(mut to: TcpStream) -> Result<(), String> {
             .read_until(b'\n', &mut buf)
             .map_err(|e| format!("cannot read stdin: {}", describe(&e)))?;
         if n == 0 {
-            return send_line(&mut to, b"bye");
+            return to.send_line(b"bye");
         }
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        send_line(&mut to, line)?;
+        to.send_line(line)?;
         if is_bye(line) {
             return Ok(());
         }
@@ -200,7 +220,7 @@ fn chat_in_terminal(
         }
         // History is a convenience: an entry that cannot be added is no loss.
         let _ = editor.add_history_entry(line.as_str());
-        send_line(&mut to, line.as_bytes())?;
+        to.send_line(line.as_bytes())?;
         if is_bye(line.as_bytes()) {
             break;
         }

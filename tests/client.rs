@@ -1,11 +1,19 @@
-//! The client binary against every server, with its stdin piped.
+//! The client binary against every server, with its stdin piped, and
+//! against small servers of the tests' own, over TLS.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{run, ChatClient, Program, Server};
+use common::tls::Certs;
+use common::{run, ChatClient, Program, Server, TIMEOUT};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 const SERVER1: &str = env!("CARGO_BIN_EXE_server1");
@@ -132,5 +140,202 @@ fn a_closed_port_is_a_one_line_error() {
     assert_eq!(
         stderr,
         format!("error: cannot connect to 127.0.0.1:{port}: connection refused\n")
+    );
+}
+
+// ---- servers of the tests' own ----
+
+/// What a test server does with a line it read.
+enum Reply {
+    /// Sends these bytes, as they are, and reads on.
+    Send(String),
+    /// Sends these bytes, then closes the connection.
+    Close(String),
+}
+
+/// A chat server in miniature: `Hello` and `welcome` to `Hi`, `Bye` and a
+/// close to `bye`, and every other line back as `<you> LINE`.
+fn chat_like(welcome: &'static str) -> impl FnMut(&str) -> Reply + Send + 'static {
+    move |line| match line {
+        "Hi" => Reply::Send(format!("Hello\n{welcome}\n")),
+        "bye" => Reply::Close("Bye\n".into()),
+        _ => Reply::Send(format!("<you> {line}\n")),
+    }
+}
+
+/// Serves one connection on 127.0.0.1, over TLS with `tls`, in a thread:
+/// reads lines and does with each what `answer` says, until it closes or
+/// the client does. The thread returns the lines it read, without their
+/// `\n`. Every read and write has [`TIMEOUT`].
+fn serve_one(
+    tls: Option<Arc<ServerConfig>>,
+    answer: impl FnMut(&str) -> Reply + Send + 'static,
+) -> (SocketAddr, JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let served = thread::spawn(move || {
+        let (socket, _) = listener.accept().expect("accept");
+        socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        socket.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+        match tls {
+            None => converse(socket, answer).0,
+            Some(config) => {
+                let conn = ServerConnection::new(config).expect("a server connection");
+                let (read, mut stream) = converse(StreamOwned::new(conn, socket), answer);
+                // A TLS server says it closes, so that the client can tell a
+                // close from a cut.
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+                read
+            }
+        }
+    });
+    (addr, served)
+}
+
+/// The conversation of [`serve_one`] on `stream`, which it gives back with
+/// the lines read.
+fn converse<S: Read + Write>(stream: S, mut answer: impl FnMut(&str) -> Reply) -> (Vec<String>, S) {
+    let mut stream = BufReader::new(stream);
+    let mut read = Vec::new();
+    let mut line = String::new();
+    // A failed read is the client gone (a failed handshake, for TLS).
+    while matches!(stream.read_line(&mut line), Ok(n) if n > 0) {
+        let text = line.trim_end_matches('\n').to_owned();
+        line.clear();
+        read.push(text.clone());
+        let (bytes, close) = match answer(&text) {
+            Reply::Send(bytes) => (bytes, false),
+            Reply::Close(bytes) => (bytes, true),
+        };
+        let sent = stream.get_mut().write_all(bytes.as_bytes());
+        if sent.and_then(|()| stream.get_mut().flush()).is_err() || close {
+            break;
+        }
+    }
+    (read, stream.into_inner())
+}
+
+/// The client's arguments for `--tls` with `--ca CA` (if any), then `more`.
+fn tls_args(ca: Option<&Path>, more: &[&str]) -> Vec<String> {
+    let mut args = vec!["--tls".to_owned()];
+    if let Some(ca) = ca {
+        args.extend(["--ca".to_owned(), ca.display().to_string()]);
+    }
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The lines of `bytes`, for comparing outputs.
+fn lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// The old welcome, which gives no line limit.
+const PLAIN_WELCOME: &str = "* welcome, you are user1; /help lists commands";
+
+// ---- TLS ----
+
+#[test]
+fn chats_over_tls_with_the_ca() {
+    let certs = Certs::new();
+    let (addr, served) = serve_one(Some(certs.server_config()), chat_like(PLAIN_WELCOME));
+    let port = addr.port().to_string();
+    let args = tls_args(Some(&certs.ca()), &["localhost", &port]);
+    let out = run(CLIENT, &args, b"hello\nbye\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&out.stdout),
+        ["Hello", PLAIN_WELCOME, "<you> hello", "Bye"]
+    );
+    assert_eq!(served.join().unwrap(), ["Hi", "hello", "bye"]);
+}
+
+#[test]
+fn without_ca_the_system_roots_decide() {
+    // rustls-native-certs reads SSL_CERT_FILE in place of the system's
+    // store when it is set: the system's roots, made to hold our CA.
+    let certs = Certs::new();
+    let (addr, served) = serve_one(Some(certs.server_config()), chat_like(PLAIN_WELCOME));
+    let out = Command::new(CLIENT)
+        .args(tls_args(None, &["127.0.0.1", &addr.port().to_string()]))
+        .env("SSL_CERT_FILE", certs.ca())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the client");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lines(&out.stdout), ["Hello", PLAIN_WELCOME, "Bye"]);
+    assert_eq!(served.join().unwrap(), ["Hi", "bye"]);
+}
+
+#[test]
+fn a_certificate_of_another_ca_is_refused() {
+    let certs = Certs::new();
+    let stranger = Certs::new();
+    let (addr, served) = serve_one(Some(certs.server_config()), chat_like(PLAIN_WELCOME));
+    let port = addr.port().to_string();
+    let args = tls_args(Some(&stranger.ca()), &["127.0.0.1", &port]);
+    let out = run(CLIENT, &args, b"hello\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: tls: certificate is not trusted (unknown issuer)\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(served.join().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused() {
+    // The host is the name checked, unless --tls-name gives another.
+    let certs = Certs::for_names(&["chat.test"]);
+    for (more, name) in [
+        (&[][..], "127.0.0.1"),
+        (&["--tls-name", "example.org"][..], "example.org"),
+    ] {
+        let (addr, served) = serve_one(Some(certs.server_config()), chat_like(PLAIN_WELCOME));
+        let mut args = tls_args(Some(&certs.ca()), more);
+        args.extend(["127.0.0.1".to_owned(), addr.port().to_string()]);
+        let out = run(CLIENT, &args, b"hello\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("error: tls: certificate is not valid for name \"{name}\"\n")
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        assert_eq!(served.join().unwrap(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn tls_name_gives_the_name_to_check() {
+    let certs = Certs::for_names(&["chat.test"]);
+    let (addr, served) = serve_one(Some(certs.server_config()), chat_like(PLAIN_WELCOME));
+    let port = addr.port().to_string();
+    let more = ["--tls-name", "chat.test", "127.0.0.1", &port];
+    let out = run(CLIENT, &tls_args(Some(&certs.ca()), &more), b"hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&out.stdout),
+        ["Hello", PLAIN_WELCOME, "<you> hello", "Bye"]
+    );
+    assert_eq!(served.join().unwrap(), ["Hi", "hello", "bye"]);
+}
+
+#[test]
+fn tls_options_need_tls() {
+    let out = run(CLIENT, &["--ca", "ca.pem", "127.0.0.1", "1"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: the following required arguments were not provided:")
+            && stderr.contains("--tls"),
+        "{stderr}"
     );
 }

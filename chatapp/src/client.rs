@@ -1,16 +1,27 @@
 //! The client's side of a session with a netchat server, apart from the
-//! terminal: connect (with `--retry`), say `Hi`, tell a busy server from one
-//! that takes us, then read the server's lines and send the user's.
+//! terminal: connect (with `--retry`), over TCP or TLS; say `Hi`; tell a
+//! busy server from one that takes us; then read the server's lines and
+//! send the user's.
+//!
+//! The transport is chosen here and only here: a [`Session`]'s two halves,
+//! [`ToServer`] and [`FromServer`], move lines over plain TCP or TLS alike,
+//! and the binary's session loops never ask which.
+
+mod tls;
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cli::describe;
 
-/// How long one connection attempt may take.
+pub use tls::TlsOptions;
+
+/// How long one connection attempt may take, and with TLS each wait for
+/// the server during the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server may take to answer `Hi`.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,14 +31,129 @@ pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// A connection whose greeting the server has answered.
 pub struct Session {
     /// Where lines for the server go.
-    pub to: TcpStream,
+    pub to: ToServer,
     /// What the server sends, starting with its answer to `Hi`.
     pub from: FromServer,
 }
 
-/// The server's answer to `Hi`, already read, put back in front of the rest
-/// of what it sends.
-pub type FromServer = io::Chain<io::Cursor<Vec<u8>>, BufReader<TcpStream>>;
+/// The connection under both halves of a session. Plain TCP needs no
+/// sharing (a socket can be read and written at once); a TLS connection is
+/// one state for both directions, see [`tls`].
+#[derive(Clone)]
+enum Transport {
+    Plain(Arc<TcpStream>),
+    Tls(Arc<tls::Connection>),
+}
+
+impl Transport {
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Plain(socket) => (&**socket).write_all(bytes),
+            Transport::Tls(conn) => conn.send(bytes),
+        }
+    }
+
+    fn receive(&self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(socket) => (&**socket).read(out),
+            Transport::Tls(conn) => conn.receive(out),
+        }
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(conn) => conn.socket(),
+        }
+    }
+}
+
+/// The half of a session that sends.
+pub struct ToServer(Transport);
+
+impl ToServer {
+    /// Sends `line` and a `\n`, in one write.
+    pub fn send_line(&mut self, line: &[u8]) -> Result<(), String> {
+        self.0
+            .send(&[line, b"\n"].concat())
+            .map_err(|e| format!("cannot send: {}", tls::describe_error(&e)))
+    }
+}
+
+/// The half of a session that receives: lines.
+pub struct FromServer {
+    transport: Transport,
+    /// Received and not yet handed out as lines.
+    buf: Vec<u8>,
+    /// The socket's read timeout as last set (none, on a new connection),
+    /// to set it only when it changes.
+    timeout: Option<Duration>,
+}
+
+impl FromServer {
+    fn new(transport: Transport) -> FromServer {
+        FromServer {
+            transport,
+            buf: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// The next line, without its `\n`, or `None` once the server has
+    /// closed the connection. Bytes that have no `\n` at the close are a
+    /// line too. With a `deadline`, a wait that reaches it is an error of
+    /// kind `TimedOut`.
+    fn read_line(&mut self, deadline: Option<Instant>) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(end) = memchr::memchr(b'\n', &self.buf) {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                return Ok(Some(line));
+            }
+            let wait = if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Some(left)
+            } else {
+                None
+            };
+            if wait != self.timeout {
+                self.transport.socket().set_read_timeout(wait)?;
+                self.timeout = wait;
+            }
+            let mut chunk = [0; 16 * 1024];
+            match self.transport.receive(&mut chunk) {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => return Ok(Some(std::mem::take(&mut self.buf))),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(io::ErrorKind::TimedOut.into()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Puts `lines` back in front of what is still to be read, as lines.
+    fn unread(&mut self, lines: &[Vec<u8>]) {
+        let mut bytes: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| [&l[..], b"\n"].concat())
+            .collect();
+        bytes.append(&mut self.buf);
+        self.buf = bytes;
+    }
+}
+
+/// Whether `e` is a socket's read timeout: `WouldBlock` on Unix, `TimedOut`
+/// on Windows.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
 
 /// Why there is no session.
 pub enum Refusal {
@@ -48,20 +174,30 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Connects and greets; while the server is busy or refuses the connection,
-/// tries again every [`RETRY_PAUSE`] for up to `retry_for`, calling
-/// `retrying` before the first retry (to tell the user why it waits).
+/// Connects, over TLS if `tls` is given, and greets; while the server is
+/// busy or refuses the connection, tries again every [`RETRY_PAUSE`] for up
+/// to `retry_for`, calling `retrying` before the first retry (to tell the
+/// user why it waits). A TLS failure is not retried: it would fail again.
 pub fn join(
     host: &str,
     port: u16,
+    tls: Option<&TlsOptions>,
     retry_for: Duration,
     mut retrying: impl FnMut(&Refusal),
 ) -> Result<Session, Refusal> {
+    let tls = match tls {
+        Some(options) => Some(tls::Client::new(options, host).map_err(Refusal::Failed)?),
+        None => None,
+    };
     let addrs = resolve(host, port)?;
     let deadline = Instant::now() + retry_for;
     let mut told = false;
     loop {
-        match connect(&addrs, host, port).and_then(greet) {
+        let attempt = connect(&addrs, host, port).and_then(|socket| match &tls {
+            Some(tls) => handshake(tls, socket),
+            None => Ok(Transport::Plain(Arc::new(socket))),
+        });
+        match attempt.and_then(greet) {
             Err(refusal @ (Refusal::Busy(_) | Refusal::Refused(_)))
                 if Instant::now() + RETRY_PAUSE <= deadline =>
             {
@@ -107,40 +243,51 @@ fn connect(addrs: &[SocketAddr], host: &str, port: u16) -> Result<TcpStream, Ref
     }
 }
 
+/// The TLS handshake on `socket`, each wait for the server bounded.
+fn handshake(tls: &tls::Client, socket: TcpStream) -> Result<Transport, Refusal> {
+    let lost = |e: io::Error| Refusal::Failed(format!("connection lost: {}", describe(&e)));
+    socket
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(lost)?;
+    let conn = tls.handshake(socket).map_err(Refusal::Failed)?;
+    // As on a plain socket: `FromServer` sets a timeout when it needs one.
+    conn.socket().set_read_timeout(None).map_err(lost)?;
+    Ok(Transport::Tls(Arc::new(conn)))
+}
+
 /// Says `Hi` and reads the server's first line: `Hello` from a chat server
 /// that takes us, `ERR busy: …` from one that is full, `Hi` from the echo
 /// server.
-fn greet(mut to: TcpStream) -> Result<Session, Refusal> {
-    let lost = |e: io::Error| Refusal::Failed(format!("connection lost: {}", describe(&e)));
-    to.write_all(b"Hi\n").map_err(lost)?;
-    // The timeout is the socket's, shared by both halves, and only for this
-    // first line: later the server may stay silent for as long as it likes.
-    to.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(lost)?;
-    let mut from = BufReader::new(to.try_clone().map_err(lost)?);
-    let mut first = Vec::new();
-    match from.read_until(b'\n', &mut first) {
-        Ok(0) => {
+fn greet(transport: Transport) -> Result<Session, Refusal> {
+    let lost = |e: io::Error| {
+        let message = format!("connection lost: {}", tls::describe_error(&e));
+        Refusal::Failed(message)
+    };
+    transport.send(b"Hi\n").map_err(lost)?;
+    let mut from = FromServer::new(transport.clone());
+    // Only the answer has a deadline: later the server may stay silent for
+    // as long as it likes.
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let first = match from.read_line(Some(deadline)) {
+        Ok(Some(line)) => line,
+        Ok(None) => {
             let message = "the server closed the connection without answering";
             return Err(Refusal::Failed(message.into()));
         }
-        Ok(_) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
             let message = format!("no answer from the server within {ANSWER_TIMEOUT:?}");
             return Err(Refusal::Failed(message));
         }
         Err(e) => return Err(lost(e)),
-    }
-    to.set_read_timeout(None).map_err(lost)?;
+    };
     if let Some(reason) = busy_reason(&first) {
         return Err(Refusal::Busy(reason));
     }
-    let from = io::Cursor::new(first).chain(from);
-    Ok(Session { to, from })
+    from.unread(&[first]);
+    Ok(Session {
+        to: ToServer(transport),
+        from,
+    })
 }
 
 /// The reason in a full server's answer, `ERR busy: REASON`; `None` for any
@@ -157,24 +304,16 @@ pub fn relay(
     mut from: FromServer,
     mut show: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
-    let mut line = Vec::new();
     loop {
-        line.clear();
-        match from.read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(()),
-            Ok(_) => show(line.strip_suffix(b"\n").unwrap_or(&line))?,
+        match from.read_line(None) {
+            Ok(Some(line)) => show(&line)?,
+            Ok(None) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err("connection reset by server".into())
             }
-            Err(e) => return Err(format!("connection lost: {}", describe(&e))),
+            Err(e) => return Err(format!("connection lost: {}", tls::describe_error(&e))),
         }
     }
-}
-
-/// Sends `line` and a `\n`, in one write.
-pub fn send_line(to: &mut TcpStream, line: &[u8]) -> Result<(), String> {
-    to.write_all(&[line, b"\n"].concat())
-        .map_err(|e| format!("cannot send: {}", describe(&e)))
 }
 
 /// Whether `line` is `bye`, which ends the session: any case, surrounding

@@ -1,8 +1,9 @@
 //! client: a line client for the netchat servers.
 //!
 //! It connects, over TLS with `--tls`, says `Hi` and reads the server's
-//! first line: `ERR busy: …` means the server is full (exit status 3, or
-//! try again with `--retry`).
+//! answer: `ERR busy: …` means the server is full (exit status 3, or try
+//! again with `--retry`); a chat server's welcome may say how long a line it
+//! takes.
 //! Then two things go on at once, on two threads: lines from the server are
 //! shown as they arrive, and lines from the user are sent. In a terminal the
 //! user types into a line editor (rustyline) and arriving lines are printed
@@ -17,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use chatapp::cli::{self, describe};
-use chatapp::client::{self, is_bye, relay, Refusal, Session, TlsOptions, ToServer};
+use chatapp::client::{self, is_bye, relay, too_long, Refusal, Session, TlsOptions, ToServer};
 use clap::Parser;
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
@@ -38,6 +39,9 @@ const PROMPT: &str = "> ";
 /// closed the connection, Enter quits. With stdin from a pipe or a file,
 /// `bye` is sent at its end. After sending `bye` the client waits up
 /// to two seconds for the server to close the connection, then exits.
+///
+/// A line longer than the server takes (the limit its welcome gives, or
+/// 4096 bytes) is not sent: the client says so and goes on.
 ///
 /// With --tls, the server's certificate must be valid for HOST (or
 /// --tls-name) and signed by one of the system's root certificates (or by
@@ -112,7 +116,7 @@ enum Done {
 /// on stdout, another sends stdin's, and whichever is done first decides how
 /// the program ends.
 fn chat_plainly(session: Session) -> Result<(), String> {
-    let Session { to, from } = session;
+    let Session { to, from, max_line } = session;
     let (done, finished) = mpsc::channel();
     let input_done = done.clone();
     thread::spawn(move || {
@@ -124,7 +128,7 @@ fn chat_plainly(session: Session) -> Result<(), String> {
         });
         done.send(Done::Server(shown))
     });
-    thread::spawn(move || input_done.send(Done::Input(send_stdin(to))));
+    thread::spawn(move || input_done.send(Done::Input(send_stdin(to, max_line))));
 
     match finished.recv().expect("both threads report") {
         Done::Server(result) => result,
@@ -138,9 +142,10 @@ fn chat_plainly(session: Session) -> Result<(), String> {
 }
 
 /// Sends stdin line by line up to a line `bye`, which it sends itself at the
-/// end of stdin. It does not shut down its side of the connection: the
-/// server is to see `bye` and close first.
-fn send_stdin(mut to: ToServer) -> Result<(), String> {
+/// end of stdin, and says on stderr which lines are too long to send. It
+/// does not shut down its side of the connection: the server is to see
+/// `bye` and close first.
+fn send_stdin(mut to: ToServer, max_line: usize) -> Result<(), String> {
     let mut stdin = io::stdin().lock();
     let mut buf = Vec::new();
     loop {
@@ -148,10 +153,14 @@ fn send_stdin(mut to: ToServer) -> Result<(), String> {
         let n = stdin
             .read_until(b'\n', &mut buf)
             .map_err(|e| format!("cannot read stdin: {}", describe(&e)))?;
-        if n == 0 {
-            return to.send_line(b"bye");
+        let line = match n {
+            0 => &b"bye"[..],
+            _ => buf.strip_suffix(b"\n").unwrap_or(&buf),
+        };
+        if let Some(why) = too_long(line, max_line) {
+            eprintln!("{why}");
+            continue;
         }
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         to.send_line(line)?;
         if is_bye(line) {
             return Ok(());
@@ -189,7 +198,11 @@ fn chat_in_terminal(
     mut editor: DefaultEditor,
     mut printer: impl ExternalPrinter + Send + 'static,
 ) -> Result<(), String> {
-    let Session { mut to, from } = session;
+    let Session {
+        mut to,
+        from,
+        max_line,
+    } = session;
     let (done, finished) = mpsc::channel();
     thread::spawn(move || {
         let mut answered_bye = false;
@@ -220,6 +233,10 @@ fn chat_in_terminal(
         }
         // History is a convenience: an entry that cannot be added is no loss.
         let _ = editor.add_history_entry(line.as_str());
+        if let Some(why) = too_long(line.as_bytes(), max_line) {
+            eprintln!("{why}");
+            continue;
+        }
         to.send_line(line.as_bytes())?;
         if is_bye(line.as_bytes()) {
             break;

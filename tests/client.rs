@@ -1,5 +1,5 @@
 //! The client binary against every server, with its stdin piped, and
-//! against small servers of the tests' own, over TLS.
+//! against small servers of the tests' own: over TLS, with a line limit.
 
 mod common;
 
@@ -338,4 +338,38 @@ fn tls_options_need_tls() {
             && stderr.contains("--tls"),
         "{stderr}"
     );
+}
+
+// ---- the line limit ----
+
+#[test]
+fn a_line_over_the_announced_limit_is_not_sent() {
+    let welcome = "* welcome, you are user1; lines up to 8 bytes; /help lists commands";
+    let (addr, served) = serve_one(None, chat_like(welcome));
+    let stdin = b"12345678\n123456789\nafter\nbye\n";
+    let out = run(CLIENT, &args(addr, &[]), stdin);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "not sent: the line is 9 bytes, and the server takes lines up to 8 bytes\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&out.stdout),
+        ["Hello", welcome, "<you> 12345678", "<you> after", "Bye"]
+    );
+    assert_eq!(served.join().unwrap(), ["Hi", "12345678", "after", "bye"]);
+}
+
+#[test]
+fn without_a_limit_in_the_welcome_the_limit_is_4096() {
+    let (addr, served) = serve_one(None, chat_like(PLAIN_WELCOME));
+    let longest = "x".repeat(4096);
+    let stdin = format!("{longest}\n{longest}x\nbye\n");
+    let out = run(CLIENT, &args(addr, &[]), stdin.as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "not sent: the line is 4097 bytes, and the server takes lines up to 4096 bytes\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(served.join().unwrap(), ["Hi", &longest, "bye"]);
 }

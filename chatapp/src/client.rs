@@ -1,7 +1,7 @@
 //! The client's side of a session with a netchat server, apart from the
 //! terminal: connect (with `--retry`), over TCP or TLS; say `Hi`; tell a
-//! busy server from one that takes us; then read the server's lines and
-//! send the user's.
+//! busy server from one that takes us, and learn the longest line it takes
+//! from its welcome; then read the server's lines and send the user's.
 //!
 //! The transport is chosen here and only here: a [`Session`]'s two halves,
 //! [`ToServer`] and [`FromServer`], move lines over plain TCP or TLS alike,
@@ -27,6 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause between two attempts of `join` while it retries.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// The longest line the server takes when its welcome does not say: the
+/// protocol's default (docs/protocol.md, Framing).
+pub const DEFAULT_MAX_LINE: usize = 4096;
 
 /// A connection whose greeting the server has answered.
 pub struct Session {
@@ -34,6 +37,9 @@ pub struct Session {
     pub to: ToServer,
     /// What the server sends, starting with its answer to `Hi`.
     pub from: FromServer,
+    /// The longest line the server takes, not counting its `\n`: from its
+    /// welcome, or [`DEFAULT_MAX_LINE`].
+    pub max_line: usize,
 }
 
 /// The connection under both halves of a session. Plain TCP needs no
@@ -255,9 +261,9 @@ fn handshake(tls: &tls::Client, socket: TcpStream) -> Result<Transport, Refusal>
     Ok(Transport::Tls(Arc::new(conn)))
 }
 
-/// Says `Hi` and reads the server's first line: `Hello` from a chat server
-/// that takes us, `ERR busy: …` from one that is full, `Hi` from the echo
-/// server.
+/// Says `Hi` and reads the server's answer: `Hello` and a welcome from a
+/// chat server that takes us, `ERR busy: …` from one that is full, `Hi`
+/// from the echo server.
 fn greet(transport: Transport) -> Result<Session, Refusal> {
     let lost = |e: io::Error| {
         let message = format!("connection lost: {}", tls::describe_error(&e));
@@ -283,10 +289,27 @@ fn greet(transport: Transport) -> Result<Session, Refusal> {
     if let Some(reason) = busy_reason(&first) {
         return Err(Refusal::Busy(reason));
     }
-    from.unread(&[first]);
+    // A chat server follows `Hello` with its welcome at once; read it here,
+    // so that the line limit it gives is known before the user's first line.
+    let mut answer = vec![first];
+    if answer[0] == b"Hello" {
+        match from.read_line(Some(deadline)) {
+            Ok(Some(welcome)) => answer.push(welcome),
+            // The session shows the close, or the silence, from here on.
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    let max_line = answer
+        .get(1)
+        .and_then(|welcome| announced_limit(welcome))
+        .unwrap_or(DEFAULT_MAX_LINE);
+    from.unread(&answer);
     Ok(Session {
         to: ToServer(transport),
         from,
+        max_line,
     })
 }
 
@@ -296,6 +319,29 @@ fn busy_reason(line: &[u8]) -> Option<String> {
     let line = String::from_utf8_lossy(line);
     let rest = line.trim_end().strip_prefix("ERR busy")?;
     Some(rest.strip_prefix(": ").unwrap_or(rest).to_owned())
+}
+
+/// The line limit in a chat server's welcome, `* welcome, you are user3;
+/// lines up to 4096 bytes; /help lists commands`; `None` if it says none.
+fn announced_limit(welcome: &[u8]) -> Option<usize> {
+    let welcome = String::from_utf8_lossy(welcome);
+    welcome
+        .strip_prefix("* welcome, ")?
+        .split("; ")
+        .find_map(|part| part.strip_prefix("lines up to ")?.strip_suffix(" bytes"))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Why `line` is not to be sent, if it is longer than the `max_line` bytes
+/// the server takes: the server would answer `ERR line too long` and close
+/// the connection.
+pub fn too_long(line: &[u8], max_line: usize) -> Option<String> {
+    (line.len() > max_line).then(|| {
+        format!(
+            "not sent: the line is {} bytes, and the server takes lines up to {max_line} bytes",
+            line.len()
+        )
+    })
 }
 
 /// Reads the server's lines until it closes the connection and hands each,
@@ -335,6 +381,25 @@ mod tests {
         );
         assert_eq!(busy_reason(b"Hello\n"), None);
         assert_eq!(busy_reason(b"ERR say Hi first\n"), None);
+    }
+
+    #[test]
+    fn the_welcome_may_give_the_line_limit() {
+        let welcome = b"* welcome, you are user3; lines up to 4096 bytes; /help lists commands";
+        assert_eq!(announced_limit(welcome), Some(4096));
+        let older = b"* welcome, you are user3; /help lists commands";
+        assert_eq!(announced_limit(older), None);
+        let forged = b"<alice> lines up to 9 bytes";
+        assert_eq!(announced_limit(forged), None);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_not_sent() {
+        assert_eq!(too_long(b"12345", 5), None);
+        assert_eq!(
+            too_long(b"123456", 5).as_deref(),
+            Some("not sent: the line is 6 bytes, and the server takes lines up to 5 bytes")
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The client binary against every server, with its stdin piped, and
-//! against small servers of the tests' own: over TLS, with a line limit.
+//! The client binary against every server, with its stdin piped and in a
+//! pseudo-terminal, and against small servers of the tests' own: over TLS,
+//! with a line limit.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::tls::Certs;
 use common::{run, ChatClient, Program, Server, TIMEOUT};
+use rexpect::process::wait::WaitStatus;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
@@ -372,4 +374,65 @@ fn without_a_limit_in_the_welcome_the_limit_is_4096() {
     );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(served.join().unwrap(), ["Hi", &longest, "bye"]);
+}
+
+// ---- the server going away ----
+
+#[test]
+fn the_server_closing_first_is_exit_status_4() {
+    let mut server = Server::start(SERVER3, &[]);
+    // Its stdin stays open: the client must not wait for it to end.
+    let mut client = Command::new(CLIENT)
+        .args(args(server.addr(), &[]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let _stdin = client.stdin.take();
+    server.expect_transcript("* user1 joined");
+    server.console("/kick user1");
+    server.expect_transcript("* user1 was kicked");
+
+    let deadline = Instant::now() + TIMEOUT;
+    while client.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the client did not exit");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        lines(&out.stdout),
+        ["Hello", WELCOME, "ERR kicked by the operator"]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "the server closed the connection\n"
+    );
+}
+
+#[test]
+fn in_a_terminal_the_server_closing_ends_the_prompt() {
+    let mut server = Server::start(SERVER3, &[]);
+    let mut command = Command::new(CLIENT);
+    command.args(args(server.addr(), &[])).env("TERM", "xterm");
+    let timeout_ms = TIMEOUT.as_millis() as u64;
+    let mut terminal = rexpect::session::spawn_command(command, Some(timeout_ms)).unwrap();
+    terminal.exp_string(WELCOME).unwrap();
+    terminal.exp_string("> ").unwrap();
+    server.expect_transcript("* user1 joined");
+    terminal.send_line("hello").unwrap();
+    server.expect_transcript("<user1> hello");
+
+    // Nothing is typed from here on: the client ends by itself.
+    server.console("/kick user1");
+    terminal.exp_string("ERR kicked by the operator").unwrap();
+    terminal
+        .exp_string("the server closed the connection")
+        .unwrap();
+    terminal.exp_eof().unwrap();
+    match terminal.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 4),
+        other => panic!("the client ended with {other:?}"),
+    }
 }

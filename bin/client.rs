@@ -48,7 +48,9 @@ const INTERRUPT_EVERY: Duration = Duration::from_millis(50);
 /// once.
 ///
 /// A line longer than the server takes (the limit its welcome gives, or
-/// 4096 bytes) is not sent: the client says so and goes on.
+/// 4096 bytes) is not sent: the client says so and goes on. A reply that
+/// does not end in a newline is shown once the server has been quiet for
+/// half a second.
 ///
 /// With --tls, the server's certificate must be valid for HOST (or
 /// --tls-name) and signed by one of the system's root certificates (or by

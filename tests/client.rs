@@ -1,6 +1,6 @@
 //! The client binary against every server, with its stdin piped and in a
 //! pseudo-terminal, and against small servers of the tests' own: over TLS,
-//! with a line limit.
+//! with a line limit, without line ends.
 
 mod common;
 
@@ -435,4 +435,35 @@ fn in_a_terminal_the_server_closing_ends_the_prompt() {
         WaitStatus::Exited(_, code) => assert_eq!(code, 4),
         other => panic!("the client ended with {other:?}"),
     }
+}
+
+// ---- replies without a line end ----
+
+#[test]
+fn a_reply_without_a_newline_is_shown() {
+    // The servers of the original Python exercise answer with one send and
+    // no line end, then wait.
+    let (addr, served) = serve_one(None, |line| match line {
+        "Hi" => Reply::Send("hello".into()),
+        "bye" => Reply::Close(String::new()),
+        _ => Reply::Send("fine".into()),
+    });
+    let out = run(CLIENT, &args(addr, &[]), b"how are you\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lines(&out.stdout), ["hello", "fine"]);
+    assert_eq!(served.join().unwrap(), ["Hi", "how are you", "bye"]);
+}
+
+#[test]
+fn a_line_without_an_end_is_shown_in_pieces_of_64_kib() {
+    let (addr, served) = serve_one(None, |line| match line {
+        "Hi" => Reply::Send("x".repeat(64 * 1024 + 5)),
+        _ => Reply::Close(String::new()),
+    });
+    let out = run(CLIENT, &args(addr, &[]), b"");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lines(&out.stdout), ["x".repeat(64 * 1024), "x".repeat(5)]);
+    assert_eq!(served.join().unwrap(), ["Hi", "bye"]);
 }

@@ -27,6 +27,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause between two attempts of `join` while it retries.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long the end of a line may keep us waiting: after this much silence
+/// in the middle of a line, what the server sent is shown as a line. Our
+/// servers end every line, in one write; some servers (the Python programs
+/// this exercise began as) answer with one send and no line end, and then
+/// wait for us.
+pub const QUIET: Duration = Duration::from_millis(500);
+/// The longest line shown whole: a longer one is shown in pieces this long,
+/// so that a server that never ends its line cannot fill our memory.
+const MAX_SHOWN: usize = 64 * 1024;
 /// The longest line the server takes when its welcome does not say: the
 /// protocol's default (docs/protocol.md, Framing).
 pub const DEFAULT_MAX_LINE: usize = 4096;
@@ -86,7 +95,8 @@ impl ToServer {
     }
 }
 
-/// The half of a session that receives: lines.
+/// The half of a session that receives: lines, where a quiet period also
+/// ends one (see [`QUIET`]).
 pub struct FromServer {
     transport: Transport,
     /// Received and not yet handed out as lines.
@@ -106,9 +116,10 @@ impl FromServer {
     }
 
     /// The next line, without its `\n`, or `None` once the server has
-    /// closed the connection. Bytes that have no `\n` at the close are a
-    /// line too. With a `deadline`, a wait that reaches it is an error of
-    /// kind `TimedOut`.
+    /// closed the connection. Bytes that have no `\n` after [`QUIET`] of
+    /// silence, or at the close, are a line too. With a `deadline`, a wait
+    /// for the line's first byte that reaches it is an error of kind
+    /// `TimedOut`.
     fn read_line(&mut self, deadline: Option<Instant>) -> io::Result<Option<Vec<u8>>> {
         loop {
             if let Some(end) = memchr::memchr(b'\n', &self.buf) {
@@ -116,7 +127,12 @@ impl FromServer {
                 line.pop();
                 return Ok(Some(line));
             }
-            let wait = if let Some(deadline) = deadline {
+            if self.buf.len() >= MAX_SHOWN {
+                return Ok(Some(self.buf.drain(..MAX_SHOWN).collect()));
+            }
+            let wait = if !self.buf.is_empty() {
+                Some(QUIET)
+            } else if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(io::ErrorKind::TimedOut.into());
@@ -135,6 +151,9 @@ impl FromServer {
                 Ok(0) => return Ok(Some(std::mem::take(&mut self.buf))),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) && !self.buf.is_empty() => {
+                    return Ok(Some(std::mem::take(&mut self.buf)));
+                }
                 Err(e) if is_timeout(&e) => return Err(io::ErrorKind::TimedOut.into()),
                 Err(e) => return Err(e),
             }
@@ -263,7 +282,7 @@ fn handshake(tls: &tls::Client, socket: TcpStream) -> Result<Transport, Refusal>
 
 /// Says `Hi` and reads the server's answer: `Hello` and a welcome from a
 /// chat server that takes us, `ERR busy: …` from one that is full, `Hi`
-/// from the echo server.
+/// from the echo server, a reply without a line end from some others.
 fn greet(transport: Transport) -> Result<Session, Refusal> {
     let lost = |e: io::Error| {
         let message = format!("connection lost: {}", tls::describe_error(&e));
@@ -345,7 +364,8 @@ pub fn too_long(line: &[u8], max_line: usize) -> Option<String> {
 }
 
 /// Reads the server's lines until it closes the connection and hands each,
-/// without its `\n`, to `show`. A last line without `\n` is shown too.
+/// without its `\n`, to `show`. A last line without `\n` is shown too, and
+/// so is one that stays unfinished for [`QUIET`].
 pub fn relay(
     mut from: FromServer,
     mut show: impl FnMut(&[u8]) -> Result<(), String>,

@@ -258,10 +258,12 @@ fn chat_in_terminal(
             let _ = done.send(shown);
             return;
         }
-        // rustyline's printer queues one line at most, and this one can be
-        // queued only once the server's last line has left the queue: the
-        // editor prints that line before it looks for a signal again. The
-        // empty line itself may then be dropped by the interrupt.
+        // The editor looks for a signal before it prints a queued line, so
+        // the server's last line (the one that says why) could be lost to
+        // the interrupt. But rustyline's printer queues one line at most (a
+        // channel of one, in rustyline 19), so this empty line is queued only
+        // once the last one has left the queue, and the editor prints that
+        // before it looks again. The empty line may be dropped: no loss.
         let _ = printer.print(String::new());
         let _ = done.send(shown);
         interrupt_editor();

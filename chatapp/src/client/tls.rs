@@ -244,7 +244,10 @@ impl Connection {
                 conn.read_tls(&mut rest)?;
                 let processed = conn.process_new_packets();
                 // Alerts, and answers rustls owes the server (a key update).
-                self.flush(&mut conn)?;
+                // A server that is gone cannot take them, and what it sent
+                // before is still to be read: a failed write is for the
+                // sending half to report.
+                let _ = self.flush(&mut conn);
                 processed.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 if rest.is_empty() {
                     break;

@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -378,28 +378,40 @@ fn without_a_limit_in_the_welcome_the_limit_is_4096() {
 
 // ---- the server going away ----
 
-#[test]
-fn the_server_closing_first_is_exit_status_4() {
-    let mut server = Server::start(SERVER3, &[]);
-    // Its stdin stays open: the client must not wait for it to end.
+/// Runs the client with `args` and a stdin that stays open, as a person's
+/// terminal does, until it exits by itself (within [`TIMEOUT`], or it is
+/// killed and the test fails); `meanwhile` runs once it has started.
+fn run_with_stdin_open(args: &[String], meanwhile: impl FnOnce()) -> Output {
     let mut client = Command::new(CLIENT)
-        .args(args(server.addr(), &[]))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the client");
-    let _stdin = client.stdin.take();
-    server.expect_transcript("* user1 joined");
-    server.console("/kick user1");
-    server.expect_transcript("* user1 was kicked");
-
+    let stdin = client.stdin.take();
+    meanwhile();
     let deadline = Instant::now() + TIMEOUT;
     while client.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the client did not exit");
+        if Instant::now() >= deadline {
+            let _ = client.kill();
+            panic!("the client did not exit by itself");
+        }
+        // std cannot wait for a child with a timeout; polling is cheap.
         thread::sleep(Duration::from_millis(5));
     }
-    let out = client.wait_with_output().unwrap();
+    drop(stdin);
+    client.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_server_closing_first_is_exit_status_4() {
+    let mut server = Server::start(SERVER3, &[]);
+    let out = run_with_stdin_open(&args(server.addr(), &[]), || {
+        server.expect_transcript("* user1 joined");
+        server.console("/kick user1");
+        server.expect_transcript("* user1 was kicked");
+    });
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(
         lines(&out.stdout),
@@ -409,6 +421,25 @@ fn the_server_closing_first_is_exit_status_4() {
         String::from_utf8_lossy(&out.stderr),
         "the server closed the connection\n"
     );
+}
+
+#[test]
+fn over_tls_too_the_server_closing_first_is_exit_status_4() {
+    let certs = Certs::new();
+    let config = Some(certs.server_config());
+    let (addr, served) = serve_one(config, |line| match line {
+        "Hi" => Reply::Close(format!("Hello\n{PLAIN_WELCOME}\n")),
+        _ => Reply::Send(String::new()),
+    });
+    let port = addr.port().to_string();
+    let out = run_with_stdin_open(&tls_args(Some(&certs.ca()), &["127.0.0.1", &port]), || {});
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(lines(&out.stdout), ["Hello", PLAIN_WELCOME]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "the server closed the connection\n"
+    );
+    assert_eq!(served.join().unwrap(), ["Hi"]);
 }
 
 #[test]

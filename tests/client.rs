@@ -468,6 +468,31 @@ fn in_a_terminal_the_server_closing_ends_the_prompt() {
     }
 }
 
+#[test]
+fn in_a_terminal_over_tls_a_session_ends_with_bye() {
+    let certs = Certs::new();
+    let (addr, served) = serve_one(Some(certs.server_config()), chat_like(PLAIN_WELCOME));
+    let port = addr.port().to_string();
+    let mut command = Command::new(CLIENT);
+    command
+        .args(tls_args(Some(&certs.ca()), &["localhost", &port]))
+        .env("TERM", "xterm");
+    let timeout_ms = TIMEOUT.as_millis() as u64;
+    let mut terminal = rexpect::session::spawn_command(command, Some(timeout_ms)).unwrap();
+    terminal.exp_string(PLAIN_WELCOME).unwrap();
+    terminal.exp_string("> ").unwrap();
+    terminal.send_line("hello").unwrap();
+    terminal.exp_string("<you> hello").unwrap();
+    terminal.send_line("bye").unwrap();
+    terminal.exp_string("Bye").unwrap();
+    terminal.exp_eof().unwrap();
+    match terminal.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("the client ended with {other:?}"),
+    }
+    assert_eq!(served.join().unwrap(), ["Hi", "hello", "bye"]);
+}
+
 // ---- replies without a line end ----
 
 #[test]

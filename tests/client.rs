@@ -376,6 +376,32 @@ fn without_a_limit_in_the_welcome_the_limit_is_4096() {
     assert_eq!(served.join().unwrap(), ["Hi", &longest, "bye"]);
 }
 
+#[test]
+fn in_a_terminal_a_typed_or_pasted_line_over_the_limit_is_not_sent() {
+    let welcome = "* welcome, you are user1; lines up to 8 bytes; /help lists commands";
+    let (addr, served) = serve_one(None, chat_like(welcome));
+    let mut command = Command::new(CLIENT);
+    command.args(args(addr, &[])).env("TERM", "xterm");
+    let timeout_ms = TIMEOUT.as_millis() as u64;
+    let mut terminal = rexpect::session::spawn_command(command, Some(timeout_ms)).unwrap();
+    terminal.exp_string(welcome).unwrap();
+    let refused = "not sent: the line is 9 bytes, and the server takes lines up to 8 bytes";
+    terminal.send_line("123456789").unwrap();
+    terminal.exp_string(refused).unwrap();
+    // A bracketed paste of two lines: each is a line to the server.
+    terminal.send("\x1b[200~1234\n5678\x1b[201~").unwrap();
+    terminal.send_line("").unwrap();
+    terminal.exp_string("<you> 5678").unwrap();
+    terminal
+        .send("\x1b[200~12345678\n123456789\x1b[201~")
+        .unwrap();
+    terminal.send_line("").unwrap();
+    terminal.exp_string(refused).unwrap();
+    terminal.send_line("bye").unwrap();
+    terminal.exp_eof().unwrap();
+    assert_eq!(served.join().unwrap(), ["Hi", "1234", "5678", "bye"]);
+}
+
 // ---- the server going away ----
 
 /// Runs the client with `args` and a stdin that stays open, as a person's

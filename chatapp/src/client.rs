@@ -351,15 +351,14 @@ fn announced_limit(welcome: &[u8]) -> Option<usize> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Why `line` is not to be sent, if it is longer than the `max_line` bytes
-/// the server takes: the server would answer `ERR line too long` and close
-/// the connection.
-pub fn too_long(line: &[u8], max_line: usize) -> Option<String> {
-    (line.len() > max_line).then(|| {
-        format!(
-            "not sent: the line is {} bytes, and the server takes lines up to {max_line} bytes",
-            line.len()
-        )
+/// Why `text` is not to be sent, if a line of it is longer than the
+/// `max_line` bytes the server takes: the server would answer `ERR line too
+/// long` and close the connection. `text` is one line, or several (a paste
+/// in the line editor), each checked alone, as the server will.
+pub fn too_long(text: &[u8], max_line: usize) -> Option<String> {
+    let longest = text.split(|&b| b == b'\n').map(<[u8]>::len).max()?;
+    (longest > max_line).then(|| {
+        format!("not sent: the line is {longest} bytes, and the server takes lines up to {max_line} bytes")
     })
 }
 
@@ -416,10 +415,11 @@ mod tests {
     #[test]
     fn a_line_over_the_limit_is_not_sent() {
         assert_eq!(too_long(b"12345", 5), None);
-        assert_eq!(
-            too_long(b"123456", 5).as_deref(),
-            Some("not sent: the line is 6 bytes, and the server takes lines up to 5 bytes")
-        );
+        let message = "not sent: the line is 6 bytes, and the server takes lines up to 5 bytes";
+        assert_eq!(too_long(b"123456", 5).as_deref(), Some(message));
+        // A paste of several lines: each is a line to the server.
+        assert_eq!(too_long(b"12345\n12345", 5), None);
+        assert_eq!(too_long(b"12345\n123456\n1", 5).as_deref(), Some(message));
     }
 
     #[test]

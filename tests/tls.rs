@@ -3,12 +3,11 @@
 //! wrong costing only themselves, and tools nobody here wrote
 //! (`openssl s_client`, `socat`) as clients.
 //!
-//! The certificate is made at test time (rcgen), for `localhost` and
-//! 127.0.0.1, and trusted by the test's own rustls client.
+//! The certificates are made at test time (`common::tls`): a CA of the
+//! test's own, and the server's certificate for `localhost` and 127.0.0.1.
 
 mod common;
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -16,68 +15,24 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tls::Certs;
 use common::{ChatClient, Server, TIMEOUT};
-use reactor::rustls::pki_types::{CertificateDer, ServerName};
-use reactor::rustls::{self, ClientConfig, ClientConnection, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
-/// A self-signed certificate and its key, as PEM files in a directory of
-/// this test's own (under the system's temporary directory).
-struct Certificate {
-    dir: PathBuf,
-    der: CertificateDer<'static>,
+/// Starts `bin` with TLS on a free port beside the plain one.
+fn serve(certs: &Certs, bin: &str, more: &[&str]) -> Server {
+    let (cert, key) = (path(certs.cert()), path(certs.key()));
+    let mut args = vec!["--tls-port", "0", "--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(more);
+    Server::start(bin, &args)
 }
 
-impl Certificate {
-    fn new(name: &str) -> Certificate {
-        let dir = std::env::temp_dir().join(format!("netchat-tls-{}-{name}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let made = rcgen::generate_simple_self_signed(names).unwrap();
-        fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
-        fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).unwrap();
-        Certificate {
-            dir,
-            der: made.cert.der().clone(),
-        }
-    }
-
-    fn cert(&self) -> String {
-        self.dir.join("cert.pem").display().to_string()
-    }
-
-    fn key(&self) -> String {
-        self.dir.join("key.pem").display().to_string()
-    }
-
-    /// Starts `bin` with TLS on a free port beside the plain one.
-    fn serve(&self, bin: &str, more: &[&str]) -> Server {
-        let (cert, key) = (self.cert(), self.key());
-        let mut args = vec!["--tls-port", "0", "--tls-cert", &cert, "--tls-key", &key];
-        args.extend_from_slice(more);
-        Server::start(bin, &args)
-    }
-
-    /// A TLS client that trusts this certificate only.
-    fn client(&self) -> Arc<ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+fn path(path: PathBuf) -> String {
+    path.display().to_string()
 }
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
@@ -133,9 +88,9 @@ impl TlsChat {
 }
 
 fn tls_and_plain_clients_share_one_room(bin: &str) {
-    let cert = Certificate::new(&format!("room-{}", bin.len()));
-    let server = cert.serve(bin, &[]);
-    let client = cert.client();
+    let cert = Certs::new();
+    let server = serve(&cert, bin, &[]);
+    let client = cert.client_config();
     let (mut plain, plain_nick) = ChatClient::join(server.addr());
     let (mut secure, secure_nick) = TlsChat::join(server.tls_addr(), &client);
     plain.send("over plain TCP");
@@ -155,8 +110,8 @@ fn tls_and_plain_clients_share_one_room_on_server3() {
 
 #[test]
 fn the_plain_endpoint_is_announced_first_and_unchanged() {
-    let cert = Certificate::new("announce");
-    let server = cert.serve(SERVER4, &[]);
+    let cert = Certs::new();
+    let server = serve(&cert, SERVER4, &[]);
     assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
     assert_eq!(server.tls_addr().ip().to_string(), "127.0.0.1");
     assert_ne!(server.addr().port(), server.tls_addr().port());
@@ -164,9 +119,9 @@ fn the_plain_endpoint_is_announced_first_and_unchanged() {
 
 #[test]
 fn a_mebibyte_echoed_over_tls_comes_back_byte_exact() {
-    let cert = Certificate::new("echo");
-    let server = cert.serve(SERVER4, &["--raw"]);
-    let mut tls = tls_connect(server.tls_addr(), &cert.client());
+    let cert = Certs::new();
+    let server = serve(&cert, SERVER4, &["--raw"]);
+    let mut tls = tls_connect(server.tls_addr(), &cert.client_config());
     let sent: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
@@ -194,9 +149,9 @@ fn a_mebibyte_echoed_over_tls_comes_back_byte_exact() {
 
 #[test]
 fn plaintext_to_the_tls_port_or_a_stalled_handshake_costs_only_that_client() {
-    let cert = Certificate::new("hostile");
-    let server = cert.serve(SERVER3, &["--handshake-timeout", "1"]);
-    let client = cert.client();
+    let cert = Certs::new();
+    let server = serve(&cert, SERVER3, &["--handshake-timeout", "1"]);
+    let client = cert.client_config();
     let (mut alice, _) = TlsChat::join(server.tls_addr(), &client);
     let (mut bob, bob_nick) = ChatClient::join(server.addr());
 
@@ -227,18 +182,19 @@ fn plaintext_to_the_tls_port_or_a_stalled_handshake_costs_only_that_client() {
 
 #[test]
 fn unusable_certificate_files_are_one_error_line_and_status_1() {
-    let cert = Certificate::new("files");
-    let missing = cert.dir.join("missing.pem").display().to_string();
+    let cert = Certs::new();
+    let missing = path(cert.cert().with_file_name("missing.pem"));
+    let (cert_file, key_file) = (path(cert.cert()), path(cert.key()));
     let cases = [
-        (cert.cert(), missing.clone(), "cannot read the private key"),
-        (missing.clone(), cert.key(), "cannot read the certificate"),
-        (cert.key(), cert.key(), "no certificate in this file"),
-        (cert.cert(), cert.cert(), "no private key in this file"),
+        (&cert_file, &missing, "cannot read the private key"),
+        (&missing, &key_file, "cannot read the certificate"),
+        (&key_file, &key_file, "no certificate in this file"),
+        (&cert_file, &cert_file, "no private key in this file"),
     ];
     for (cert_file, key_file, says) in cases {
         let output = Command::new(SERVER3)
             .args(["127.0.0.1", "0", "--tls-port", "0"])
-            .args(["--tls-cert", &cert_file, "--tls-key", &key_file])
+            .args(["--tls-cert", cert_file, "--tls-key", key_file])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -278,14 +234,14 @@ fn openssl_s_client_chats_with_server3() {
     if !have("openssl") {
         return;
     }
-    let cert = Certificate::new("openssl");
-    let server = cert.serve(SERVER3, &[]);
+    let cert = Certs::new();
+    let server = serve(&cert, SERVER3, &[]);
     let (mut bob, _) = ChatClient::join(server.addr());
     let port = server.tls_addr().port().to_string();
     let mut openssl = Command::new("openssl")
         .args(["s_client", "-quiet", "-verify_return_error"])
         .args(["-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", "localhost", "-CAfile", &cert.cert()])
+        .args(["-servername", "localhost", "-CAfile", &path(cert.ca())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -320,12 +276,12 @@ fn socat_echoes_through_server4() {
     if !have("socat") {
         return;
     }
-    let cert = Certificate::new("socat");
-    let server = cert.serve(SERVER4, &[]);
+    let cert = Certs::new();
+    let server = serve(&cert, SERVER4, &[]);
     let port = server.tls_addr().port();
     let address = format!(
         "OPENSSL:127.0.0.1:{port},cafile={},commonname=localhost,verify=1",
-        cert.cert()
+        path(cert.ca())
     );
     let output = Command::new("socat")
         .args(["-t", "5", "-", &address])

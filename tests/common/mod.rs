@@ -15,6 +15,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
 /// How long a server may take to print `listening on …`, a binary to run to
 /// its end, and one read or write on a connection.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

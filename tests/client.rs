@@ -237,7 +237,8 @@ fn lines(bytes: &[u8]) -> Vec<String> {
 }
 
 /// The old welcome, which gives no line limit.
-const PLAIN_WELCOME: &str = "* welcome, you are user1; lines up to 4096 bytes; /help lists commands";
+const PLAIN_WELCOME: &str =
+    "* welcome, you are user1; lines up to 4096 bytes; /help lists commands";
 
 // ---- TLS ----
 

@@ -279,6 +279,13 @@ proptest! {
     }
 }
 
+/// A case proptest found: a telnet `IAC DO` before the greeting, which the
+/// chat answers with `IAC WONT` — protocol, not text the checks refuse.
+#[test]
+fn the_chat_keeps_its_promises_to_a_telnet_client() {
+    check_chat(&[ChatOp::Connect, ChatOp::Send(0, vec![0xFF, 0xFD, b'\n'])]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 

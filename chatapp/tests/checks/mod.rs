@@ -283,11 +283,33 @@ struct Client {
     last_line: Option<String>,
 }
 
+/// `bytes` without the chat's answers to telnet commands: `IAC` (0xFF) and
+/// two bytes more (`WILL`, `WONT` or `DONT`, and the option), which is all
+/// it ever sends of telnet. They are protocol, not text, and would not be
+/// UTF-8. An `IAC` followed by anything else is left, for the check to find.
+fn without_telnet_answers(bytes: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == 0xFF
+            && matches!(bytes.get(i + 1), Some(0xFB | 0xFC | 0xFE))
+            && i + 2 < bytes.len()
+        {
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Checks `bytes`, everything sent to one client (or the transcript) in one
 /// step, and returns its lines: whole lines of UTF-8 with no control
 /// character but tab, none longer than [`CHAT_MAX_OUTPUT_LINE`].
 fn clean_lines(bytes: Vec<u8>, whose: &str) -> Vec<String> {
-    let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{whose}: not UTF-8: {e}"));
+    let text = String::from_utf8(without_telnet_answers(bytes))
+        .unwrap_or_else(|e| panic!("{whose}: not UTF-8: {e}"));
     if text.is_empty() {
         return Vec::new();
     }

@@ -1821,7 +1821,7 @@ impl<H: Handler> Reader<'_, '_, H> {
                 // Held again: wait for the hold; there is nothing to read.
                 continue;
             }
-            let n = match wire.read(outbox, buf) {
+            let n = match wire.read(outbox, buf, self.idle) {
                 Ok(n) => n,
                 Err(e) if timed_out(&e) => {
                     shared.lock().close(id, CloseReason::Idle);
@@ -2131,12 +2131,36 @@ impl Wire<'_> {
     }
 
     /// Reads until there is plaintext for the handler, or the end (`Ok(0)`).
-    fn read(&self, outbox: &Outbox, buf: &mut ReadBuf) -> io::Result<usize> {
-        loop {
-            if let Some(n) = self.read_once(outbox, buf, usize::MAX)? {
-                return Ok(n);
+    /// The socket's receive timeout is `idle`; records with nothing for the
+    /// handler do not restart it, as on the reactor, where only input
+    /// counts as activity.
+    fn read(
+        &self,
+        outbox: &Outbox,
+        buf: &mut ReadBuf,
+        idle: Option<Duration>,
+    ) -> io::Result<usize> {
+        let idle_by = idle.map(|idle| deadline(Instant::now(), idle));
+        let mut shortened = false;
+        let result = loop {
+            match self.read_once(outbox, buf, usize::MAX) {
+                Ok(Some(n)) => break Ok(n),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
+            if let Some(by) = idle_by {
+                let left = by.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Err(io::ErrorKind::TimedOut.into());
+                }
+                self.socket.set_read_timeout(Some(left))?;
+                shortened = true;
+            }
+        };
+        if shortened {
+            self.socket.set_read_timeout(idle)?;
         }
+        result
     }
 
     /// Looks at what waits without taking it (`MSG_PEEK`), as the reactor's

@@ -292,6 +292,10 @@ fn plaintext_sent_to_the_tls_port_costs_only_that_client() {
     plain
         .write_all(b"Hi there, this is no TLS record\r\n")
         .unwrap();
+    // Told why, in a TLS alert record (content type 21), then closed.
+    let mut alert = [0; 1];
+    plain.read_exact(&mut alert).unwrap();
+    assert_eq!(alert, [21]);
     assert!(ended(&mut plain), "closed at once");
     let mut client = tls_connect(server.addrs[0], &client_tls);
     let (id, _) = server.opened();
@@ -494,4 +498,36 @@ fn tls_input_that_completes_a_record_begun_before_is_answered_at_once() {
             "round {round}"
         );
     }
+}
+
+#[test]
+fn tls_records_with_nothing_for_the_handler_do_not_keep_a_client_from_idling() {
+    let (server_tls, client_tls) = tls_configs();
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Config::default()
+    };
+    let server = serve(config, vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    // A KeyUpdate every 100 ms, paced by a read that times out: TLS
+    // records, but no input. (rustls takes 32 of them, then fails.)
+    client
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(2), "never idle");
+        client.conn.refresh_traffic_keys().unwrap();
+        while client.conn.wants_write() {
+            client.conn.write_tls(&mut client.sock).unwrap();
+        }
+        match client.read(&mut [0; 64]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(0) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(server.closed(), (id, CloseReason::Idle));
 }

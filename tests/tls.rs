@@ -20,6 +20,7 @@ use common::{ChatClient, Server, TIMEOUT};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+const SERVER2: &str = env!("CARGO_BIN_EXE_server2");
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
@@ -106,6 +107,11 @@ fn tls_and_plain_clients_share_one_room(bin: &str) {
 #[test]
 fn tls_and_plain_clients_share_one_room_on_server3() {
     tls_and_plain_clients_share_one_room(SERVER3);
+}
+
+#[test]
+fn tls_and_plain_clients_share_one_room_on_server2() {
+    tls_and_plain_clients_share_one_room(SERVER2);
 }
 
 #[test]

@@ -2,20 +2,25 @@
 //! client its own thread, running the *same* [`Handler`] as the [`Reactor`].
 //!
 //! ```text
-//!   main thread (run): poll(listener, signals, Handle wake-ups;
+//!   main thread (run): poll(listeners, signals, Handle wake-ups;
 //!                           timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
 //!        ├─ accept (≤ 64) ─► a place, open or refused ─► spawn its reader thread
-//!        ├─ mailbox (≤ 256) ─► on_wake      ├─ due timers set before the round ─► on_timer
+//!        ├─ mailbox (≤ 256) ─► on_wake; a stream attached ─► a place ─► spawn its reader thread
+//!        ├─ due timers set before the round ─► on_timer
+//!        ├─ outbound connections asked for ─► spawn a thread: connect (≤ timeout), then as a reader
 //!        ├─ linger deadlines ─► shut down both ways what has not finished closing
 //!        ├─ once a second ─► cut off who stayed over soft_output for soft_output_time
 //!        └─ stop ─► on_stop, close all; keep going round until all are gone or shutdown_timeout
 //!
 //!   reader thread (one per client)            writer thread (one per client)
-//!     on_open, spawn the writer                 wait for queued output
-//!     wait out holds: a pause, or output        take it all ─► blocking writev ─► repeat
-//!       over high water until low water         (wakes the reader at low water)
-//!     hand back held input ─► on_data           closing and flushed ─► shut down writing
-//!     blocking read (16 KiB) ─► on_data
+//!     spawn the writer                          wait for queued output, or TLS's own records
+//!     TLS: read, feed rustls, wake the writer   take it all ─► blocking writev ─► repeat
+//!       until the handshake is done (deadline)    (TLS: encrypt into records ─► write them)
+//!     on_open                                   (wakes the reader at low water)
+//!     wait out holds: a pause, or output        closing and flushed ─► TLS close_notify
+//!       over high water until low water           ─► shut down writing
+//!     hand back held input ─► on_data
+//!     blocking read (16 KiB; TLS: fed to rustls) ─► on_data
 //!     closing ─► discard input until the peer's end (or the linger deadline)
 //! ```
 //!
@@ -26,12 +31,12 @@
 //! thread that sent to it; a send that would take its outbox past
 //! `max_output` cuts it off, as on the reactor.
 //!
-//! The main thread waits in a poller only so that it can watch the listener,
+//! The main thread waits in a poller only so that it can watch the listeners,
 //! the signal pipe and [`Handle`] wake-ups at once; every client's I/O is
 //! plain blocking calls on its own threads.
 //!
 //! Flow control and lifecycle are the reactor's, with these differences,
-//! all because a thread blocked in `read` can only be woken by data, an
+//! most because a thread blocked in `read` can only be woken by data, an
 //! error, or its socket being shut down:
 //!
 //! - **Holds take effect between reads.** A reader checks its holds (a
@@ -52,6 +57,35 @@
 //!   not timed out meanwhile.
 //! - **`Context::now` is the wall clock.** Callbacks run on many threads, at
 //!   any time, not in batches that share one start time.
+//! - **TLS is one session shared by two threads.** The connection's rustls
+//!   session sits behind a mutex of its own, held only while a thread works
+//!   it, never across a blocking call. Only the writer writes to the socket,
+//!   so records never interleave: the reader reads ciphertext outside the
+//!   lock, feeds it to rustls, and wakes the writer when rustls has
+//!   something of its own to send (handshake messages, an alert, a ticket).
+//!   The writer copies rustls's records into a buffer of its own and writes
+//!   that with the lock let go — one copy more than the reactor, which lets
+//!   rustls write to its non-blocking socket directly; a blocking write
+//!   under the lock would stop the reader feeding rustls, which is how two
+//!   peers that both write before they read deadlock. The handshake deadline
+//!   is the reader's receive timeout (only the reader reads), and after a
+//!   TLS error the writer sends rustls's alert before the reader shuts the
+//!   socket down. What is the same: `on_open` only after the handshake, a
+//!   refusal sent through TLS once it is done, a stalled handshake closed at
+//!   the deadline unannounced (and at once by a stop), `close_notify`
+//!   before the TCP shutdown, flow control on the plaintext queue.
+//! - **An outbound connection is a blocking connect on a thread of its
+//!   own**, which then serves it. A callback cannot start that thread (it
+//!   has no thread scope), so `connect` reserves the id and a place (which
+//!   counts against no client limit) and wakes the main thread, which
+//!   starts it; if the system will not, the handler hears
+//!   `ConnectFailed(kind)` instead of an error from `connect`. A connect
+//!   under way cannot be interrupted: closing it, or a stop, tells the
+//!   handler at once, but its thread (and the end of `run`) waits for the
+//!   connect to return, within `Connect::timeout`.
+//! - **Only sockets can be attached.** A thread blocked reading a pipe or a
+//!   terminal (`Stream::Fd`) could not be woken to close it, so such a
+//!   stream is logged and dropped; the reactor serves them.
 //!
 //! As on the reactor, a panic in `on_timer`, `on_wake` or `on_stop` is
 //! caught and logged: it costs that call. Here it matters twice: unwinding
@@ -61,12 +95,13 @@
 //! [`Reactor`]: crate::Reactor
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::mem;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, Scope};
 use std::time::{Duration, Instant};
 
@@ -79,9 +114,10 @@ use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
+use crate::transport::{is_tls_error, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
-    TimerId,
+    Stream, TimerId,
 };
 
 /// Client threads need little stack: they block in `read` and `writev`.
@@ -176,12 +212,6 @@ impl<M: Send + 'static> Threaded<M> {
         listener: TcpListener,
         endpoint: Endpoint,
     ) -> Result<ListenerId, Error> {
-        if endpoint.tls.is_some() {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "TLS is not yet served by the threaded driver",
-            )));
-        }
         let index = self.listeners.len();
         self.listeners.push(Listener {
             io: sys::watch_listener(&self.poller, listener, index)?,
@@ -228,6 +258,7 @@ impl<M: Send + 'static> Threaded<M> {
                     config: self.config.clone(),
                     poller: Arc::clone(&self.poller),
                     places: Arc::clone(&places),
+                    dials: Vec::new(),
                 },
             }),
             places,
@@ -263,8 +294,9 @@ impl<M: Send + 'static> Threaded<M> {
                 Key::Conn(_) => {}
             }
         }
-        self.take_mail(shared);
+        self.take_mail(scope, shared);
         fire_timers(shared, now);
+        start_dials(scope, shared);
         self.resume_accepting(now);
         shared.places().expire(now);
         if now >= self.next_sweep {
@@ -288,7 +320,7 @@ impl<M: Send + 'static> Threaded<M> {
         }
         let (linger, sweep) = {
             let places = shared.places();
-            let sweep = (places.open > 0).then_some(self.next_sweep);
+            let sweep = (!places.places.is_empty()).then_some(self.next_sweep);
             (places.next_deadline(), sweep)
         };
         let paused = self.listeners.iter().filter_map(|l| l.paused_until).min();
@@ -316,22 +348,66 @@ impl<M: Send + 'static> Threaded<M> {
     /// Messages posted from other threads, at most `MAILBOX_BATCH` a round.
     /// The handler's lock is taken per message, so that client threads get
     /// their turn between them.
-    fn take_mail<H: Handler<Message = M>>(&mut self, shared: &Shared<'_, H>) {
+    fn take_mail<'scope, H>(
+        &mut self,
+        scope: &'scope Scope<'scope, '_>,
+        shared: &'scope Shared<'_, H>,
+    ) where
+        H: Handler<Message = M> + Send,
+    {
         self.mailbox_more = false;
         for _ in 0..MAILBOX_BATCH {
             let Ok(cmd) = self.mailbox.try_recv() else {
                 return;
             };
-            let mut state = shared.lock();
             match cmd {
-                Command::Message(msg) => state.call_guarded("on_wake", |h, cx| h.on_wake(cx, msg)),
-                Command::Stop => state.core.stop_requested = true,
-                Command::Attach(_) => {
-                    log::warn!("the threaded driver cannot yet serve a stream handed over");
+                Command::Message(msg) => {
+                    shared
+                        .lock()
+                        .call_guarded("on_wake", |h, cx| h.on_wake(cx, msg));
                 }
+                Command::Stop => shared.lock().core.stop_requested = true,
+                Command::Attach(stream) => self.adopt(scope, shared, stream),
             }
         }
         self.mailbox_more = true;
+    }
+
+    /// Serves a stream handed over through a [`Handle`] as a client of its
+    /// own, with `Origin::Attached`: at once, counted against
+    /// `max_connections` but never refused, as on the reactor.
+    fn adopt<'scope, H>(
+        &self,
+        scope: &'scope Scope<'scope, '_>,
+        shared: &'scope Shared<'_, H>,
+        stream: Stream,
+    ) where
+        H: Handler + Send,
+    {
+        let socket = match Socket::adopt(stream) {
+            Ok(socket) => socket,
+            Err(e) => {
+                log::warn!("cannot serve a stream handed over: {e}");
+                return;
+            }
+        };
+        let link = Arc::new(Link::new(Some(socket), None));
+        let key = shared.places().insert(Arc::clone(&link), Origin::Attached);
+        let client = Client {
+            key,
+            link,
+            outbox: Arc::new(Outbox::new(false)),
+            start: Start::Attached,
+            handshake_by: Instant::now(),
+            idle: self.config.idle_timeout,
+        };
+        let spawned = spawn(scope, move || {
+            let _done = ThreadDone { shared, key };
+            client.serve(scope, shared);
+        });
+        if spawned.is_err() {
+            shared.places().remove(key);
+        }
     }
 
     fn resume_accepting(&mut self, now: Instant) {
@@ -373,7 +449,11 @@ impl<M: Send + 'static> Threaded<M> {
         self.stop_deadline = Some(deadline(now, self.config.shutdown_timeout));
         self.listeners.clear();
         // Before the closes: a graceful stop lingers whoever is closing.
-        shared.places().stopping = true;
+        {
+            let mut places = shared.places();
+            places.stopping = true;
+            places.end_handshakes();
+        }
         let mut state = shared.lock();
         state.call_guarded("on_stop", |h, cx| h.on_stop(cx));
         for id in state.core.ids() {
@@ -439,11 +519,10 @@ impl<M: Send + 'static> Threaded<M> {
                 }
             };
             // Client threads do blocking I/O.
-            if stream.set_nonblocking(false).is_err() {
+            let Ok(socket) = Socket::tcp(stream) else {
                 continue;
-            }
-            let _ = stream.set_nodelay(true);
-            self.admit(scope, shared, ListenerId(index as u32), stream);
+            };
+            self.admit(scope, shared, ListenerId(index as u32), socket);
         }
     }
 
@@ -456,38 +535,83 @@ impl<M: Send + 'static> Threaded<M> {
         scope: &'scope Scope<'scope, '_>,
         shared: &'scope Shared<'_, H>,
         from: ListenerId,
-        stream: TcpStream,
+        socket: Socket,
     ) where
         H: Handler<Message = M> + Send,
     {
         let config = &self.config;
-        let stream = Arc::new(stream);
+        let endpoint = &self.listeners[from.index()].endpoint;
+        let tls = match endpoint.tls.as_ref().map(Transport::tls_server).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                log::warn!("cannot serve a new connection: {e}");
+                return;
+            }
+        };
+        let handshake_by = deadline(Instant::now(), endpoint.handshake_timeout);
         let mut places = shared.places();
-        let limit = self.listeners[from.index()].endpoint.max_connections;
-        let refused = places.open >= config.max_connections || places.open_from(from) >= limit;
+        let refused = places.open >= config.max_connections
+            || places.open_from(from) >= endpoint.max_connections;
         if refused && places.closing >= config.max_closing / 2 {
             return;
         }
-        let key = places.insert(Arc::clone(&stream), from);
+        let link = Arc::new(Link::new(Some(socket), tls));
+        let key = places.insert(Arc::clone(&link), Origin::Accepted(from));
         if refused {
             places.start_closing(key);
         }
         drop(places);
+        let client = Client {
+            key,
+            outbox: Arc::new(Outbox::new(link.tls.is_some())),
+            link,
+            start: if refused {
+                Start::Refused(from)
+            } else {
+                Start::Accepted(from)
+            },
+            handshake_by,
+            idle: config.idle_timeout,
+        };
         let spawned = spawn(scope, move || {
             // However the thread ends, its place is given back.
             let _done = ThreadDone { shared, key };
-            if refused {
-                // Asked here, not on the accepting thread: see `serve_client`.
-                let refusal = shared.lock().handler.refusal(from);
-                if let Some(text) = refusal {
-                    let _ = (&*stream).write_all(&text);
-                }
-                linger(&stream);
-            } else {
-                serve_client(scope, shared, key, from, stream);
+            client.serve(scope, shared);
+        });
+        if spawned.is_err() {
+            shared.places().remove(key);
+        }
+    }
+}
+
+/// Starts the threads of the outbound connections the handler asked for
+/// since the last round. A callback cannot start them itself: it runs on
+/// whichever thread holds the handler's lock, and only the main thread has
+/// the thread scope.
+fn start_dials<'scope, H>(scope: &'scope Scope<'scope, '_>, shared: &'scope Shared<'_, H>)
+where
+    H: Handler + Send,
+{
+    let dials = mem::take(&mut shared.lock().core.dials);
+    for dial in dials {
+        let (id, key) = (dial.id, dial.key);
+        if dial.outbox.lock().aborted {
+            // Closed before it was started: the handler has been told.
+            shared.places().remove(key);
+            continue;
+        }
+        let spawned = spawn(scope, move || {
+            let _done = ThreadDone { shared, key };
+            if let Some(client) = dial.connect(shared) {
+                client.serve(scope, shared);
             }
         });
-        if !spawned {
+        if let Err(e) = spawned {
+            // Released before its place is given back: the place's key
+            // could otherwise be someone else's by then.
+            shared
+                .lock()
+                .release(id, CloseReason::ConnectFailed(e.kind()));
             shared.places().remove(key);
         }
     }
@@ -521,62 +645,302 @@ impl<H: Handler> Drop for ThreadDone<'_, '_, H> {
     }
 }
 
-/// A client's own thread, from its `on_open` to its end: it joins the
-/// handler's table, starts its writer and reads until the connection is over.
-///
-/// Joining takes the handler's lock, so it happens here and not on the
-/// accepting thread: were each accept to wait for a handler busy under that
-/// lock (a broadcast to thousands), the kernel's listen queue would overflow
-/// and new clients be reset.
-fn serve_client<'scope, H>(
-    scope: &'scope Scope<'scope, '_>,
-    shared: &'scope Shared<'_, H>,
+/// How a client's thread begins.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Accepted from this listener: the handler hears of it once it is
+    /// established (for TLS, once its handshake is done).
+    Accepted(ListenerId),
+    /// Accepted over a limit: it is sent the refusal (through TLS, after
+    /// the handshake) and closed; the handler never hears of it.
+    Refused(ListenerId),
+    /// Handed over through a [`Handle`].
+    Attached,
+    /// Opened with `Context::connect`: the handler has had the id since.
+    Connected(ConnId),
+}
+
+/// What a client's thread starts with, once it has a socket.
+struct Client {
+    /// Its place in `Places`.
     key: usize,
-    from: ListenerId,
-    stream: Arc<TcpStream>,
-) where
-    H: Handler + Send,
-{
-    let outbox = Arc::new(Outbox::default());
-    let (id, config) = {
-        let mut state = shared.lock();
-        if state.core.stop_requested {
-            // Accepted as the server stops: closed unserved, but gently, so
-            // that unread input (a `Hi` already sent) does not reset it.
-            drop(state);
-            if shared.places().start_closing(key) {
-                linger(&stream);
+    link: Arc<Link>,
+    outbox: Arc<Outbox>,
+    start: Start,
+    /// The deadline of its TLS handshake.
+    handshake_by: Instant,
+    /// Its idle timeout.
+    idle: Option<Duration>,
+}
+
+impl Client {
+    /// The client's own thread, from its start to its end: it starts the
+    /// writer, completes the TLS handshake if any, joins the handler's
+    /// table (`on_open`) and reads until the connection is over.
+    ///
+    /// Joining takes the handler's lock, so it happens here and not on the
+    /// accepting thread: were each accept to wait for a handler busy under
+    /// that lock (a broadcast to thousands), the kernel's listen queue would
+    /// overflow and new clients be reset.
+    fn serve<'scope, H>(self, scope: &'scope Scope<'scope, '_>, shared: &'scope Shared<'_, H>)
+    where
+        H: Handler + Send,
+    {
+        let Some(socket) = self.link.stream.get() else {
+            return;
+        };
+        if let (Start::Refused(from), None) = (self.start, &self.link.tls) {
+            // Plain: the refusal needs no writer thread of its own.
+            // Asked here, not on the accepting thread: see above.
+            let refusal = shared.lock().handler.refusal(from);
+            if let Some(text) = refusal {
+                let _ = socket.write_all(&text);
             }
+            linger(socket);
             return;
         }
-        let id = state
-            .core
-            .insert(key, from, Arc::clone(&stream), Arc::clone(&outbox));
+        let config = shared.lock().core.config.clone();
+        let writer = {
+            let (link, outbox, config) = (
+                Arc::clone(&self.link),
+                Arc::clone(&self.outbox),
+                config.clone(),
+            );
+            thread::Builder::new()
+                .stack_size(STACK_SIZE)
+                .spawn_scoped(scope, move || write_loop(&link, &outbox, &config))
+        };
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(e) => {
+                log::warn!("cannot start a writer thread: {e}");
+                if let Start::Connected(id) = self.start {
+                    shared.lock().release(id, CloseReason::Error(e.kind()));
+                }
+                return;
+            }
+        };
+        let wire = Wire {
+            socket,
+            tls: self.link.tls.as_ref(),
+        };
+        let mut buf = ReadBuf::new(wire.tls.is_some());
+        let mut first = 0;
+        if wire.tls.is_some() {
+            match handshake(&wire, &self.outbox, &mut buf, self.handshake_by) {
+                Ok(n) => first = n,
+                Err(e) => self.handshake_failed(shared, &wire, &e),
+            }
+        }
+        let lingering = if self.outbox.lock().closing() {
+            false
+        } else {
+            match self.establish(shared) {
+                Some(id) => {
+                    // What came with the end of the handshake is its first input.
+                    let input = BytesMut::from(&buf.plain[..first]);
+                    let reader = Reader {
+                        shared,
+                        id,
+                        wire: &wire,
+                        outbox: &self.outbox,
+                        config: &config,
+                        idle: self.idle,
+                    };
+                    reader.run(&mut buf, input)
+                }
+                None => self.outbox.lock().finishing,
+            }
+        };
+        if lingering {
+            let _ = socket.set_read_timeout(None);
+            discard_input(socket);
+        }
+        // Let the writer flush what is owed (a half-closed peer still
+        // reads), until the linger deadline at most.
+        self.outbox.wait_done();
+        socket.shutdown(Shutdown::Both);
+        let _ = writer.join();
+    }
+
+    /// A TLS handshake that did not finish: the connection ends, after the
+    /// alert rustls has for the peer if it failed for TLS's reasons. A
+    /// connection the handler asked for is reported to it; an accepted one
+    /// is not, as the handler never heard of it.
+    fn handshake_failed<H: Handler>(&self, shared: &Shared<'_, H>, wire: &Wire<'_>, e: &io::Error) {
+        let tls = is_tls_error(e);
+        if let Start::Connected(id) = self.start {
+            let reason = if timed_out(e) {
+                CloseReason::ConnectFailed(io::ErrorKind::TimedOut)
+            } else if e.kind() == io::ErrorKind::UnexpectedEof {
+                CloseReason::PeerClosed
+            } else {
+                close_reason(e)
+            };
+            log::debug!("{id}: no TLS handshake: {e}");
+            let mut state = shared.lock();
+            if tls {
+                state.fail(id, reason);
+            } else {
+                state.release(id, reason);
+            }
+            drop(state);
+            // Closed by the handler meanwhile, it was aborted already.
+            self.outbox.abort();
+            return;
+        }
+        log::debug!("no TLS handshake: {e}");
+        if tls && shared.places().start_closing(self.key) {
+            self.outbox.fail();
+        } else {
+            self.outbox.abort();
+            wire.socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Tells the handler of the connection, now established; returns its
+    /// id, or `None` if it is not to be served: a refusal (queued here),
+    /// one the handler closed before it was established, one accepted as
+    /// the server stops, or one whose `on_open` panicked.
+    fn establish<H: Handler>(&self, shared: &Shared<'_, H>) -> Option<ConnId> {
+        let mut state = shared.lock();
+        let id = match self.start {
+            Start::Refused(from) => {
+                let refusal = state.handler.refusal(from);
+                drop(state);
+                if let Some(text) = refusal {
+                    self.outbox.lock().out.push(&text);
+                }
+                self.outbox.finish();
+                return None;
+            }
+            Start::Connected(id) => {
+                // Gone if the handler closed it meanwhile (it was told then).
+                let peer = state.core.get_mut(id)?;
+                peer.pending = false;
+                id
+            }
+            Start::Accepted(_) | Start::Attached if state.core.stop_requested => {
+                // Arrived as the server stops: closed unserved, but gently,
+                // so that unread input (a `Hi` already sent) does not reset it.
+                drop(state);
+                if shared.places().start_closing(self.key) {
+                    self.outbox.finish();
+                } else {
+                    self.outbox.abort();
+                }
+                return None;
+            }
+            Start::Accepted(from) => state.core.insert(
+                self.key,
+                Origin::Accepted(from),
+                Arc::clone(&self.link),
+                Arc::clone(&self.outbox),
+            ),
+            Start::Attached => state.core.insert(
+                self.key,
+                Origin::Attached,
+                Arc::clone(&self.link),
+                Arc::clone(&self.outbox),
+            ),
+        };
         // As with `on_data`: a panic here costs this client only.
         let call = || state.call(|h, cx| h.on_open(cx, id));
         if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
             log::error!("{id}: the handler panicked opening this connection; closing it");
             state.release(id, CloseReason::HandlerPanicked);
-            return;
+            return None;
         }
-        (id, state.core.config.clone())
-    };
-    let writer_stream = Arc::clone(&stream);
-    let writer_outbox = Arc::clone(&outbox);
-    let writer_config = config.clone();
-    let writer = thread::Builder::new()
-        .stack_size(STACK_SIZE)
-        .spawn_scoped(scope, move || {
-            write_loop(&writer_stream, &writer_outbox, &writer_config)
-        });
-    match writer {
-        Ok(writer) => {
-            read_loop(shared, id, &stream, &outbox, &config);
-            let _ = writer.join();
+        Some(id)
+    }
+}
+
+/// An outbound connection the handler asked for, until its thread starts.
+struct Dial {
+    id: ConnId,
+    key: usize,
+    to: Connect,
+    link: Arc<Link>,
+    outbox: Arc<Outbox>,
+}
+
+impl Dial {
+    /// Connects, blocking until `to.timeout` at most. On failure the
+    /// handler is told (`ConnectFailed`); on success the connection is to
+    /// be served like an accepted one, unless the handler closed it
+    /// meanwhile (it was told then).
+    fn connect<H: Handler>(self, shared: &Shared<'_, H>) -> Option<Client> {
+        let Dial {
+            id,
+            key,
+            to,
+            link,
+            outbox,
+        } = self;
+        let by = deadline(Instant::now(), to.timeout);
+        let connected = if to.timeout.is_zero() {
+            // `connect_timeout` refuses a zero timeout; the reactor's
+            // deadline has passed at once.
+            Err(io::ErrorKind::TimedOut.into())
+        } else {
+            TcpStream::connect_timeout(&to.addr, to.timeout).and_then(Socket::tcp)
+        };
+        match connected {
+            Ok(socket) => {
+                let _ = link.stream.set(socket);
+                // Looked at after the socket is in place: a close from now
+                // on finds it, and shutting it down wakes this thread.
+                if outbox.lock().closing() {
+                    return None;
+                }
+                Some(Client {
+                    key,
+                    link,
+                    outbox,
+                    start: Start::Connected(id),
+                    handshake_by: by,
+                    idle: to.idle_timeout,
+                })
+            }
+            Err(e) => {
+                log::debug!("{id}: cannot connect: {e}");
+                shared
+                    .lock()
+                    .release(id, CloseReason::ConnectFailed(e.kind()));
+                None
+            }
         }
-        Err(e) => {
-            log::warn!("cannot start a writer thread: {e}");
-            shared.lock().release(id, CloseReason::Error(e.kind()));
+    }
+}
+
+/// The reader's side of a TLS handshake: reads and feeds rustls (which
+/// wakes the writer for the replies) until the handshake is done, by `by`.
+/// Returns how much plaintext arrived with its end, at the front of
+/// `buf.plain`: a client's first line may share a packet with its
+/// `Finished`. The socket's receive timeout keeps the deadline, since only
+/// this thread reads it.
+fn handshake(
+    wire: &Wire<'_>,
+    outbox: &Outbox,
+    buf: &mut ReadBuf,
+    by: Instant,
+) -> io::Result<usize> {
+    loop {
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        wire.socket.set_read_timeout(Some(left))?;
+        match wire.read_once(outbox, buf, usize::MAX)? {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed during the TLS handshake",
+                ))
+            }
+            Some(n) => return Ok(n),
+            None if !wire.handshaking() => return Ok(0),
+            None => {}
         }
     }
 }
@@ -602,16 +966,19 @@ fn recover<T>(result: LockResult<T>) -> T {
     result.unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Starts a client thread; `false` if the system would not.
-fn spawn<'scope>(scope: &'scope Scope<'scope, '_>, f: impl FnOnce() + Send + 'scope) -> bool {
+/// Starts a client thread, or says why the system would not.
+fn spawn<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    f: impl FnOnce() + Send + 'scope,
+) -> io::Result<()> {
     match thread::Builder::new()
         .stack_size(STACK_SIZE)
         .spawn_scoped(scope, f)
     {
-        Ok(_) => true,
+        Ok(_) => Ok(()),
         Err(e) => {
             log::warn!("cannot start a client thread: {e}");
-            false
+            Err(e)
         }
     }
 }
@@ -641,7 +1008,7 @@ impl<'h, H: Handler> Shared<'h, H> {
         }
         drop(state);
         for (_, place) in &self.places().places {
-            let _ = place.stream.shutdown(Shutdown::Both);
+            place.link.shutdown(Shutdown::Both);
         }
     }
 }
@@ -649,7 +1016,8 @@ impl<'h, H: Handler> Shared<'h, H> {
 /// The places of the client threads still running, kept apart from the
 /// handler's lock so that accepting never waits for a callback.
 ///
-/// A connection counts against `max_connections` while open, and against
+/// A connection counts against `max_connections` while open (unless the
+/// handler opened it: `Origin::Connected`), and against
 /// `max_closing` from the moment it starts closing (refusals from the
 /// start) until its thread ends. Closing connections must be gone by
 /// `linger_timeout` after they began: `linger` holds their deadlines in the
@@ -674,8 +1042,8 @@ struct Places {
 
 /// One client thread's place.
 struct Place {
-    stream: Arc<TcpStream>,
-    from: ListenerId,
+    link: Arc<Link>,
+    origin: Origin,
     /// Tells this place from a later one in the same slot.
     serial: u64,
     closing: bool,
@@ -696,13 +1064,15 @@ impl Places {
         }
     }
 
-    /// A place for a new, open connection from `from`.
-    fn insert(&mut self, stream: Arc<TcpStream>, from: ListenerId) -> usize {
+    /// A place for a new, open connection.
+    fn insert(&mut self, link: Arc<Link>, origin: Origin) -> usize {
         self.next_serial += 1;
-        self.open += 1;
+        if origin != Origin::Connected {
+            self.open += 1;
+        }
         self.places.insert(Place {
-            stream,
-            from,
+            link,
+            origin,
             serial: self.next_serial,
             closing: false,
         })
@@ -721,7 +1091,9 @@ impl Places {
         }
         let crowded = self.closing >= self.max_closing && !self.stopping;
         place.closing = true;
-        self.open -= 1;
+        if place.origin != Origin::Connected {
+            self.open -= 1;
+        }
         self.closing += 1;
         if crowded {
             return false;
@@ -739,7 +1111,7 @@ impl Places {
     fn open_from(&self, listener: ListenerId) -> usize {
         self.places
             .iter()
-            .filter(|(_, p)| p.from == listener && !p.closing)
+            .filter(|(_, p)| p.origin == Origin::Accepted(listener) && !p.closing)
             .count()
     }
 
@@ -759,7 +1131,19 @@ impl Places {
             self.linger.pop_front();
             if let Some(place) = self.places.get(key).filter(|p| p.serial == serial) {
                 log::debug!("a connection did not finish closing in time: cut off");
-                let _ = place.stream.shutdown(Shutdown::Both);
+                place.link.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// A graceful stop has begun: TLS clients still in their handshake are
+    /// ended now, unannounced, as on the reactor, rather than waited for
+    /// until their handshake deadline.
+    fn end_handshakes(&self) {
+        for (_, place) in &self.places {
+            let tls = place.link.tls.as_ref();
+            if !place.closing && tls.is_some_and(|tls| recover(tls.lock()).handshaking()) {
+                place.link.shutdown(Shutdown::Both);
             }
         }
     }
@@ -769,7 +1153,7 @@ impl Places {
         let place = self.places.remove(key);
         if place.closing {
             self.closing -= 1;
-        } else {
+        } else if place.origin != Origin::Connected {
             self.open -= 1;
         }
         if self.stopping && self.places.is_empty() {
@@ -830,16 +1214,25 @@ impl<H: Handler> State<'_, H> {
         self.core.abort(id, reason);
         self.tell_closed();
     }
+
+    /// Ends `id` after a TLS error and tells the handler.
+    fn fail(&mut self, id: ConnId, reason: CloseReason) {
+        self.core.fail(id, reason);
+        self.tell_closed();
+    }
 }
 
 /// A client as the handler sees it: open until removed from the slab.
 struct Peer {
     gen: u32,
-    from: ListenerId,
+    origin: Origin,
     /// Its place in `Places`.
     key: usize,
-    stream: Arc<TcpStream>,
+    link: Arc<Link>,
     outbox: Arc<Outbox>,
+    /// An outbound connection not yet established: closing it ends it at
+    /// once, since nothing was said that needs flushing.
+    pending: bool,
 }
 
 /// The driver's side of the context.
@@ -853,30 +1246,37 @@ struct Core {
     config: Config,
     poller: Arc<Poller>,
     places: Arc<Mutex<Places>>,
+    /// Outbound connections asked for, for the main thread to start.
+    dials: Vec<Dial>,
 }
 
 impl Core {
     fn insert(
         &mut self,
         key: usize,
-        from: ListenerId,
-        stream: Arc<TcpStream>,
+        origin: Origin,
+        link: Arc<Link>,
         outbox: Arc<Outbox>,
     ) -> ConnId {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
         let slot = self.peers.insert(Peer {
             gen,
-            from,
+            origin,
             key,
-            stream,
+            link,
             outbox,
+            pending: false,
         });
         ConnId::new(slot, gen)
     }
 
     fn get(&self, id: ConnId) -> Option<&Peer> {
         self.peers.get(id.slot()).filter(|p| p.gen == id.gen())
+    }
+
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Peer> {
+        self.peers.get_mut(id.slot()).filter(|p| p.gen == id.gen())
     }
 
     fn remove(&mut self, id: ConnId) -> Option<Peer> {
@@ -907,6 +1307,10 @@ impl Core {
     /// its reader discards input until the peer finishes (lingering close),
     /// all by the linger deadline. Past `max_closing` it is ended at once.
     fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
+        if self.get(id).is_some_and(|p| p.pending) {
+            self.abort(id, reason);
+            return;
+        }
         let Some(peer) = self.remove(id) else {
             return;
         };
@@ -918,6 +1322,21 @@ impl Core {
                 "{id}: closed at once: {} connections are closing",
                 places.closing
             );
+            end_now(&peer);
+        }
+        self.closing.push((id, reason));
+    }
+
+    /// Ends `id` after a TLS error: its writer sends the alert rustls has
+    /// queued, if any, and stops; its reader then shuts the socket down. By
+    /// the linger deadline, like any close; past `max_closing`, at once.
+    fn fail(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(peer) = self.remove(id) else {
+            return;
+        };
+        if recover(self.places.lock()).start_closing(peer.key) {
+            peer.outbox.fail();
+        } else {
             end_now(&peer);
         }
         self.closing.push((id, reason));
@@ -940,7 +1359,7 @@ impl Core {
 /// socket down both ways wakes whichever is blocked in I/O.
 fn end_now(peer: &Peer) {
     peer.outbox.abort();
-    let _ = peer.stream.shutdown(Shutdown::Both);
+    peer.link.shutdown(Shutdown::Both);
 }
 
 impl Context for Core {
@@ -1018,24 +1437,48 @@ impl Context for Core {
     }
 
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.get(id)?.stream.peer_addr().ok()
+        self.get(id)?.link.stream.get()?.peer_addr()
     }
 
     fn origin(&self, id: ConnId) -> Option<Origin> {
-        Some(Origin::Accepted(self.get(id)?.from))
+        Some(self.get(id)?.origin)
     }
 
-    fn connect(&mut self, _to: Connect) -> io::Result<ConnId> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the threaded driver cannot yet connect out",
-        ))
+    /// Reserves the id and a place (which counts against no client limit)
+    /// at once, so that sends queue until the connection is established;
+    /// the main thread starts its thread, which connects, blocking.
+    fn connect(&mut self, to: Connect) -> io::Result<ConnId> {
+        let tls = match &to.tls {
+            Some((config, name)) => Some(Transport::tls_client(config, name.clone())?),
+            None => None,
+        };
+        let link = Arc::new(Link::new(None, tls));
+        let outbox = Arc::new(Outbox::new(link.tls.is_some()));
+        let key = recover(self.places.lock()).insert(Arc::clone(&link), Origin::Connected);
+        let id = self.insert(
+            key,
+            Origin::Connected,
+            Arc::clone(&link),
+            Arc::clone(&outbox),
+        );
+        if let Some(peer) = self.get_mut(id) {
+            peer.pending = true;
+        }
+        self.dials.push(Dial {
+            id,
+            key,
+            to,
+            link,
+            outbox,
+        });
+        // The main thread may be asleep.
+        let _ = self.poller.notify();
+        Ok(id)
     }
 }
 
 /// One client's output queue and the holds on its input, shared by whoever
 /// sends, its writer thread and its reader thread.
-#[derive(Default)]
 struct Outbox {
     queue: Mutex<OutQueue>,
     /// Output queued, or the connection closing: for the writer.
@@ -1067,6 +1510,13 @@ struct OutQueue {
     finishing: bool,
     /// Stop at once.
     aborted: bool,
+    /// TLS failed: the writer sends what rustls has to say (an alert), and
+    /// nothing more.
+    failed: bool,
+    /// The TLS handshake is under way: queued plaintext waits.
+    handshaking: bool,
+    /// rustls has something of its own to send: the reader says so.
+    tls_turn: bool,
     /// The writer thread has ended.
     done: bool,
 }
@@ -1079,7 +1529,16 @@ impl OutQueue {
     }
 
     fn closing(&self) -> bool {
-        self.finishing || self.aborted
+        self.finishing || self.aborted || self.failed
+    }
+
+    /// Whether the writer has something to do: output (not during the
+    /// handshake), TLS's own records, or the end.
+    fn writer_has_work(&self) -> bool {
+        self.aborted
+            || self.failed
+            || self.tls_turn
+            || (!self.handshaking && (!self.out.is_empty() || self.finishing))
     }
 }
 
@@ -1096,8 +1555,41 @@ enum Holds {
 }
 
 impl Outbox {
+    /// An empty outbox; for TLS, the writer starts with the session's turn
+    /// (a client's first handshake message).
+    fn new(tls: bool) -> Outbox {
+        Outbox {
+            queue: Mutex::new(OutQueue {
+                handshaking: tls,
+                tls_turn: tls,
+                ..OutQueue::default()
+            }),
+            to_writer: Condvar::new(),
+            to_reader: Condvar::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, OutQueue> {
         recover(self.queue.lock())
+    }
+
+    /// The reader fed the TLS session: the writer is woken if rustls has
+    /// something to send, or if the handshake just ended (queued output
+    /// may go now).
+    fn tls_progress(&self, wants_write: bool, handshaking: bool) {
+        let mut q = self.lock();
+        let established = q.handshaking && !handshaking;
+        q.handshaking = handshaking;
+        q.tls_turn |= wants_write;
+        if wants_write || established {
+            self.to_writer.notify_one();
+        }
+    }
+
+    fn fail(&self) {
+        self.lock().failed = true;
+        self.to_writer.notify_one();
+        self.to_reader.notify_all();
     }
 
     fn finish(&self) {
@@ -1168,22 +1660,59 @@ impl Outbox {
 }
 
 /// The writer thread: takes whatever is queued and writes it, several
-/// pieces per `writev`, until the connection is closed and flushed.
-fn write_loop(stream: &TcpStream, outbox: &Outbox, config: &Config) {
+/// pieces per `writev` (or, for TLS, as records encrypted from them), until
+/// the connection is closed and flushed. For TLS it is the only thread that
+/// writes to the socket, so records never interleave: the reader wakes it
+/// when rustls has something of its own to send (the handshake, an alert,
+/// a session ticket).
+fn write_loop(link: &Link, outbox: &Outbox, config: &Config) {
+    if let Some(socket) = link.stream.get() {
+        let wire = Wire {
+            socket,
+            tls: link.tls.as_ref(),
+        };
+        write_out(&wire, outbox, config);
+    }
+    outbox.lock().done = true;
+    outbox.to_reader.notify_all();
+}
+
+fn write_out(wire: &Wire<'_>, outbox: &Outbox, config: &Config) {
+    // TLS records made and not yet written. Given back whenever the writer
+    // waits, so that an idle connection holds none.
+    let mut records = Vec::new();
     let mut q = outbox.lock();
-    'outer: loop {
-        while q.out.is_empty() && !q.closing() {
+    loop {
+        while !q.writer_has_work() {
             q.writer_idle = true;
+            records = Vec::new();
             q = recover(outbox.to_writer.wait(q));
         }
         q.writer_idle = false;
         if q.aborted {
-            break;
+            return;
+        }
+        q.tls_turn = false;
+        if q.failed || q.handshaking || (q.out.is_empty() && !q.finishing) {
+            // Only what the session has to say itself: its handshake, a
+            // ticket after it, or the alert of a failure (and then no more).
+            let failed = q.failed;
+            drop(q);
+            if wire
+                .send_records(&mut Output::default(), &mut records)
+                .is_err()
+                || failed
+            {
+                return;
+            }
+            q = outbox.lock();
+            continue;
         }
         if q.out.is_empty() {
             // Finishing and flushed: tell the peer we are done.
-            let _ = stream.shutdown(Shutdown::Write);
-            break;
+            drop(q);
+            wire.finish(&mut records);
+            return;
         }
         // Taken, not swapped: the queue left behind costs nothing until
         // the next send.
@@ -1191,12 +1720,12 @@ fn write_loop(stream: &TcpStream, outbox: &Outbox, config: &Config) {
         q.in_flight = batch.len();
         drop(q);
         loop {
-            let result = batch.write_with(|slices| (&*stream).write_vectored(slices));
+            let result = wire.write(&mut batch, &mut records);
             q = outbox.lock();
             if !matches!(result, Ok(n) if n > 0) {
                 // Broken: the reader sees it too and reports it.
                 q.in_flight = 0;
-                break 'outer;
+                return;
             }
             if q.discard || q.aborted {
                 q.discard = false;
@@ -1216,106 +1745,146 @@ fn write_loop(stream: &TcpStream, outbox: &Outbox, config: &Config) {
             drop(q);
         }
     }
-    q.done = true;
-    drop(q);
-    outbox.to_reader.notify_all();
 }
 
-/// The reader thread: waits out holds, reads, hands the handler what
-/// arrived (or what it left, once a hold ends), and reports the end of the
-/// connection. Once the connection is closing it only discards input until
-/// the peer finishes (or the linger deadline).
-fn read_loop<H: Handler>(
-    shared: &Shared<'_, H>,
+/// A client's reader thread, once the connection is established: waits out
+/// holds, reads, hands the handler what arrived (or what it left, once a
+/// hold ends), and reports the end of the connection.
+struct Reader<'a, 'h, H: Handler> {
+    shared: &'a Shared<'h, H>,
     id: ConnId,
-    stream: &TcpStream,
-    outbox: &Outbox,
-    config: &Config,
-) {
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut input = BytesMut::new();
-    // Whether `input` holds bytes the handler has not been handed since
-    // they arrived, or since a hold on them ended.
-    let mut unseen = false;
-    // Set once the peer's end of stream is read while the handler still
-    // held input back: the time by which it must have taken the rest.
-    let mut finish_by: Option<Instant> = None;
-    let _ = stream.set_read_timeout(config.idle_timeout);
-    let lingering = loop {
-        match outbox.wait_out_holds(config) {
-            Holds::Closing => break true,
-            Holds::Ended { paused: true } if finish_by.is_none() => {
-                // Nothing was read or written during the pause: look,
-                // without waiting, whether the peer finished or went
-                // meanwhile (see `peek_after_hold`), before handing back
-                // what was held. (After a hold for output, the peer was
-                // reading: a peer that went makes the writer fail.)
-                let room = config.max_input.saturating_sub(input.len());
-                match peek_after_hold(stream, &mut buf, room, config) {
-                    Peeked::Nothing => {}
-                    Peeked::Bytes(n) => input.extend_from_slice(&buf[..n]),
-                    Peeked::End => {
-                        finish_by = Some(deadline(Instant::now(), config.linger_timeout))
+    wire: &'a Wire<'a>,
+    outbox: &'a Outbox,
+    config: &'a Config,
+    idle: Option<Duration>,
+}
+
+impl<H: Handler> Reader<'_, '_, H> {
+    /// Reads until the connection is over, starting with `input` (what
+    /// came with the end of a TLS handshake). Returns whether it is closing
+    /// gracefully: then the caller discards input until the peer finishes
+    /// (or the linger deadline).
+    fn run(&self, buf: &mut ReadBuf, mut input: BytesMut) -> bool {
+        let (shared, id, wire, outbox, config) =
+            (self.shared, self.id, self.wire, self.outbox, self.config);
+        // Whether `input` holds bytes the handler has not been handed since
+        // they arrived, or since a hold on them ended.
+        let mut unseen = !input.is_empty();
+        // Set once the peer's end of stream is read while the handler still
+        // held input back: the time by which it must have taken the rest.
+        let mut finish_by: Option<Instant> = None;
+        let _ = wire.socket.set_read_timeout(self.idle);
+        loop {
+            match outbox.wait_out_holds(config) {
+                Holds::Closing => return true,
+                Holds::Ended { paused: true } if finish_by.is_none() => {
+                    // Nothing was read or written during the pause: look,
+                    // without waiting, whether the peer finished or went
+                    // meanwhile (see `peek_after_hold`), before handing back
+                    // what was held. (After a hold for output, the peer was
+                    // reading: a peer that went makes the writer fail.)
+                    let room = config.max_input.saturating_sub(input.len());
+                    match self.peek_after_hold(buf, room) {
+                        Peeked::Nothing => {}
+                        Peeked::Bytes(n) => input.extend_from_slice(&buf.plain[..n]),
+                        Peeked::End => {
+                            finish_by = Some(deadline(Instant::now(), config.linger_timeout))
+                        }
+                        Peeked::Broken(e) => {
+                            self.broken(&e);
+                            return false;
+                        }
                     }
-                    Peeked::Broken(e) => {
-                        shared.lock().release(id, CloseReason::from_error(&e));
-                        break false;
-                    }
+                    unseen = true;
                 }
-                unseen = true;
+                Holds::Ended { .. } => unseen = true,
+                Holds::None => {}
             }
-            Holds::Ended { .. } => unseen = true,
-            Holds::None => {}
-        }
-        if let Some(by) = finish_by {
-            // The peer has finished: hand back what it sent, as the holds
-            // allow, until it is all taken, the handler leaves the rest
-            // without holding it (a partial line: no more is coming), or
-            // the time is up.
-            if input.is_empty() || !unseen || Instant::now() >= by {
+            if let Some(by) = finish_by {
+                // The peer has finished: hand back what it sent, as the holds
+                // allow, until it is all taken, the handler leaves the rest
+                // without holding it (a partial line: no more is coming), or
+                // the time is up.
+                if input.is_empty() || !unseen || Instant::now() >= by {
+                    shared.lock().close(id, CloseReason::PeerClosed);
+                    return false;
+                }
+            }
+            if unseen && !input.is_empty() {
+                unseen = false;
+                if !deliver(shared, id, &mut input, outbox, config) {
+                    return true;
+                }
+                continue;
+            }
+            if finish_by.is_some() {
+                // Held again: wait for the hold; there is nothing to read.
+                continue;
+            }
+            let n = match wire.read(outbox, buf, self.idle) {
+                Ok(n) => n,
+                Err(e) if timed_out(&e) => {
+                    shared.lock().close(id, CloseReason::Idle);
+                    return true;
+                }
+                Err(e) => {
+                    self.broken(&e);
+                    return false;
+                }
+            };
+            if n == 0 {
+                // The peer may have only half-closed: it still gets what it is owed.
                 shared.lock().close(id, CloseReason::PeerClosed);
-                break false;
+                return false;
             }
+            input.extend_from_slice(&buf.plain[..n]);
+            unseen = true;
         }
-        if unseen && !input.is_empty() {
-            unseen = false;
-            if !deliver(shared, id, &mut input, outbox, config) {
-                break true;
+    }
+
+    /// The connection broke, or its TLS failed: ended now, except that
+    /// after a TLS error the writer first sends the alert rustls queued.
+    fn broken(&self, e: &io::Error) {
+        let mut state = self.shared.lock();
+        if is_tls_error(e) {
+            state.fail(self.id, CloseReason::Tls);
+        } else {
+            state.release(self.id, CloseReason::from_error(e));
+        }
+    }
+
+    /// Reads once, waiting at most a moment, after a hold on the
+    /// connection's input ended. While held, the reader did not read, so it
+    /// cannot have seen the peer finish or reset: a flooder paused again by
+    /// every line it is handed back would never be read, and one that left
+    /// would keep its place for as long as its delayed lines took. The
+    /// reactor reads at the same point. The wait is the shortest receive
+    /// timeout the socket takes (a clock tick, a few milliseconds), paid
+    /// only when a pause ends. What it reads fills `room` at most.
+    fn peek_after_hold(&self, buf: &mut ReadBuf, room: usize) -> Peeked {
+        let wire = self.wire;
+        let _ = wire.socket.set_read_timeout(Some(Duration::from_micros(1)));
+        // With no room left under `max_input`, only look (`MSG_PEEK`): held
+        // input must not grow without bound while the handler works it off.
+        let peeked = if room == 0 {
+            match wire.peek() {
+                Ok(0) => Peeked::End,
+                Ok(_) => Peeked::Nothing,
+                Err(e) if timed_out(&e) => Peeked::Nothing,
+                Err(e) => Peeked::Broken(e),
             }
-            continue;
-        }
-        if finish_by.is_some() {
-            // Held again: wait for the hold; there is nothing to read.
-            continue;
-        }
-        let n = match (&*stream).read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if timed_out(&e) => {
-                shared.lock().close(id, CloseReason::Idle);
-                break true;
-            }
-            Err(e) => {
-                shared.lock().release(id, CloseReason::from_error(&e));
-                break false;
+        } else {
+            match wire.read_once(self.outbox, buf, room) {
+                Ok(Some(0)) => Peeked::End,
+                Ok(Some(n)) => Peeked::Bytes(n),
+                Ok(None) => Peeked::Nothing,
+                Err(e) if timed_out(&e) => Peeked::Nothing,
+                Err(e) => Peeked::Broken(e),
             }
         };
-        if n == 0 {
-            // The peer may have only half-closed: it still gets what it is owed.
-            shared.lock().close(id, CloseReason::PeerClosed);
-            break false;
-        }
-        input.extend_from_slice(&buf[..n]);
-        unseen = true;
-    };
-    if lingering {
-        let _ = stream.set_read_timeout(None);
-        discard_input(stream);
+        let _ = wire.socket.set_read_timeout(self.idle);
+        peeked
     }
-    // Let the writer flush what is owed (a half-closed peer still reads),
-    // until the linger deadline at most.
-    outbox.wait_done();
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Whether a blocking read ended for its receive timeout: Linux reports it
@@ -1327,47 +1896,21 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
+/// Why a connection whose read failed with `err` is closed.
+fn close_reason(err: &io::Error) -> CloseReason {
+    if is_tls_error(err) {
+        CloseReason::Tls
+    } else {
+        CloseReason::from_error(err)
+    }
+}
+
 /// What a look at the socket after a hold found.
 enum Peeked {
     Nothing,
     Bytes(usize),
     End,
     Broken(io::Error),
-}
-
-/// Reads once, waiting at most a moment, after a hold on the connection's
-/// input ended. While held, the reader did not read, so it cannot have seen
-/// the peer finish or reset: a flooder paused again by every line it is
-/// handed back would never be read, and one that left would keep its place
-/// for as long as its delayed lines took. The reactor reads at the same
-/// point. The wait is the shortest receive timeout the socket takes (a
-/// clock tick, a few milliseconds), paid only when a pause ends. What it
-/// reads fills `room` at most.
-fn peek_after_hold(stream: &TcpStream, buf: &mut [u8], room: usize, config: &Config) -> Peeked {
-    let _ = stream.set_read_timeout(Some(Duration::from_micros(1)));
-    let peeked = loop {
-        // With no room left under `max_input`, only look (`MSG_PEEK`): held
-        // input must not grow without bound while the handler works it off.
-        let result = if room == 0 {
-            match stream.peek(&mut buf[..1]) {
-                Ok(0) => Ok(0),
-                Ok(_) => Err(io::ErrorKind::WouldBlock.into()),
-                Err(e) => Err(e),
-            }
-        } else {
-            let take = buf.len().min(room);
-            (&*stream).read(&mut buf[..take])
-        };
-        break match result {
-            Ok(0) => Peeked::End,
-            Ok(n) => Peeked::Bytes(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if timed_out(&e) => Peeked::Nothing,
-            Err(e) => Peeked::Broken(e),
-        };
-    };
-    let _ = stream.set_read_timeout(config.idle_timeout);
-    peeked
 }
 
 /// Hands `input` to the handler and keeps what it leaves; returns whether
@@ -1408,24 +1951,280 @@ fn deliver<H: Handler>(
     true
 }
 
+/// A socket a client's threads can block on and be woken from, by shutting
+/// it down. A pipe or a terminal (`Stream::Fd`) has no such shutdown: a
+/// thread blocked reading one could not be woken to close it at a linger
+/// deadline or a cut-off, so this driver does not serve them.
+#[derive(Debug)]
+enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// A TCP connection, made ready for blocking I/O.
+    fn tcp(stream: TcpStream) -> io::Result<Socket> {
+        stream.set_nonblocking(false)?;
+        // As on the reactor: chat lines are small and latency matters.
+        let _ = stream.set_nodelay(true);
+        Ok(Socket::Tcp(stream))
+    }
+
+    /// A stream handed over, made ready for blocking I/O.
+    fn adopt(stream: Stream) -> io::Result<Socket> {
+        match stream {
+            Stream::Tcp(stream) => Socket::tcp(stream),
+            Stream::Unix(stream) => {
+                stream.set_nonblocking(false)?;
+                Ok(Socket::Unix(stream))
+            }
+            Stream::Fd(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the threaded driver serves sockets only: a thread blocked reading \
+                 a pipe or a terminal could not be woken to close it (use the reactor)",
+            )),
+        }
+    }
+
+    /// One read, retried if a signal interrupted it.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let result = match self {
+                Socket::Tcp(s) => (&*s).read(buf),
+                Socket::Unix(s) => (&*s).read(buf),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).write_vectored(bufs),
+            Socket::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => (&*s).write_all(buf),
+            Socket::Unix(s) => (&*s).write_all(buf),
+        }
+    }
+
+    /// Shuts down `how`; a blocked thread wakes. Errors (not connected)
+    /// mean there is nothing left to shut down.
+    fn shutdown(&self, how: Shutdown) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(how),
+            Socket::Unix(s) => s.shutdown(how),
+        };
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_read_timeout(timeout),
+            Socket::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Socket::Tcp(s) => s.peer_addr().ok(),
+            Socket::Unix(_) => None,
+        }
+    }
+}
+
+/// One connection's socket and TLS session, shared by its threads, its
+/// place (which shuts it down at the linger deadline) and its peer entry.
+struct Link {
+    /// Set once there is a socket: from the start for accepted and attached
+    /// streams, once connected for outbound ones.
+    stream: OnceLock<Socket>,
+    /// The TLS session, shared by the reader (which feeds it what it reads)
+    /// and the writer (which takes its records), each holding the lock only
+    /// while it works the session, never while it blocks on the socket.
+    tls: Option<Mutex<Transport>>,
+}
+
+impl Link {
+    fn new(stream: Option<Socket>, tls: Option<Transport>) -> Link {
+        Link {
+            stream: stream.map(OnceLock::from).unwrap_or_default(),
+            tls: tls.map(Mutex::new),
+        }
+    }
+
+    /// Shuts the socket down, if there is one yet.
+    fn shutdown(&self, how: Shutdown) {
+        if let Some(socket) = self.stream.get() {
+            socket.shutdown(how);
+        }
+    }
+}
+
+/// What a client's threads do their I/O through: its socket and, for TLS,
+/// its session.
+struct Wire<'a> {
+    socket: &'a Socket,
+    tls: Option<&'a Mutex<Transport>>,
+}
+
+/// What a reader reads into: plaintext for the handler and, for TLS, the
+/// ciphertext before it.
+struct ReadBuf {
+    plain: Vec<u8>,
+    cipher: Vec<u8>,
+}
+
+impl ReadBuf {
+    fn new(tls: bool) -> ReadBuf {
+        if !tls {
+            return ReadBuf {
+                plain: vec![0; READ_BUFFER],
+                cipher: Vec::new(),
+            };
+        }
+        // One record more than is read: a read may complete a record begun
+        // in the read before. Plaintext left in rustls would otherwise wait
+        // there for the next read, which may never come if the peer waits
+        // for an answer to it.
+        ReadBuf {
+            plain: vec![0; READ_BUFFER + MAX_RECORD],
+            cipher: vec![0; READ_BUFFER],
+        }
+    }
+}
+
+impl Wire<'_> {
+    /// Reads once, at most `room` bytes, and returns how much plaintext it
+    /// brought, at the front of `buf.plain` (`Some(0)`: the end of the
+    /// stream). For TLS the ciphertext is read outside the session's lock,
+    /// then fed to rustls; the writer is woken if rustls now has something
+    /// to send. `None`: records with nothing for the handler (handshake
+    /// messages, a ticket).
+    fn read_once(
+        &self,
+        outbox: &Outbox,
+        buf: &mut ReadBuf,
+        room: usize,
+    ) -> io::Result<Option<usize>> {
+        let Some(tls) = self.tls else {
+            let take = buf.plain.len().min(room);
+            return self.socket.read(&mut buf.plain[..take]).map(Some);
+        };
+        let take = buf.cipher.len().min(room);
+        let n = self.socket.read(&mut buf.cipher[..take])?;
+        let mut session = recover(tls.lock());
+        let result = session.feed(&buf.cipher[..n], &mut buf.plain);
+        let (wants_write, handshaking) = (session.wants_write(), session.handshaking());
+        drop(session);
+        outbox.tls_progress(wants_write, handshaking);
+        match result {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads until there is plaintext for the handler, or the end (`Ok(0)`).
+    /// The socket's receive timeout is `idle`; records with nothing for the
+    /// handler do not restart it, as on the reactor, where only input
+    /// counts as activity.
+    fn read(
+        &self,
+        outbox: &Outbox,
+        buf: &mut ReadBuf,
+        idle: Option<Duration>,
+    ) -> io::Result<usize> {
+        let idle_by = idle.map(|idle| deadline(Instant::now(), idle));
+        let mut shortened = false;
+        let result = loop {
+            match self.read_once(outbox, buf, usize::MAX) {
+                Ok(Some(n)) => break Ok(n),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if let Some(by) = idle_by {
+                let left = by.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Err(io::ErrorKind::TimedOut.into());
+                }
+                self.socket.set_read_timeout(Some(left))?;
+                shortened = true;
+            }
+        };
+        if shortened {
+            self.socket.set_read_timeout(idle)?;
+        }
+        result
+    }
+
+    /// Looks at what waits without taking it (`MSG_PEEK`), as the reactor's
+    /// `peek`: only plain TCP can tell an end of stream this way; the others
+    /// answer that nothing can be told (`WouldBlock`).
+    fn peek(&self) -> io::Result<usize> {
+        match (self.socket, self.tls) {
+            (Socket::Tcp(s), None) => s.peek(&mut [0]),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn handshaking(&self) -> bool {
+        self.tls
+            .is_some_and(|tls| recover(tls.lock()).handshaking())
+    }
+
+    /// Writes some of `batch`, blocking; returns how much of it went
+    /// (`Ok(0)` only if the socket is broken). For TLS, encrypted records
+    /// of it, after whatever the session had to say ahead of them.
+    fn write(&self, batch: &mut Output, records: &mut Vec<u8>) -> io::Result<usize> {
+        if self.tls.is_none() {
+            return batch.write_with(|slices| self.socket.write_vectored(slices));
+        }
+        let before = batch.len();
+        self.send_records(batch, records)?;
+        Ok(before - batch.len())
+    }
+
+    /// TLS: encrypts what it can of `output` (none during the handshake)
+    /// and writes the records, with what the session had to say ahead of
+    /// them, blocking. The session's lock is let go before the write.
+    fn send_records(&self, output: &mut Output, records: &mut Vec<u8>) -> io::Result<()> {
+        let Some(tls) = self.tls else {
+            return Ok(());
+        };
+        records.clear();
+        recover(tls.lock()).take_records(output, records)?;
+        self.socket.write_all(records)
+    }
+
+    /// Ends our side once everything is written: TLS says so first
+    /// (`close_notify`, so the peer can tell our end from a truncation),
+    /// then TCP (a FIN: the peer reads its end of stream).
+    fn finish(&self, records: &mut Vec<u8>) {
+        if let Some(tls) = self.tls {
+            recover(tls.lock()).close();
+            let _ = self.send_records(&mut Output::default(), records);
+        }
+        self.socket.shutdown(Shutdown::Write);
+    }
+}
+
 /// Lingering close of a connection we only wrote to: shut down writing,
 /// then discard input until the peer finishes, so that unread input does
 /// not turn our close into a reset.
-fn linger(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    discard_input(stream);
+fn linger(socket: &Socket) {
+    socket.shutdown(Shutdown::Write);
+    discard_input(socket);
 }
 
 /// Reads and drops input until the peer's end of stream or an error —
 /// the one the main thread causes at the linger deadline, if not before.
-fn discard_input(stream: &TcpStream) {
+fn discard_input(socket: &Socket) {
     let mut buf = [0u8; 4096];
-    loop {
-        match (&*stream).read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
+    while let Ok(1..) = socket.read(&mut buf) {}
 }

@@ -107,27 +107,49 @@ impl Transport {
         cipher: &mut [u8],
         plain: &mut [u8],
     ) -> io::Result<usize> {
-        let Transport::Tls(tls) = self else {
+        if matches!(self, Transport::Plain) {
             return read_retrying(stream, plain);
+        }
+        let n = read_retrying(stream, cipher)?;
+        let result = self.feed(&cipher[..n], plain);
+        if let (Err(e), Transport::Tls(tls)) = (&result, self) {
+            if is_tls_error(e) {
+                // rustls has queued an alert saying what went wrong: try
+                // once to send it, without waiting, before giving up.
+                let _ = tls.session.write_tls(&mut Writer(stream));
+            }
+        }
+        result
+    }
+
+    /// Hands rustls `cipher`, ciphertext read from the socket (empty: the
+    /// end of the stream), and puts the plaintext it yields at the front of
+    /// `plain`, as [`read`](Self::read) does after its read. For a driver
+    /// that reads the socket itself, outside whatever guards the session.
+    /// After a TLS error, rustls holds an alert to send (`wants_write`).
+    /// Plain: `Unsupported`.
+    ///
+    /// `plain` should have room for `cipher.len()` plus
+    /// [`MAX_RECORD`]: `cipher` may complete a record begun in an
+    /// earlier read, so it can yield more plaintext than its own length.
+    /// Plaintext that does not fit stays in rustls until the next call.
+    pub(crate) fn feed(&mut self, cipher: &[u8], plain: &mut [u8]) -> io::Result<usize> {
+        let Transport::Tls(tls) = self else {
+            return Err(io::ErrorKind::Unsupported.into());
         };
         debug_assert!(cipher.len() + MAX_RECORD <= plain.len());
-        let n = read_retrying(stream, cipher)?;
-        let mut rest = &cipher[..n];
+        let mut rest = cipher;
         let mut got = 0;
         let mut ended = false;
         loop {
             // rustls takes at most one 4 KiB portion per call: feed it all,
             // taking the plaintext out between portions so that its
             // plaintext buffer never fills. An empty slice reads as the
-            // end of the stream, which is what it is when `n` is 0.
+            // end of the stream, which is what it is when `cipher` is empty.
             tls.session.read_tls(&mut rest)?;
-            if let Err(e) = tls.session.process_new_packets() {
-                // rustls has queued an alert saying what went wrong: try
-                // once to send it, without waiting, before giving up.
-                let _ = tls.session.write_tls(&mut Writer(stream));
-                return Err(tls_error(e));
-            }
-            loop {
+            tls.session.process_new_packets().map_err(tls_error)?;
+            // A full `plain` would read as `Ok(0)`, the end of the stream.
+            while got < plain.len() {
                 match tls.session.reader().read(&mut plain[got..]) {
                     Ok(0) => {
                         // `close_notify`: the peer will send no more.
@@ -158,6 +180,35 @@ impl Transport {
             (0, true) => Ok(0),
             (0, false) => Err(io::ErrorKind::WouldBlock.into()),
             (got, _) => Ok(got),
+        }
+    }
+
+    /// For a driver whose socket is written by another thread than the one
+    /// that holds the session (the threaded driver's writer): appends to
+    /// `records` what rustls has to send, its own messages first so that
+    /// records leave in order, and encrypts plaintext from `output` — none
+    /// while the handshake is under way — until `output` is empty or about
+    /// [`TLS_BUFFER`] of records are waiting. Plain: does nothing.
+    pub(crate) fn take_records(
+        &mut self,
+        output: &mut Output,
+        records: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let Transport::Tls(tls) = self else {
+            return Ok(());
+        };
+        loop {
+            while tls.session.wants_write() {
+                tls.session.write_tls(records)?;
+            }
+            if output.is_empty() || tls.session.is_handshaking() || records.len() >= TLS_BUFFER {
+                return Ok(());
+            }
+            let taken = output.write_with(|slices| tls.session.writer().write_vectored(slices))?;
+            if taken == 0 && !tls.session.wants_write() {
+                // rustls takes no more (it has sent `close_notify`).
+                return Ok(());
+            }
         }
     }
 
@@ -233,7 +284,8 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-fn read_retrying(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+/// One read from `stream`, retried if a signal interrupted it.
+pub(crate) fn read_retrying(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

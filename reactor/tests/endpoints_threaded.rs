@@ -1,0 +1,533 @@
+//! The thread-per-connection driver's endpoints, against real sockets on
+//! 127.0.0.1: TLS listeners (the handshake, its deadline, refusals and
+//! failures), outbound connections (`Context::connect`) and streams handed
+//! over through a `Handle`. Self-contained, with its own small probe
+//! handler; the same cases run on the reactor in `loopback.rs`. Every wait
+//! is a read, an accept after the handler has seen the connection, or a
+//! `recv` with a timeout; nothing sleeps to synchronize.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use reactor::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use reactor::rustls::{self, ClientConnection, StreamOwned};
+use reactor::threaded::Threaded;
+use reactor::{
+    CloseReason, Config, ConnId, Connect, Context, Endpoint, Handle, Handler, ListenerId, Origin,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What the test handler saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Open(ConnId, Option<Origin>),
+    Data(ConnId, Vec<u8>),
+    Close(ConnId, CloseReason),
+    /// What `Context::connect` returned.
+    Dialed(Result<ConnId, io::ErrorKind>),
+}
+
+/// Posted to the handler: connect to this, and send it these bytes at once
+/// (before the connection is established).
+struct Dial(Connect, &'static [u8]);
+
+/// Echoes what its clients send (not what the far ends of its own outbound
+/// connections do: two echoes would talk forever), closes on `quit`, and
+/// reports every callback to the test.
+struct Probe {
+    seen: Sender<Seen>,
+}
+
+impl Handler for Probe {
+    type Message = Dial;
+
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+        self.seen.send(Seen::Open(id, cx.origin(id))).unwrap();
+    }
+
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
+        if &input[..] == b"quit" {
+            cx.close(id);
+        } else if cx.origin(id) != Some(Origin::Connected) {
+            cx.send(id, Bytes::copy_from_slice(input));
+        }
+        input.clear();
+    }
+
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+        self.seen.send(Seen::Close(id, reason)).unwrap();
+    }
+
+    fn on_wake(&mut self, cx: &mut dyn Context, Dial(to, greeting): Dial) {
+        let dialed = cx.connect(to).map_err(|e| e.kind());
+        if let Ok(id) = dialed {
+            assert!(cx.send(id, Bytes::from_static(greeting)));
+        }
+        self.seen.send(Seen::Dialed(dialed)).unwrap();
+    }
+
+    fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
+        Some(Bytes::from_static(b"ERR busy\n"))
+    }
+}
+
+/// A threaded server on fresh ports, one per endpoint.
+struct Running {
+    addrs: Vec<SocketAddr>,
+    listeners: Vec<ListenerId>,
+    handle: Handle<Dial>,
+    seen: Receiver<Seen>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn serve(config: Config, endpoints: Vec<Endpoint>) -> Running {
+    let mut server = Threaded::new(config).unwrap();
+    let (mut addrs, mut listeners) = (Vec::new(), Vec::new());
+    for endpoint in endpoints {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        listeners.push(server.listen_on(listener, endpoint).unwrap());
+    }
+    let (tx, seen) = channel();
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run(&mut Probe { seen: tx }).unwrap());
+    Running {
+        addrs,
+        listeners,
+        handle,
+        seen,
+        thread: Some(thread),
+    }
+}
+
+impl Running {
+    /// The next event the handler saw that `want` accepts, skipping others.
+    fn expect(&self, want: impl Fn(&Seen) -> bool) -> Seen {
+        loop {
+            let seen = self.seen.recv_timeout(WAIT).expect("handler event");
+            if want(&seen) {
+                return seen;
+            }
+        }
+    }
+
+    fn opened(&self) -> (ConnId, Option<Origin>) {
+        match self.expect(|s| matches!(s, Seen::Open(..))) {
+            Seen::Open(id, origin) => (id, origin),
+            _ => unreachable!(),
+        }
+    }
+
+    fn closed(&self) -> (ConnId, CloseReason) {
+        match self.expect(|s| matches!(s, Seen::Close(..))) {
+            Seen::Close(id, reason) => (id, reason),
+            _ => unreachable!(),
+        }
+    }
+
+    fn dialed(&self) -> Result<ConnId, io::ErrorKind> {
+        match self.expect(|s| matches!(s, Seen::Dialed(_))) {
+            Seen::Dialed(result) => result,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Asks the handler to connect to `to` and send `greeting`.
+    fn dial(&self, to: Connect, greeting: &'static [u8]) -> Result<ConnId, io::ErrorKind> {
+        self.handle.post(Dial(to, greeting)).unwrap();
+        self.dialed()
+    }
+
+    fn connect(&self, endpoint: usize) -> TcpStream {
+        timeouts(TcpStream::connect(self.addrs[endpoint]).unwrap())
+    }
+
+    /// Stops the server and returns what the handler saw that the test
+    /// had not taken yet.
+    fn stop(mut self) -> Vec<Seen> {
+        self.handle.stop().unwrap();
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.try_iter().collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.handle.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+fn timeouts(stream: TcpStream) -> TcpStream {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// A self-signed certificate for `localhost`, made now: the server's
+/// configuration and a client's that trusts it.
+fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = made.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+    // No process-wide default provider is installed: name it.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+type TlsClient = StreamOwned<ClientConnection, TcpStream>;
+
+/// A TLS client of `addr`, its handshake done.
+fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> TlsClient {
+    let socket = timeouts(TcpStream::connect(addr).unwrap());
+    let session = ClientConnection::new(Arc::clone(config), "localhost".try_into().unwrap());
+    let mut client = StreamOwned::new(session.unwrap(), socket);
+    while client.conn.is_handshaking() {
+        client.conn.complete_io(&mut client.sock).unwrap();
+    }
+    client
+}
+
+fn read_exact_n(stream: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// Reads until the peer ends the stream. For a TLS client this is `Ok`
+/// only if the server said `close_notify` before its TCP end.
+fn read_to_eof(stream: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).map(|_| buf)
+}
+
+/// Whether the peer has ended the connection (end of stream or reset),
+/// as opposed to the read timing out.
+fn ended(stream: &mut TcpStream) -> bool {
+    let mut buf = [0; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn tls_echoes_and_says_close_notify_before_it_closes() {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, origin) = server.opened();
+    assert_eq!(origin, Some(Origin::Accepted(server.listeners[0])));
+    client.write_all(b"hello").unwrap();
+    assert_eq!(read_exact_n(&mut client, 5), b"hello");
+    client.write_all(b"quit").unwrap();
+    // `Ok`: the stream ended with `close_notify`, not a bare FIN.
+    assert_eq!(read_to_eof(&mut client).unwrap(), b"");
+    assert_eq!(server.closed(), (id, CloseReason::Requested));
+}
+
+#[test]
+fn a_client_that_stalls_in_the_handshake_is_closed_at_the_deadline_unannounced() {
+    let (server_tls, client_tls) = tls_configs();
+    let endpoint = Endpoint {
+        handshake_timeout: Duration::from_millis(300),
+        ..Endpoint::tls(server_tls)
+    };
+    let server = serve(Config::default(), vec![endpoint]);
+    let started = Instant::now();
+    let mut stalled = server.connect(0);
+    // Served meanwhile: the stalled one holds no lock and no thread but its own.
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    assert!(ended(&mut stalled), "closed, not left waiting");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < WAIT, "{waited:?}");
+    drop(client);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+    // The handler never heard of the stalled client.
+    assert_eq!(server.stop(), vec![]);
+}
+
+#[test]
+fn plaintext_sent_to_the_tls_port_costs_only_that_client() {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut plain = server.connect(0);
+    plain
+        .write_all(b"Hi there, this is no TLS record\r\n")
+        .unwrap();
+    // Told why, in a TLS alert record (content type 21), then closed.
+    let mut alert = [0; 1];
+    plain.read_exact(&mut alert).unwrap();
+    assert_eq!(alert, [21]);
+    assert!(ended(&mut plain), "closed at once");
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    drop(client);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+    assert_eq!(server.stop(), vec![]);
+}
+
+#[test]
+fn a_refusal_over_the_listeners_limit_arrives_through_tls() {
+    let (server_tls, client_tls) = tls_configs();
+    let endpoint = Endpoint {
+        max_connections: 1,
+        ..Endpoint::tls(server_tls)
+    };
+    // A plain listener beside it, unlimited: its clients do not count.
+    let server = serve(Config::default(), vec![endpoint, Endpoint::plain()]);
+    let mut plain = server.connect(1);
+    server.opened();
+    let mut first = tls_connect(server.addrs[0], &client_tls);
+    server.opened();
+    let mut second = tls_connect(server.addrs[0], &client_tls);
+    assert_eq!(read_to_eof(&mut second).unwrap(), b"ERR busy\n");
+    first.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut first, 2), b"ok");
+    plain.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut plain, 2), b"ok");
+}
+
+#[test]
+fn an_outbound_connection_is_served_outside_the_limits_and_not_idle_timed_out() {
+    let config = Config {
+        max_connections: 1,
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..Config::default()
+    };
+    let server = serve(config, vec![Endpoint::plain()]);
+    let remote = TcpListener::bind("127.0.0.1:0").unwrap();
+    let id = server
+        .dial(Connect::new(remote.local_addr().unwrap()), b"hello\n")
+        .unwrap();
+    assert_eq!(server.opened(), (id, Some(Origin::Connected)));
+    // Established, so already in the listen queue: this does not wait.
+    let (link, _) = remote.accept().unwrap();
+    let mut link = timeouts(link);
+    // Sent before it was established: queued until then.
+    assert_eq!(read_exact_n(&mut link, 6), b"hello\n");
+    // It takes no client's place: a client is served, not refused...
+    let mut client = server.connect(0);
+    let (client_id, _) = server.opened();
+    client.write_all(b"hi").unwrap();
+    assert_eq!(read_exact_n(&mut client, 2), b"hi");
+    // ...and is idle-timed-out, while the older outbound link is not.
+    assert_eq!(server.closed(), (client_id, CloseReason::Idle));
+    link.write_all(b"ping").unwrap();
+    assert_eq!(
+        server.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(id, b"ping".to_vec())
+    );
+    drop(link);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+}
+
+#[test]
+fn an_outbound_connection_nobody_accepts_fails_refused() {
+    let port_nobody_listens_on = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let server = serve(Config::default(), vec![Endpoint::plain()]);
+    let id = server
+        .dial(Connect::new(port_nobody_listens_on), b"hello\n")
+        .unwrap();
+    assert_eq!(
+        server.closed(),
+        (
+            id,
+            CloseReason::ConnectFailed(io::ErrorKind::ConnectionRefused)
+        )
+    );
+    // Never opened.
+    assert_eq!(server.stop(), vec![]);
+}
+
+#[test]
+fn an_outbound_connection_that_is_not_answered_in_time_fails_timed_out() {
+    // A listener that never accepts, its queue full: Linux then drops new
+    // SYNs, so a connect hangs until its deadline. Loopback only.
+    let remote = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    remote
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    remote.listen(0).unwrap();
+    let addr = remote.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("filling the listen queue: {e}"),
+        }
+        assert!(queued.len() < 16, "the listen queue never filled");
+    }
+    let server = serve(Config::default(), vec![Endpoint::plain()]);
+    let started = Instant::now();
+    let to = Connect::new(addr).timeout(Duration::from_millis(300));
+    let id = server.dial(to, b"hello\n").unwrap();
+    assert_eq!(
+        server.closed(),
+        (id, CloseReason::ConnectFailed(io::ErrorKind::TimedOut))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(server.stop(), vec![]);
+}
+
+#[test]
+fn an_outbound_connection_over_tls_is_served_once_its_handshake_is_done() {
+    let (server_tls, client_tls) = tls_configs();
+    // The far end is another threaded server with a TLS listener.
+    let remote = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let server = serve(Config::default(), vec![Endpoint::plain()]);
+    let to = Connect::new(remote.addrs[0]).tls(client_tls, "localhost".try_into().unwrap());
+    let id = server.dial(to, b"hello").unwrap();
+    assert_eq!(server.opened(), (id, Some(Origin::Connected)));
+    let (far, _) = remote.opened();
+    // The greeting, queued during the handshake, reaches the far end,
+    // whose echo comes back through TLS.
+    assert_eq!(
+        remote.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(far, b"hello".to_vec())
+    );
+    assert_eq!(
+        server.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(id, b"hello".to_vec())
+    );
+}
+
+#[test]
+fn streams_handed_over_are_served_and_pipes_are_not() {
+    let server = serve(Config::default(), vec![Endpoint::plain()]);
+    // A pipe cannot be served by blocking threads: it is dropped, which
+    // the next stream handed over, opened after it, shows.
+    let (pipe_reader, mut pipe_writer) = io::pipe().unwrap();
+    server
+        .handle
+        .attach(File::from(OwnedFd::from(pipe_reader)))
+        .unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(WAIT)).unwrap();
+    server.handle.attach(theirs).unwrap();
+    let (unix_id, origin) = server.opened();
+    assert_eq!(origin, Some(Origin::Attached));
+    let broken = pipe_writer.write_all(b"x").unwrap_err();
+    assert_eq!(broken.kind(), io::ErrorKind::BrokenPipe);
+    ours.write_all(b"unix").unwrap();
+    assert_eq!(read_exact_n(&mut ours, 4), b"unix");
+    // A TCP connection made elsewhere.
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut near = timeouts(TcpStream::connect(elsewhere.local_addr().unwrap()).unwrap());
+    let (far, _) = elsewhere.accept().unwrap();
+    server.handle.attach(far).unwrap();
+    let (tcp_id, origin) = server.opened();
+    assert_eq!(origin, Some(Origin::Attached));
+    near.write_all(b"tcp").unwrap();
+    assert_eq!(read_exact_n(&mut near, 3), b"tcp");
+    drop(ours);
+    assert_eq!(server.closed(), (unix_id, CloseReason::PeerClosed));
+    drop(near);
+    assert_eq!(server.closed(), (tcp_id, CloseReason::PeerClosed));
+}
+
+#[test]
+fn tls_input_that_completes_a_record_begun_before_is_answered_at_once() {
+    // A read of ciphertext can complete a large record begun in the read
+    // before and hold small ones after it: more plaintext than it read.
+    // Were what did not fit left in rustls until the next read, the client,
+    // which waits for its answer before it sends more, would wait forever.
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    server.opened();
+    for round in 0..20u8 {
+        // One record each, all in one write: 1,000 bytes, 16,000, then ten
+        // of 100. The server's first read of 16 KiB ends inside the large
+        // record; its second completes it and holds the ten small ones.
+        let mut sent = Vec::new();
+        let pieces = [vec![round; 1_000], vec![round ^ 0x55; 16_000]]
+            .into_iter()
+            .chain((0..10u8).map(|small| vec![round ^ small; 100]));
+        for piece in pieces {
+            // rustls makes each write a record of its own.
+            client.conn.writer().write_all(&piece).unwrap();
+            sent.extend_from_slice(&piece);
+        }
+        client.conn.complete_io(&mut client.sock).unwrap();
+        assert!(
+            read_exact_n(&mut client, sent.len()) == sent,
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn tls_records_with_nothing_for_the_handler_do_not_keep_a_client_from_idling() {
+    let (server_tls, client_tls) = tls_configs();
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Config::default()
+    };
+    let server = serve(config, vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    // A KeyUpdate every 100 ms, paced by a read that times out: TLS
+    // records, but no input. (rustls takes 32 of them, then fails.)
+    client
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(2), "never idle");
+        client.conn.refresh_traffic_keys().unwrap();
+        while client.conn.wants_write() {
+            client.conn.write_tls(&mut client.sock).unwrap();
+        }
+        match client.read(&mut [0; 64]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(0) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(server.closed(), (id, CloseReason::Idle));
+}

@@ -588,3 +588,18 @@ fn an_outbound_connection_closed_while_it_connects_is_told_once() {
     // The stop waits for the connect to give up; it says nothing more.
     assert_eq!(server.stop(), vec![]);
 }
+
+#[test]
+fn tls_echoes_a_mebibyte_byte_exact() {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    server.opened();
+    // In rounds of 64 KiB, each read back before the next is sent: the
+    // client is single-threaded, and the echo must not wait for it.
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for round in data.chunks(64 * 1024) {
+        client.write_all(round).unwrap();
+        assert!(read_exact_n(&mut client, round.len()) == round);
+    }
+}

@@ -541,13 +541,6 @@ impl<M: Send + 'static> Threaded<M> {
     {
         let config = &self.config;
         let endpoint = &self.listeners[from.index()].endpoint;
-        let tls = match endpoint.tls.as_ref().map(Transport::tls_server).transpose() {
-            Ok(tls) => tls,
-            Err(e) => {
-                log::warn!("cannot serve a new connection: {e}");
-                return;
-            }
-        };
         let handshake_by = deadline(Instant::now(), endpoint.handshake_timeout);
         let mut places = shared.places();
         let refused = places.open >= config.max_connections
@@ -555,6 +548,14 @@ impl<M: Send + 'static> Threaded<M> {
         if refused && places.closing >= config.max_closing / 2 {
             return;
         }
+        // Not before: a connection dropped unanswered needs no session.
+        let tls = match endpoint.tls.as_ref().map(Transport::tls_server).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                log::warn!("cannot serve a new connection: {e}");
+                return;
+            }
+        };
         let link = Arc::new(Link::new(Some(socket), tls));
         let key = places.insert(Arc::clone(&link), Origin::Accepted(from));
         if refused {

@@ -132,7 +132,8 @@ impl Transport {
     /// `plain` should have room for `cipher.len()` plus
     /// [`MAX_RECORD`]: `cipher` may complete a record begun in an
     /// earlier read, so it can yield more plaintext than its own length.
-    /// Plaintext that does not fit stays in rustls until the next call.
+    /// Plaintext that does not fit stays in rustls until the next call,
+    /// late: a peer waiting for its answer may send nothing to make one.
     pub(crate) fn feed(&mut self, cipher: &[u8], plain: &mut [u8]) -> io::Result<usize> {
         let Transport::Tls(tls) = self else {
             return Err(io::ErrorKind::Unsupported.into());
@@ -284,8 +285,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// One read from `stream`, retried if a signal interrupted it.
-pub(crate) fn read_retrying(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+fn read_retrying(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

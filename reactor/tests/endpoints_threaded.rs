@@ -36,9 +36,14 @@ enum Seen {
     Dialed(Result<ConnId, io::ErrorKind>),
 }
 
-/// Posted to the handler: connect to this, and send it these bytes at once
-/// (before the connection is established).
-struct Dial(Connect, &'static [u8]);
+/// Posted to the handler.
+enum Msg {
+    /// Connect to this, and send it these bytes at once (before the
+    /// connection is established).
+    Dial(Connect, &'static [u8]),
+    /// Close this connection.
+    Close(ConnId),
+}
 
 /// Echoes what its clients send (not what the far ends of its own outbound
 /// connections do: two echoes would talk forever), closes on `quit`, and
@@ -48,7 +53,7 @@ struct Probe {
 }
 
 impl Handler for Probe {
-    type Message = Dial;
+    type Message = Msg;
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
         self.seen.send(Seen::Open(id, cx.origin(id))).unwrap();
@@ -68,12 +73,17 @@ impl Handler for Probe {
         self.seen.send(Seen::Close(id, reason)).unwrap();
     }
 
-    fn on_wake(&mut self, cx: &mut dyn Context, Dial(to, greeting): Dial) {
-        let dialed = cx.connect(to).map_err(|e| e.kind());
-        if let Ok(id) = dialed {
-            assert!(cx.send(id, Bytes::from_static(greeting)));
+    fn on_wake(&mut self, cx: &mut dyn Context, msg: Msg) {
+        match msg {
+            Msg::Dial(to, greeting) => {
+                let dialed = cx.connect(to).map_err(|e| e.kind());
+                if let Ok(id) = dialed {
+                    assert!(cx.send(id, Bytes::from_static(greeting)));
+                }
+                self.seen.send(Seen::Dialed(dialed)).unwrap();
+            }
+            Msg::Close(id) => cx.close(id),
         }
-        self.seen.send(Seen::Dialed(dialed)).unwrap();
     }
 
     fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
@@ -85,7 +95,7 @@ impl Handler for Probe {
 struct Running {
     addrs: Vec<SocketAddr>,
     listeners: Vec<ListenerId>,
-    handle: Handle<Dial>,
+    handle: Handle<Msg>,
     seen: Receiver<Seen>,
     thread: Option<JoinHandle<()>>,
 }
@@ -144,7 +154,7 @@ impl Running {
 
     /// Asks the handler to connect to `to` and send `greeting`.
     fn dial(&self, to: Connect, greeting: &'static [u8]) -> Result<ConnId, io::ErrorKind> {
-        self.handle.post(Dial(to, greeting)).unwrap();
+        self.handle.post(Msg::Dial(to, greeting)).unwrap();
         self.dialed()
     }
 
@@ -382,10 +392,10 @@ fn an_outbound_connection_nobody_accepts_fails_refused() {
     assert_eq!(server.stop(), vec![]);
 }
 
-#[test]
-fn an_outbound_connection_that_is_not_answered_in_time_fails_timed_out() {
-    // A listener that never accepts, its queue full: Linux then drops new
-    // SYNs, so a connect hangs until its deadline. Loopback only.
+/// A listener that never accepts, its queue full: Linux then drops new
+/// SYNs, so a connect to it hangs until its deadline. Loopback only. The
+/// connections that fill the queue are returned with it, to keep it full.
+fn unanswering_listener() -> (socket2::Socket, SocketAddr, Vec<TcpStream>) {
     let remote = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     remote
         .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
@@ -401,6 +411,12 @@ fn an_outbound_connection_that_is_not_answered_in_time_fails_timed_out() {
         }
         assert!(queued.len() < 16, "the listen queue never filled");
     }
+    (remote, addr, queued)
+}
+
+#[test]
+fn an_outbound_connection_that_is_not_answered_in_time_fails_timed_out() {
+    let (_remote, addr, _queued) = unanswering_listener();
     let server = serve(Config::default(), vec![Endpoint::plain()]);
     let started = Instant::now();
     let to = Connect::new(addr).timeout(Duration::from_millis(300));
@@ -530,4 +546,60 @@ fn tls_records_with_nothing_for_the_handler_do_not_keep_a_client_from_idling() {
         }
     }
     assert_eq!(server.closed(), (id, CloseReason::Idle));
+}
+
+#[test]
+fn a_tls_error_after_the_handshake_closes_with_tls_after_an_alert() {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    // Bytes that are no record, under the session.
+    client.sock.write_all(b"no record\r\n").unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Tls));
+    let told = client.read(&mut [0; 16]).unwrap_err();
+    assert!(
+        told.to_string().contains("received fatal alert"),
+        "an alert, not a bare close: {told}"
+    );
+}
+
+#[test]
+fn an_outbound_connection_is_idle_timed_out_when_asked() {
+    let server = serve(Config::default(), vec![Endpoint::plain()]);
+    let remote = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = Connect::new(remote.local_addr().unwrap()).idle_timeout(Duration::from_millis(200));
+    let id = server.dial(to, b"hello\n").unwrap();
+    server.opened();
+    let (_link, _) = remote.accept().unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Idle));
+}
+
+#[test]
+fn an_outbound_connection_closed_while_it_connects_is_told_once() {
+    let (_remote, addr, _queued) = unanswering_listener();
+    let server = serve(Config::default(), vec![Endpoint::plain()]);
+    let to = Connect::new(addr).timeout(Duration::from_millis(500));
+    let id = server.dial(to, b"hello\n").unwrap();
+    server.handle.post(Msg::Close(id)).unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Requested));
+    // The stop waits for the connect to give up; it says nothing more.
+    assert_eq!(server.stop(), vec![]);
+}
+
+#[test]
+fn tls_echoes_a_mebibyte_byte_exact() {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    server.opened();
+    // In rounds of 64 KiB, each read back before the next is sent: the
+    // client is single-threaded, and the echo must not wait for it.
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for round in data.chunks(64 * 1024) {
+        client.write_all(round).unwrap();
+        assert!(read_exact_n(&mut client, round.len()) == round);
+    }
 }

@@ -65,8 +65,9 @@ impl Echo {
 
 impl Handler for Echo {
     type Message = ();
+    type Conn = ();
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         let bye = if self.raw {
             None
         } else {
@@ -85,7 +86,7 @@ impl Handler for Echo {
         }
     }
 
-    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _reason: CloseReason) {
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), _reason: CloseReason) {
         self.lines.remove(&id);
     }
 }

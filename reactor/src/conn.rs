@@ -52,7 +52,7 @@ pub(crate) struct Buffers {
 
 /// A connection in the loop's slab.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct Conn<S> {
     pub(crate) io: Registered<Stream>,
     pub(crate) transport: Transport,
     pub(crate) gen: u32,
@@ -87,16 +87,20 @@ pub(crate) struct Conn {
     /// or `NOT_OVER`.
     pub(crate) soft_since: u32,
     pub(crate) bufs: Option<Box<Buffers>>,
+    /// The handler's state for this connection (`Handler::Conn`): out of
+    /// its place only while a callback about this connection runs, and for
+    /// good once `on_close` has it.
+    pub(crate) state: Option<S>,
 }
 
-impl Conn {
+impl<S: Default> Conn<S> {
     pub(crate) fn new(
         io: Registered<Stream>,
         transport: Transport,
         gen: u32,
         origin: Origin,
         tick: u32,
-    ) -> Conn {
+    ) -> Conn<S> {
         Conn {
             io,
             transport,
@@ -115,6 +119,7 @@ impl Conn {
             idle_limit: NEVER,
             soft_since: NOT_OVER,
             bufs: None,
+            state: Some(S::default()),
         }
     }
 

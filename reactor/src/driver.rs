@@ -27,7 +27,7 @@ pub trait Driver<H: Handler>: Sized {
     fn run(&mut self, handler: &mut H) -> Result<(), Error>;
 }
 
-impl<H: Handler> Driver<H> for Reactor<H::Message> {
+impl<H: Handler> Driver<H> for Reactor<H> {
     fn new(config: Config) -> Result<Self, Error> {
         Reactor::new(config)
     }
@@ -53,7 +53,10 @@ impl<H: Handler> Driver<H> for Reactor<H::Message> {
 }
 
 /// The handler is shared by every client's thread, so it must be `Send`.
-impl<H: Handler + Send> Driver<H> for Threaded<H::Message> {
+impl<H: Handler + Send> Driver<H> for Threaded<H::Message>
+where
+    H::Conn: Send,
+{
     fn new(config: Config) -> Result<Self, Error> {
         Threaded::new(config)
     }

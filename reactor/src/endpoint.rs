@@ -15,10 +15,16 @@ use crate::ListenerId;
 /// chat port and a web port), each with an `Endpoint` of its own.
 ///
 /// ```no_run
-/// # use reactor::{Endpoint, Reactor, Config};
+/// # use reactor::{Endpoint, Reactor, Config, Handler, Context, ConnId};
 /// # use std::sync::Arc;
 /// # fn tls() -> Arc<rustls::ServerConfig> { unimplemented!() }
-/// let mut reactor: Reactor = Reactor::new(Config::default())?;
+/// # struct Chat;
+/// # impl Handler for Chat {
+/// #     type Message = ();
+/// #     type Conn = ();
+/// #     fn on_data(&mut self, _: &mut dyn Context, _: ConnId, _: &mut (), _: &mut bytes::BytesMut) {}
+/// # }
+/// let mut reactor: Reactor<Chat> = Reactor::new(Config::default())?;
 /// let plain = reactor.listen(std::net::TcpListener::bind("127.0.0.1:5000")?)?;
 /// let secure = reactor.listen_on(
 ///     std::net::TcpListener::bind("127.0.0.1:5001")?,

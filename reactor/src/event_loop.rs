@@ -98,7 +98,8 @@ const MAILBOX_BATCH: usize = 256;
 /// # struct Echo;
 /// # impl Handler for Echo {
 /// #     type Message = ();
-/// #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+/// #     type Conn = ();
+/// #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
 /// #         cx.send_slice(id, input);
 /// #         input.clear();
 /// #     }
@@ -110,19 +111,19 @@ const MAILBOX_BATCH: usize = 256;
 /// reactor.run(&mut Echo)?;
 /// # Ok::<(), reactor::Error>(())
 /// ```
-pub struct Reactor<M = ()> {
+pub struct Reactor<H: Handler> {
     poller: Arc<Poller>,
     /// The poller's events, kept between turns so that a turn allocates
     /// nothing; out of place only during a turn.
     events: Option<Events>,
     config: Config,
-    conns: Slab<Conn>,
+    conns: Slab<Conn<H::Conn>>,
     /// Every listener, by `ListenerId`; all dropped when a stop begins.
     listeners: Vec<Listener>,
     signals: Option<Registered<SignalPipe>>,
     timers: Timers<Due>,
-    mailbox: Receiver<Command<M>>,
-    mailbox_tx: Sender<Command<M>>,
+    mailbox: Receiver<Command<H::Message>>,
+    mailbox_tx: Sender<Command<H::Message>>,
     /// The last turn stopped taking messages at `MAILBOX_BATCH`: more wait.
     mailbox_more: bool,
     /// The read buffer shared by every connection (see `read`).
@@ -174,6 +175,8 @@ pub struct Reactor<M = ()> {
 enum Due {
     /// The handler's, set with `Context::set_timer`.
     Handler(u64),
+    /// A connection's, set with `Context::set_conn_timer`.
+    Conn(ConnId, u64),
     /// The end of a `Context::pause_input`.
     Resume(ConnId),
     /// The deadline of a connection that must be established by then: an
@@ -181,9 +184,9 @@ enum Due {
     Establish(ConnId),
 }
 
-impl<M: Send + 'static> Reactor<M> {
+impl<H: Handler> Reactor<H> {
     /// Creates a loop with no sources.
-    pub fn new(config: Config) -> Result<Reactor<M>, Error> {
+    pub fn new(config: Config) -> Result<Reactor<H>, Error> {
         let poller = Poller::new().map_err(Error::Poller)?;
         if !poller.supports_level() {
             return Err(Error::Poller(io::Error::new(
@@ -284,7 +287,7 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// A handle for other threads to post messages to this loop or stop it.
-    pub fn handle(&self) -> Handle<M> {
+    pub fn handle(&self) -> Handle<H::Message> {
         Handle::new(self.mailbox_tx.clone(), &self.poller)
     }
 
@@ -295,7 +298,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// Runs until stopped (signal, [`Context::stop`], [`Handle::stop`]) and
     /// every connection is closed, or the shutdown timeout has passed.
-    pub fn run<H: Handler<Message = M>>(&mut self, handler: &mut H) -> Result<(), Error> {
+    pub fn run(&mut self, handler: &mut H) -> Result<(), Error> {
         while !self.turn(handler)? {}
         Ok(())
     }
@@ -308,7 +311,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// however the handler behaves: timers that timers set, and input handed
     /// back after a hold, wait for the next turn, and the mailbox gives at
     /// most 256 messages.
-    pub fn turn<H: Handler<Message = M>>(&mut self, handler: &mut H) -> Result<bool, Error> {
+    pub fn turn(&mut self, handler: &mut H) -> Result<bool, Error> {
         let capacity = EVENT_CAPACITY.try_into().expect("non-zero");
         let mut events = self
             .events
@@ -319,11 +322,7 @@ impl<M: Send + 'static> Reactor<M> {
         done
     }
 
-    fn turn_with<H: Handler<Message = M>>(
-        &mut self,
-        handler: &mut H,
-        events: &mut Events,
-    ) -> Result<bool, Error> {
+    fn turn_with(&mut self, handler: &mut H, events: &mut Events) -> Result<bool, Error> {
         self.announce(handler);
         events.clear();
         self.poller.wait(events, self.timeout())?;
@@ -403,7 +402,7 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// Messages posted from other threads, at most `MAILBOX_BATCH` a turn.
-    fn take_mail<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    fn take_mail(&mut self, handler: &mut H) {
         self.mailbox_more = false;
         for _ in 0..MAILBOX_BATCH {
             let Ok(cmd) = self.mailbox.try_recv() else {
@@ -422,12 +421,16 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// The timers due now that were set before this turn.
-    fn fire_timers<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    fn fire_timers(&mut self, handler: &mut H) {
         let horizon = self.timers.horizon();
         while let Some(due) = self.timers.pop_due(self.now, horizon) {
             match due {
                 Due::Handler(tag) => {
                     self.guarded(handler, "on_timer", |h, cx| h.on_timer(cx, tag));
+                    self.tell_closed(handler);
+                }
+                Due::Conn(id, tag) => {
+                    self.fire_conn_timer(handler, id, tag);
                     self.tell_closed(handler);
                 }
                 Due::Resume(id) => self.end_pause(id),
@@ -436,23 +439,54 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
+    /// A connection's timer is due: `on_conn_timer`, if the connection is
+    /// still open for the handler. Like input, a panic costs only it.
+    fn fire_conn_timer(&mut self, handler: &mut H, id: ConnId, tag: u64) {
+        if !self.live(id).is_some_and(|c| c.is_open() && c.owed_close) {
+            return; // gone: its timers went with it
+        }
+        let outcome = self.with_state(id, |cx, conn| {
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.on_conn_timer(cx, id, conn, tag)
+            }))
+        });
+        if matches!(outcome, Some(Err(_))) {
+            log::error!("{id}: the handler panicked in this connection's timer; closing it");
+            self.release(id, CloseReason::HandlerPanicked);
+        }
+    }
+
+    /// Runs `call` with `id`'s handler state, taken out of its slot for the
+    /// call (whose context is the whole loop, slab included) and put back
+    /// after: the slot is still there, as slots are freed only after the
+    /// batch. `None` if `id` is stale, released, or its state is out.
+    fn with_state<R>(
+        &mut self,
+        id: ConnId,
+        call: impl FnOnce(&mut Self, &mut H::Conn) -> R,
+    ) -> Option<R> {
+        let mut state = live_in(&mut self.conns, id)?.state.take()?;
+        let result = call(self, &mut state);
+        if let Some(conn) = self.conns.get_mut(id.slot()) {
+            if conn.gen == id.gen() {
+                conn.state = Some(state);
+            }
+        }
+        Some(result)
+    }
+
     /// Runs a callback that no connection can pay for (a message, a timer,
     /// the stop, a close). As a panic on one connection's input costs that
     /// connection, a panic here costs this call and nothing more: it is
     /// logged, and the loop goes on serving everyone.
-    fn guarded<H: Handler<Message = M>>(
-        &mut self,
-        handler: &mut H,
-        what: &str,
-        call: impl FnOnce(&mut H, &mut Self),
-    ) {
+    fn guarded(&mut self, handler: &mut H, what: &str, call: impl FnOnce(&mut H, &mut Self)) {
         if panic::catch_unwind(AssertUnwindSafe(|| call(handler, self))).is_err() {
             log::error!("the handler panicked in {what}; carrying on without that call");
         }
     }
 
     /// The connection `id` names, unless it is stale or already released.
-    fn live(&mut self, id: ConnId) -> Option<&mut Conn> {
+    fn live(&mut self, id: ConnId) -> Option<&mut Conn<H::Conn>> {
         live_in(&mut self.conns, id)
     }
 
@@ -472,7 +506,7 @@ impl<M: Send + 'static> Reactor<M> {
 }
 
 /// The connection `id` names in `conns`, unless it is stale or released.
-fn live_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+fn live_in<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
     conns
         .get_mut(id.slot())
         .filter(|c| c.gen == id.gen() && c.phase != Phase::Dead)

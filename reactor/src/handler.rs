@@ -21,11 +21,20 @@ pub trait Handler {
     /// [`Handle::post`](crate::Handle::post); `()` if nothing.
     type Message: Send + 'static;
 
+    /// What the handler keeps for each connection; `()` if nothing. The
+    /// driver holds it beside the connection: made with `Default` when the
+    /// connection is first known (accepted, attached, or asked for with
+    /// [`Context::connect`]), handed to every callback about that
+    /// connection, and handed back, by value, to `on_close`. So state that
+    /// belongs to one connection needs no map in the handler, and cannot
+    /// outlive it.
+    type Conn: Default;
+
     /// A connection is established and may now be sent to: accepted (for
     /// TLS, once its handshake is done), attached, or one the handler
     /// opened with [`Context::connect`]. [`Context::origin`] tells which.
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
-        let _ = (cx, id);
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn) {
+        let _ = (cx, id, conn);
     }
 
     /// Bytes arrived. `input` holds everything received and not yet consumed:
@@ -39,7 +48,13 @@ pub trait Handler {
     /// `id` and calls `on_data` again with the same unconsumed input, and no
     /// new bytes, once the hold ends. So `on_data` may be handed input it has
     /// seen before; it must take up where it left off.
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut);
+    fn on_data(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        input: &mut BytesMut,
+    );
 
     /// The connection is gone for the handler: `id` is stale from now on.
     /// Called exactly once for every id the handler was given — every
@@ -47,13 +62,28 @@ pub trait Handler {
     /// it finished), and every one it asked for with [`Context::connect`],
     /// established or not ([`CloseReason::ConnectFailed`]) — as soon as it
     /// starts closing (the loop may still be flushing it to the peer).
-    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
-        let _ = (cx, id, reason);
+    /// `conn` is the connection's state, given back.
+    fn on_close(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: Self::Conn,
+        reason: CloseReason,
+    ) {
+        let _ = (cx, id, conn, reason);
     }
 
     /// A timer set with [`Context::set_timer`] fired; `tag` is what it was set with.
     fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
         let _ = (cx, tag);
+    }
+
+    /// A timer set with [`Context::set_conn_timer`] for `id` fired; `tag`
+    /// is what it was set with. Never called once `id` has closed: a
+    /// connection's timers end with it. As with `on_data`, a panic here
+    /// costs only this connection.
+    fn on_conn_timer(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn, tag: u64) {
+        let _ = (cx, id, conn, tag);
     }
 
     /// A message posted from another thread arrived.
@@ -141,7 +171,13 @@ pub trait Context {
     /// from its other work.
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
 
-    /// Cancels a timer that has not fired; otherwise does nothing.
+    /// Calls `on_conn_timer(id, tag)` once, `after` from now, with `id`'s
+    /// state — unless `id` has closed by then: the timer ends with the
+    /// connection, and needs no cancelling in `on_close`. Fires on a later
+    /// turn, as `set_timer` does.
+    fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId;
+
+    /// Cancels a timer that has not fired (either kind); otherwise does nothing.
     fn cancel_timer(&mut self, timer: TimerId);
 
     /// Stops the loop gracefully, as SIGTERM does.

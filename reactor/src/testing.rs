@@ -8,7 +8,8 @@
 //! # struct Echo;
 //! # impl Handler for Echo {
 //! #     type Message = ();
-//! #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+//! #     type Conn = ();
+//! #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
 //! #         cx.send(id, input.split().freeze());
 //! #     }
 //! # }
@@ -95,6 +96,8 @@ impl MemConn {
 enum Due {
     /// A timer the handler set, with its tag.
     Timer(u64),
+    /// A timer the handler set for a connection, with its tag.
+    ConnTimer(ConnId, u64),
     /// The end of a connection's input pause.
     Resume(ConnId),
 }
@@ -214,10 +217,17 @@ impl Context for MemoryContext {
         self.schedule(after, Due::Timer(tag))
     }
 
+    fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
+        self.schedule(after, Due::ConnTimer(id, tag))
+    }
+
     fn cancel_timer(&mut self, timer: TimerId) {
         // A pause's key is never handed out, but a forged one must not
         // cancel it.
-        if matches!(self.due.get(timer), Some(Due::Timer(_))) {
+        if matches!(
+            self.due.get(timer),
+            Some(Due::Timer(_) | Due::ConnTimer(..))
+        ) {
             self.unschedule(timer);
         }
     }
@@ -270,6 +280,8 @@ impl MemoryContext {
 pub struct Harness<H: Handler> {
     /// The handler under test, for inspecting its state.
     pub handler: H,
+    /// The handler's state of each connection open for it.
+    states: BTreeMap<ConnId, H::Conn>,
     /// The context the handler acts on.
     pub cx: MemoryContext,
     max_input: Option<usize>,
@@ -281,6 +293,7 @@ impl<H: Handler> Harness<H> {
     pub fn new(handler: H) -> Harness<H> {
         Harness {
             handler,
+            states: BTreeMap::new(),
             cx: MemoryContext::new(),
             max_input: None,
         }
@@ -323,9 +336,20 @@ impl<H: Handler> Harness<H> {
         self.cx
             .conns
             .insert(id, MemConn::new(Origin::Accepted(listener)));
-        self.handler.on_open(&mut self.cx, id);
-        self.settle();
+        self.open(id);
         id
+    }
+
+    /// Tells the handler of `id`, with a state made for it.
+    fn open(&mut self, id: ConnId) {
+        let state = self.states.entry(id).or_default();
+        self.handler.on_open(&mut self.cx, id, state);
+        self.settle();
+    }
+
+    /// The handler's state of `id`, while it is open.
+    pub fn state(&self, id: ConnId) -> Option<&H::Conn> {
+        self.states.get(&id)
     }
 
     /// The outbound connections the handler asked for that are still
@@ -343,8 +367,7 @@ impl<H: Handler> Harness<H> {
     pub fn establish(&mut self, id: ConnId) {
         if self.dialing().iter().any(|&(d, _)| d == id) {
             self.cx.conns.get_mut(&id).expect("dialing").pending = false;
-            self.handler.on_open(&mut self.cx, id);
-            self.settle();
+            self.open(id);
         }
     }
 
@@ -390,6 +413,14 @@ impl<H: Handler> Harness<H> {
                 Some(Due::Timer(tag)) => {
                     self.handler.on_timer(&mut self.cx, tag);
                     self.settle();
+                }
+                Some(Due::ConnTimer(id, tag)) => {
+                    // Only while open: a connection's timers end with it.
+                    if self.cx.open(id).is_some() {
+                        let state = self.states.entry(id).or_default();
+                        self.handler.on_conn_timer(&mut self.cx, id, state, tag);
+                        self.settle();
+                    }
                 }
                 Some(Due::Resume(id)) => self.resume(id),
                 None => unreachable!("next_due returns a queued key"),
@@ -462,7 +493,8 @@ impl<H: Handler> Harness<H> {
             return;
         };
         let mut input = std::mem::take(&mut conn.input);
-        self.handler.on_data(&mut self.cx, id, &mut input);
+        let state = self.states.entry(id).or_default();
+        self.handler.on_data(&mut self.cx, id, state, &mut input);
         let backlogged = self.cx.backlogged(id);
         let Some(conn) = self.cx.conns.get_mut(&id) else {
             return;
@@ -518,7 +550,8 @@ impl<H: Handler> Harness<H> {
         if let Some(pause) = conn.paused.take() {
             self.cx.unschedule(pause);
         }
-        self.handler.on_close(&mut self.cx, id, reason);
+        let state = self.states.remove(&id).unwrap_or_default();
+        self.handler.on_close(&mut self.cx, id, state, reason);
     }
 
     /// Carries out the closes the handler asked for or caused, which may
@@ -552,8 +585,15 @@ mod tests {
 
     impl Handler for Repeat {
         type Message = ();
+        type Conn = ();
 
-        fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        fn on_data(
+            &mut self,
+            cx: &mut dyn Context,
+            id: ConnId,
+            _conn: &mut (),
+            input: &mut BytesMut,
+        ) {
             while !cx.backlogged(id) {
                 let Some(end) = input.iter().position(|&b| b == b'\n') else {
                     return;

@@ -244,11 +244,13 @@ impl<M: Send + 'static> Threaded<M> {
     pub fn run<H>(&mut self, handler: &mut H) -> Result<(), Error>
     where
         H: Handler<Message = M> + Send,
+        H::Conn: Send,
     {
         let places = Arc::new(Mutex::new(Places::new(&self.config, &self.poller)));
         let shared = Shared {
             state: Mutex::new(State {
                 handler,
+                states: Vec::new(),
                 core: Core {
                     peers: Slab::new(),
                     next_gen: 1,
@@ -283,6 +285,7 @@ impl<M: Send + 'static> Threaded<M> {
     ) -> Result<bool, Error>
     where
         H: Handler<Message = M> + Send,
+        H::Conn: Send,
     {
         events.clear();
         self.poller.wait(events, self.timeout(shared))?;
@@ -354,6 +357,7 @@ impl<M: Send + 'static> Threaded<M> {
         shared: &'scope Shared<'_, H>,
     ) where
         H: Handler<Message = M> + Send,
+        H::Conn: Send,
     {
         self.mailbox_more = false;
         for _ in 0..MAILBOX_BATCH {
@@ -383,6 +387,7 @@ impl<M: Send + 'static> Threaded<M> {
         stream: Stream,
     ) where
         H: Handler + Send,
+        H::Conn: Send,
     {
         let socket = match Socket::adopt(stream) {
             Ok(socket) => socket,
@@ -493,6 +498,7 @@ impl<M: Send + 'static> Threaded<M> {
         now: Instant,
     ) where
         H: Handler<Message = M> + Send,
+        H::Conn: Send,
     {
         for _ in 0..ACCEPT_BATCH {
             let Some(listener) = self.listeners.get_mut(index) else {
@@ -538,6 +544,7 @@ impl<M: Send + 'static> Threaded<M> {
         socket: Socket,
     ) where
         H: Handler<Message = M> + Send,
+        H::Conn: Send,
     {
         let config = &self.config;
         let endpoint = &self.listeners[from.index()].endpoint;
@@ -592,6 +599,7 @@ impl<M: Send + 'static> Threaded<M> {
 fn start_dials<'scope, H>(scope: &'scope Scope<'scope, '_>, shared: &'scope Shared<'_, H>)
 where
     H: Handler + Send,
+    H::Conn: Send,
 {
     let dials = mem::take(&mut shared.lock().core.dials);
     for dial in dials {
@@ -625,10 +633,25 @@ fn fire_timers<H: Handler>(shared: &Shared<'_, H>, now: Instant) {
     let horizon = shared.lock().core.timers.horizon();
     loop {
         let mut state = shared.lock();
-        let Some(tag) = state.core.timers.pop_due(now, horizon) else {
+        let Some(due) = state.core.timers.pop_due(now, horizon) else {
             return;
         };
-        state.call_guarded("on_timer", |h, cx| h.on_timer(cx, tag));
+        match due {
+            Due::Handler(tag) => state.call_guarded("on_timer", |h, cx| h.on_timer(cx, tag)),
+            Due::Conn(id, tag) => {
+                // A connection's timers end with it.
+                if state.core.get(id).is_none() {
+                    continue;
+                }
+                let call = || state.call_on(id, |h, cx, conn| h.on_conn_timer(cx, id, conn, tag));
+                if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+                    log::error!(
+                        "{id}: the handler panicked in this connection's timer; closing it"
+                    );
+                    state.release(id, CloseReason::HandlerPanicked);
+                }
+            }
+        }
     }
 }
 
@@ -686,6 +709,7 @@ impl Client {
     fn serve<'scope, H>(self, scope: &'scope Scope<'scope, '_>, shared: &'scope Shared<'_, H>)
     where
         H: Handler + Send,
+        H::Conn: Send,
     {
         let Some(socket) = self.link.stream.get() else {
             return;
@@ -846,7 +870,7 @@ impl Client {
             ),
         };
         // As with `on_data`: a panic here costs this client only.
-        let call = || state.call(|h, cx| h.on_open(cx, id));
+        let call = || state.call_on(id, |h, cx, conn| h.on_open(cx, id, conn));
         if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
             log::error!("{id}: the handler panicked opening this connection; closing it");
             state.release(id, CloseReason::HandlerPanicked);
@@ -1165,16 +1189,35 @@ impl Places {
 }
 
 /// The handler and the driver's side of its context, behind one lock.
-struct State<'h, H> {
+struct State<'h, H: Handler> {
     handler: &'h mut H,
     core: Core,
+    /// The handler's state of each connection it knows, by slot (with the
+    /// generation it belongs to): made when first needed, given to
+    /// `on_close` at the end.
+    states: Vec<Option<(u32, H::Conn)>>,
 }
 
 impl<H: Handler> State<'_, H> {
-    /// Runs a callback, then tells the handler of closes it caused.
-    fn call(&mut self, f: impl FnOnce(&mut H, &mut Core)) {
-        f(self.handler, &mut self.core);
+    /// Runs a callback about `id` with its state, then tells the handler
+    /// of closes it caused (`id`'s own among them, with the state).
+    fn call_on(&mut self, id: ConnId, f: impl FnOnce(&mut H, &mut Core, &mut H::Conn)) {
+        let mut conn = self.take_state(id);
+        f(self.handler, &mut self.core, &mut conn);
+        let slot = id.slot();
+        if self.states.len() <= slot {
+            self.states.resize_with(slot + 1, || None);
+        }
+        self.states[slot] = Some((id.gen(), conn));
         self.tell_closed();
+    }
+
+    /// `id`'s state, out of the table: its own, or a new one.
+    fn take_state(&mut self, id: ConnId) -> H::Conn {
+        match self.states.get_mut(id.slot()).and_then(Option::take) {
+            Some((gen, conn)) if gen == id.gen() => conn,
+            _ => H::Conn::default(),
+        }
     }
 
     /// Runs a callback of the main thread's (`on_timer`, `on_wake`,
@@ -1196,8 +1239,9 @@ impl<H: Handler> State<'_, H> {
     fn tell_closed(&mut self) {
         while let Some((id, reason)) = self.core.closing.pop() {
             log::debug!("{id}: closed ({reason})");
+            let conn = self.take_state(id);
             let (handler, core) = (&mut *self.handler, &mut self.core);
-            let call = || handler.on_close(core, id, reason);
+            let call = || handler.on_close(core, id, conn, reason);
             if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
                 log::error!("the handler panicked in on_close; carrying on without that call");
             }
@@ -1223,6 +1267,15 @@ impl<H: Handler> State<'_, H> {
     }
 }
 
+/// What a timer of the driver's own queue is for.
+#[derive(Debug)]
+enum Due {
+    /// The handler's, set with `Context::set_timer`.
+    Handler(u64),
+    /// A connection's, set with `Context::set_conn_timer`.
+    Conn(ConnId, u64),
+}
+
 /// A client as the handler sees it: open until removed from the slab.
 struct Peer {
     gen: u32,
@@ -1240,7 +1293,7 @@ struct Peer {
 struct Core {
     peers: Slab<Peer>,
     next_gen: u32,
-    timers: Timers,
+    timers: Timers<Due>,
     /// Connections that began closing in the current callback.
     closing: Vec<(ConnId, CloseReason)>,
     stop_requested: bool,
@@ -1425,7 +1478,15 @@ impl Context for Core {
             // The main thread may be asleep until a later deadline.
             let _ = self.poller.notify();
         }
-        self.timers.insert(at, tag)
+        self.timers.insert(at, Due::Handler(tag))
+    }
+
+    fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
+        let at = deadline(Instant::now(), after);
+        if self.timers.next_deadline().is_none_or(|next| at < next) {
+            let _ = self.poller.notify();
+        }
+        self.timers.insert(at, Due::Conn(id, tag))
     }
 
     fn cancel_timer(&mut self, timer: TimerId) {
@@ -1929,7 +1990,7 @@ fn deliver<H: Handler>(
         return false; // closing: discard
     }
     // As on the reactor: a panic on one client's input costs that client.
-    let call = || state.call(|h, cx| h.on_data(cx, id, input));
+    let call = || state.call_on(id, |h, cx, conn| h.on_data(cx, id, conn, input));
     if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
         log::error!("{id}: the handler panicked on this connection's input; closing it");
         state.release(id, CloseReason::HandlerPanicked);

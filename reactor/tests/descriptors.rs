@@ -31,13 +31,14 @@ struct Echo {
 
 impl Handler for Echo {
     type Message = ();
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         let addr = cx.peer_addr(id).expect("a TCP peer");
         self.opened.lock().unwrap().insert(addr);
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         cx.send_slice(id, input);
         input.clear();
     }

@@ -35,8 +35,9 @@ struct Probe {
 
 impl Handler for Probe {
     type Message = Connect;
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         let origin = cx.origin(id).expect("open");
         self.seen.send(Seen::Open(id, origin)).unwrap();
         if origin == Origin::Connected {
@@ -44,12 +45,12 @@ impl Handler for Probe {
         }
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
         cx.send(id, input.split().freeze());
     }
 
-    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         self.seen.send(Seen::Close(id, reason)).unwrap();
     }
 

@@ -54,12 +54,13 @@ struct Probe {
 
 impl Handler for Probe {
     type Message = Msg;
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         self.seen.send(Seen::Open(id, cx.origin(id))).unwrap();
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
         if &input[..] == b"quit" {
             cx.close(id);
@@ -69,7 +70,7 @@ impl Handler for Probe {
         input.clear();
     }
 
-    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         self.seen.send(Seen::Close(id, reason)).unwrap();
     }
 

@@ -47,8 +47,9 @@ const PANIC_ON_NEXT_OPEN: u32 = 0xdead;
 
 impl Handler for Probe {
     type Message = u32;
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         assert!(
             !std::mem::take(&mut self.fragile_open),
             "a handler bug in on_open"
@@ -60,12 +61,12 @@ impl Handler for Probe {
         self.seen.send(Seen::Open(id)).unwrap();
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
         (self.on_data)(cx, id, input);
     }
 
-    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         self.past.push(id);
         self.seen.send(Seen::Close(id, reason)).unwrap();
     }
@@ -491,7 +492,7 @@ fn posted_messages_arrive_and_stop_is_graceful(driver: Driver) {
 
 #[test]
 fn any_pollable_stream_can_be_attached_but_files_cannot() {
-    let mut reactor: Reactor<u32> = Reactor::new(Config::default()).unwrap();
+    let mut reactor: Reactor<Probe> = Reactor::new(Config::default()).unwrap();
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     reactor.attach(ours).unwrap();
     let (reader, mut writer) = std::io::pipe().unwrap();
@@ -596,13 +597,14 @@ struct FanOut {
 
 impl Handler for FanOut {
     type Message = ();
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         self.conns.push(id);
         cx.send(id, Bytes::from_static(b"ok\n"));
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         if self.conns.first() == Some(&id) {
             let message = Bytes::from_static(b"<x>\n");
             for _ in 0..input.len() {
@@ -662,8 +664,9 @@ struct Limited {
 
 impl Handler for Limited {
     type Message = ();
+    type Conn = ();
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         input.clear();
         let piece = Bytes::from(vec![b'x'; 200 * 1024]);
         let taken = (0..1000).take_while(|_| cx.send(id, piece.clone())).count();
@@ -709,8 +712,9 @@ struct SelfPoster {
 
 impl Handler for SelfPoster {
     type Message = Post;
+    type Conn = ();
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         echo(cx, id, input);
     }
 
@@ -997,12 +1001,13 @@ struct Fragile {
 
 impl Handler for Fragile {
     type Message = ();
+    type Conn = ();
 
-    fn on_open(&mut self, _cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         self.seen.send(Seen::Open(id)).unwrap();
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         echo(cx, id, input);
     }
 
@@ -1017,7 +1022,7 @@ impl Handler for Fragile {
         }
     }
 
-    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         self.seen.send(Seen::Close(id, reason)).unwrap();
         if self.panic_in == PanicIn::Close {
             panic!("a handler bug in on_close");
@@ -1051,6 +1056,7 @@ fn run_on<H>(
 )
 where
     H: Handler + Send + 'static,
+    H::Conn: Send,
 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1147,14 +1153,15 @@ struct Spinner {
 
 impl Handler for Spinner {
     type Message = ();
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, _id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, _id: ConnId, _conn: &mut ()) {
         if self.fired == 0 {
             cx.set_timer(Duration::ZERO, 0);
         }
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         echo(cx, id, input);
     }
 

@@ -46,8 +46,9 @@ pub struct Calc;
 
 impl Handler for Calc {
     type Message = ();
+    type Conn = ();
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         while let Some(line) = next_line(input, MAX_LINE) {
             let line = match line {
                 Ok(line) => line,

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, TimerId};
-use rustc_hash::FxHashMap;
 
 /// How long input without a line end must be followed by nothing to be
 /// taken as a line: well under the 2 s the original assignment's client
@@ -19,84 +18,106 @@ pub const QUIET: Duration = Duration::from_millis(300);
 /// by nothing for [`QUIET`], is handed to it with a `\n` added.
 ///
 /// What the inner handler leaves is taken out of the driver's input and
-/// kept here until more bytes come (it is then put back in front of them)
-/// or the quiet timer fires: a driver cannot be asked for a connection's
-/// input from a timer (the threaded driver hands it back only with new
-/// bytes). The wrapped handler must set no timers of its own: every timer
-/// that fires is taken as a connection's quiet timer, and not passed on.
+/// kept in the connection's state until more bytes come (it is then put
+/// back in front of them) or the connection's quiet timer fires: a driver
+/// cannot be asked for a connection's input from a timer (the threaded
+/// driver hands it back only with new bytes). The quiet timer is a
+/// connection timer of the wrapper's own, tagged [`QUIET_TAG`]; every other
+/// timer, of either kind, is the inner handler's and passes through.
 #[derive(Debug, Default)]
 pub struct EndLines<H> {
     inner: H,
-    /// The connections whose input waits without a line end.
-    waiting: FxHashMap<ConnId, Waiting>,
 }
 
-/// Input that waits without a line end.
-#[derive(Debug)]
-struct Waiting {
-    /// What the inner handler left.
-    input: BytesMut,
-    /// Fires once nothing more has come for [`QUIET`].
-    timer: TimerId,
+/// A connection's state: the inner handler's, and input that waits
+/// without a line end.
+#[derive(Debug, Default)]
+pub struct Quiet<C> {
+    inner: C,
+    /// What the inner handler left, and the timer that fires once nothing
+    /// more has come for [`QUIET`].
+    waiting: Option<(BytesMut, TimerId)>,
 }
+
+/// The tag of the wrapper's own connection timer, which the inner handler's
+/// connection timers must not use.
+pub const QUIET_TAG: u64 = u64::MAX;
 
 impl<H: Handler> EndLines<H> {
     /// `inner`, with its unterminated lines ended after a quiet moment.
     pub fn new(inner: H) -> EndLines<H> {
-        EndLines {
-            inner,
-            waiting: FxHashMap::default(),
-        }
+        EndLines { inner }
     }
 
     /// Hands `input` to the inner handler, and keeps what it leaves, if
     /// anything, until more comes or `QUIET` has passed.
-    fn serve(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        self.inner.on_data(cx, id, input);
+    fn serve(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: &mut Quiet<H::Conn>,
+        input: &mut BytesMut,
+    ) {
+        self.inner.on_data(cx, id, &mut conn.inner, input);
         // A line the inner handler left whole (it stopped for a backlog)
         // is not ended again; and a closed connection has nothing to wait.
         if input.is_empty() || input.contains(&b'\n') || cx.backlogged(id) {
             return;
         }
-        let timer = cx.set_timer(QUIET, id.to_bits());
-        let input = input.split();
-        self.waiting.insert(id, Waiting { input, timer });
+        let timer = cx.set_conn_timer(id, QUIET, QUIET_TAG);
+        conn.waiting = Some((input.split(), timer));
     }
 }
 
 impl<H: Handler> Handler for EndLines<H> {
     type Message = H::Message;
+    type Conn = Quiet<H::Conn>;
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
-        self.inner.on_open(cx, id);
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn) {
+        self.inner.on_open(cx, id, &mut conn.inner);
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        if let Some(waiting) = self.waiting.remove(&id) {
-            cx.cancel_timer(waiting.timer);
-            let mut joined = waiting.input;
+    fn on_data(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        input: &mut BytesMut,
+    ) {
+        if let Some((mut joined, timer)) = conn.waiting.take() {
+            cx.cancel_timer(timer);
             joined.extend_from_slice(input);
             input.clear();
-            self.serve(cx, id, &mut joined);
+            self.serve(cx, id, conn, &mut joined);
             // Anything left whole goes back to the driver, in order.
             input.extend_from_slice(&joined);
         } else {
-            self.serve(cx, id, input);
+            self.serve(cx, id, conn, input);
         }
     }
 
-    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
-        if let Some(waiting) = self.waiting.remove(&id) {
-            cx.cancel_timer(waiting.timer);
-        }
-        self.inner.on_close(cx, id, reason);
+    fn on_close(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: Self::Conn,
+        reason: CloseReason,
+    ) {
+        // The quiet timer ended with the connection.
+        self.inner.on_close(cx, id, conn.inner, reason);
     }
 
     fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
-        let id = ConnId::from_bits(tag);
-        if let Some(Waiting { mut input, .. }) = self.waiting.remove(&id) {
+        self.inner.on_timer(cx, tag);
+    }
+
+    fn on_conn_timer(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn, tag: u64) {
+        if tag != QUIET_TAG {
+            return self.inner.on_conn_timer(cx, id, &mut conn.inner, tag);
+        }
+        if let Some((mut input, _)) = conn.waiting.take() {
             input.extend_from_slice(b"\n");
-            self.inner.on_data(cx, id, &mut input);
+            self.inner.on_data(cx, id, &mut conn.inner, &mut input);
         }
     }
 
@@ -119,6 +140,11 @@ mod tests {
     use crate::calc::Calc;
     use reactor::testing::Harness;
 
+    /// Whether `c` has no input waiting for its quiet timer.
+    fn nothing_waits(h: &Harness<EndLines<Calc>>, c: ConnId) -> bool {
+        h.state(c).is_none_or(|state| state.waiting.is_none())
+    }
+
     /// Nothing arrives for [`QUIET`].
     fn stay_quiet(h: &mut Harness<EndLines<Calc>>) {
         h.advance(QUIET);
@@ -137,7 +163,7 @@ mod tests {
         stay_quiet(&mut h);
         assert_eq!(h.take_text(c), "Hello\n");
         assert_eq!(h.pending_input(c), 0);
-        assert!(h.handler.waiting.is_empty(), "nothing kept once answered");
+        assert!(nothing_waits(&h, c), "nothing kept once answered");
     }
 
     #[test]
@@ -159,12 +185,12 @@ mod tests {
         let c = h.connect();
         h.receive(c, "1 + 1\n2 * 3\n");
         assert_eq!(h.take_text(c), "2\n6\n");
-        assert!(h.handler.waiting.is_empty());
+        assert!(nothing_waits(&h, c));
         h.receive(c, "bye");
         stay_quiet(&mut h);
         assert_eq!(h.take_text(c), "Bye\n");
         assert_eq!(h.closed(c), Some(CloseReason::Requested));
-        assert!(h.handler.waiting.is_empty());
+        assert!(h.state(c).is_none(), "the state went with the connection");
     }
 
     #[test]
@@ -173,7 +199,7 @@ mod tests {
         let c = h.connect();
         h.receive(c, "1 +");
         h.disconnect(c);
-        assert!(h.handler.waiting.is_empty());
+        assert!(h.state(c).is_none(), "the state went with the connection");
         stay_quiet(&mut h);
         assert_eq!(h.take_text(c), "");
     }

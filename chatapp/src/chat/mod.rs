@@ -684,8 +684,9 @@ impl Chat {
 
 impl Handler for Chat {
     type Message = ConsoleLine;
+    type Conn = ();
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         if !self.admit(cx, id) {
             // Not a client: `on_close` will find nothing to forget.
             cx.send(id, Bytes::from_static(TOO_MANY_FROM_ADDRESS));
@@ -709,7 +710,7 @@ impl Handler for Chat {
         self.clients.insert(id, client);
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         self.resume_greeting(cx, id, input);
         // Telnet's commands first: they are below the lines, and may be in
         // the middle of one. What is stripped and left unread comes back
@@ -736,7 +737,7 @@ impl Handler for Chat {
         }
     }
 
-    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         // A client this handler closed was forgotten then; this one went away
         // by itself, or the server is stopping and everyone is going at once.
         if reason == CloseReason::Shutdown {

@@ -291,7 +291,7 @@ fn the_transcript_says_why_a_client_was_cut_off_and_the_room_only_who() {
         CloseReason::Error(io::ErrorKind::TimedOut),
     ];
     for (&id, reason) in ids.iter().zip(reasons) {
-        h.handler.on_close(&mut h.cx, id, reason);
+        h.handler.on_close(&mut h.cx, id, (), reason);
     }
     assert_eq!(
         h.take_text(ids[5]),

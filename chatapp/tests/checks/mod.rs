@@ -199,6 +199,10 @@ impl Context for Watch<'_> {
         self.cx.set_timer(after, tag)
     }
 
+    fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
+        self.cx.set_conn_timer(id, after, tag)
+    }
+
     fn cancel_timer(&mut self, timer: TimerId) {
         self.cx.cancel_timer(timer);
     }
@@ -239,25 +243,43 @@ impl Watched {
 
 impl Handler for Watched {
     type Message = ConsoleLine;
+    type Conn = <Chat as Handler>::Conn;
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId) {
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn) {
         let (chat, mut cx) = self.watch(cx);
-        chat.on_open(&mut cx, id);
+        chat.on_open(&mut cx, id, conn);
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn on_data(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        input: &mut BytesMut,
+    ) {
         let (chat, mut cx) = self.watch(cx);
-        chat.on_data(&mut cx, id, input);
+        chat.on_data(&mut cx, id, conn, input);
     }
 
-    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, reason: CloseReason) {
+    fn on_close(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        conn: Self::Conn,
+        reason: CloseReason,
+    ) {
         let (chat, mut cx) = self.watch(cx);
-        chat.on_close(&mut cx, id, reason);
+        chat.on_close(&mut cx, id, conn, reason);
     }
 
     fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
         let (chat, mut cx) = self.watch(cx);
         chat.on_timer(&mut cx, tag);
+    }
+
+    fn on_conn_timer(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn, tag: u64) {
+        let (chat, mut cx) = self.watch(cx);
+        chat.on_conn_timer(&mut cx, id, conn, tag);
     }
 
     fn on_wake(&mut self, cx: &mut dyn Context, msg: ConsoleLine) {

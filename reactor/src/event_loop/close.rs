@@ -12,7 +12,7 @@ pub(super) fn close_reason(err: &io::Error) -> CloseReason {
     }
 }
 
-impl<M: Send + 'static> Reactor<M> {
+impl<H: Handler> Reactor<H> {
     /// Starts closing `id` gracefully: flush, shut down writing, linger.
     /// For the handler the connection is gone at once: it can no longer
     /// send to it, and is told (`on_close`) when its callback returns. It
@@ -56,15 +56,19 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// Calls `on_close` for the connections that closed during the last
     /// callback. Those calls may close more; they are told too.
-    pub(super) fn tell_closed<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    pub(super) fn tell_closed(&mut self, handler: &mut H) {
         while let Some((id, reason)) = self.untold.pop() {
             let Some(conn) = self.conns.get_mut(id.slot()) else {
                 continue;
             };
             if conn.gen == id.gen() && conn.owed_close {
                 conn.owed_close = false;
+                // Out of the slot for good: the handler has it back.
+                let state = conn.state.take().unwrap_or_default();
                 log::debug!("{id}: closed ({reason})");
-                self.guarded(handler, "on_close", |h, cx| h.on_close(cx, id, reason));
+                self.guarded(handler, "on_close", |h, cx| {
+                    h.on_close(cx, id, state, reason)
+                });
             }
         }
     }
@@ -112,7 +116,7 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// Frees the slots released in this turn; told first, if not yet.
-    pub(super) fn free_dead<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    pub(super) fn free_dead(&mut self, handler: &mut H) {
         self.tell_closed(handler);
         for slot in self.dead.drain(..) {
             // Dropping the connection deletes it from the poller, then closes it.
@@ -123,7 +127,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// Whether a graceful stop has ended: everyone gone, or the deadline
     /// passed (then whoever is left is cut off). The first turn of a stop
     /// that still waits says what for.
-    pub(super) fn stopped<H: Handler<Message = M>>(&mut self, handler: &mut H) -> bool {
+    pub(super) fn stopped(&mut self, handler: &mut H) -> bool {
         let Some(deadline) = self.stop_deadline else {
             return false;
         };
@@ -186,7 +190,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// Begins a graceful stop: no more accepting, a last word from the
     /// handler, then every connection flushed and closed.
-    pub(super) fn begin_stop<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    pub(super) fn begin_stop(&mut self, handler: &mut H) {
         self.stop_deadline = Some(deadline(self.now, self.config.shutdown_timeout));
         self.listeners.clear();
         self.guarded(handler, "on_stop", |h, cx| h.on_stop(cx));
@@ -198,7 +202,7 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// The stop deadline passed: whoever is still there is cut off.
-    pub(super) fn cut_off_all<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    pub(super) fn cut_off_all(&mut self, handler: &mut H) {
         let ids = self.ids();
         for id in ids {
             self.release(id, CloseReason::Shutdown);

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<M: Send + 'static> Context for Reactor<M> {
+impl<H: Handler> Context for Reactor<H> {
     fn now(&self) -> Instant {
         self.now
     }
@@ -74,6 +74,11 @@ impl<M: Send + 'static> Context for Reactor<M> {
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
         self.timers
             .insert(deadline(self.now, after), Due::Handler(tag))
+    }
+
+    fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
+        self.timers
+            .insert(deadline(self.now, after), Due::Conn(id, tag))
     }
 
     fn cancel_timer(&mut self, timer: TimerId) {

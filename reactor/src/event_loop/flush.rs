@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<M: Send + 'static> Reactor<M> {
+impl<H: Handler> Reactor<H> {
     pub(super) fn queue_flush(&mut self, id: ConnId) {
         if let Some(conn) = self.live(id) {
             if !conn.flush_queued {
@@ -16,7 +16,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// Writes every connection that has output, then watches for
     /// writability only those that still have some. Closing a connection
     /// can make the handler send more, so repeat until done.
-    pub(super) fn flush_all<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    pub(super) fn flush_all(&mut self, handler: &mut H) {
         let mut list = mem::take(&mut self.flush_list);
         while !list.is_empty() {
             for slot in list.drain(..) {

@@ -12,14 +12,14 @@ const MIN_READ: usize = 16 * 1024;
 /// `Ok(0)` is an end of stream with nothing before it. Only plain TCP can
 /// look (TLS records are no end of stream even when they are a
 /// `close_notify`); the others answer that nothing can be told (`WouldBlock`).
-fn peek(conn: &Conn) -> io::Result<usize> {
+fn peek<S>(conn: &Conn<S>) -> io::Result<usize> {
     match (conn.io.source(), &conn.transport) {
         (Stream::Tcp(s), Transport::Plain) => s.peek(&mut [0]),
         _ => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 
-impl<M: Send + 'static> Reactor<M> {
+impl<H: Handler> Reactor<H> {
     /// A pause set with `pause_input` may be over: if it is (it may have
     /// been replaced by a later one), read again and hand back what waits.
     pub(super) fn end_pause(&mut self, id: ConnId) {
@@ -59,7 +59,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// gone meanwhile. A flooder paused again by every line it is handed
     /// back would otherwise never be read, and a client that left would
     /// keep its place for as long as its delayed lines took.
-    pub(super) fn hand_back_input<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+    pub(super) fn hand_back_input(&mut self, handler: &mut H) {
         for id in mem::take(&mut self.redeliver) {
             let ready = self
                 .live(id)
@@ -76,12 +76,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// what the handler leaves unconsumed is copied into the connection's own
     /// buffer. So an idle connection holds no input memory, and a read that
     /// leaves more waiting is simply followed by another readiness report.
-    pub(super) fn read<H: Handler<Message = M>>(
-        &mut self,
-        handler: &mut H,
-        id: ConnId,
-        hand_back: bool,
-    ) {
+    pub(super) fn read(&mut self, handler: &mut H, id: ConnId, hand_back: bool) {
         // TLS decrypts into the scratch buffer what it reads now and what
         // it held of a record begun in an earlier read: room for a record more.
         let tls =
@@ -218,12 +213,7 @@ impl<M: Send + 'static> Reactor<M> {
     /// Hands the handler `fresh` bytes, after what it left unconsumed last
     /// time, as one contiguous buffer; keeps what it leaves now. With no
     /// fresh bytes, this hands back input that was held.
-    pub(super) fn deliver<H: Handler<Message = M>>(
-        &mut self,
-        handler: &mut H,
-        id: ConnId,
-        mut fresh: BytesMut,
-    ) {
+    pub(super) fn deliver(&mut self, handler: &mut H, id: ConnId, mut fresh: BytesMut) {
         let Some(conn) = self.live(id) else { return };
         let mut kept = conn.take_input();
         let from_scratch = kept.is_empty();
@@ -238,8 +228,10 @@ impl<M: Send + 'static> Reactor<M> {
         }
         // Input comes from strangers: a handler bug it triggers costs that
         // one connection, not every client of the loop.
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_data(self, id, input)));
-        if outcome.is_err() {
+        let outcome = self.with_state(id, |cx, conn| {
+            panic::catch_unwind(AssertUnwindSafe(|| handler.on_data(cx, id, conn, input)))
+        });
+        if matches!(outcome, Some(Err(_))) {
             log::error!("{id}: the handler panicked on this connection's input; closing it");
             self.release(id, CloseReason::HandlerPanicked);
             return;

@@ -25,8 +25,8 @@ pub(super) struct Listener {
     pub(super) paused_until: Option<Instant>,
 }
 
-impl<M: Send + 'static> Reactor<M> {
-    pub(super) fn announce<H: Handler<Message = M>>(&mut self, handler: &mut H) {
+impl<H: Handler> Reactor<H> {
+    pub(super) fn announce(&mut self, handler: &mut H) {
         while let Some(slot) = self.unannounced.pop() {
             let conn = &mut self.conns[slot];
             conn.owed_close = true;
@@ -37,9 +37,11 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// Tells the handler of a new connection. As with `on_data`, a panic
     /// in the handler costs only this connection.
-    pub(super) fn open_conn<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.on_open(self, id)));
-        if outcome.is_err() {
+    pub(super) fn open_conn(&mut self, handler: &mut H, id: ConnId) {
+        let outcome = self.with_state(id, |cx, conn| {
+            panic::catch_unwind(AssertUnwindSafe(|| handler.on_open(cx, id, conn)))
+        });
+        if matches!(outcome, Some(Err(_))) {
             log::error!("{id}: the handler panicked opening this connection; closing it");
             self.release(id, CloseReason::HandlerPanicked);
         }
@@ -87,7 +89,7 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// Serves a stream handed over through a [`Handle`]: it is opened at once.
-    pub(super) fn adopt<H: Handler<Message = M>>(&mut self, handler: &mut H, stream: Stream) {
+    pub(super) fn adopt(&mut self, handler: &mut H, stream: Stream) {
         let registered = stream.prepare().and_then(|()| {
             self.register(stream, Transport::Plain, Origin::Attached, Interest::READ)
         });
@@ -102,7 +104,7 @@ impl<M: Send + 'static> Reactor<M> {
 
     /// An outbound connection reported writable (or broken): its `connect`
     /// is done, one way or the other.
-    pub(super) fn finish_connect<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+    pub(super) fn finish_connect(&mut self, handler: &mut H, id: ConnId) {
         let Some(conn) = self.live(id) else { return };
         let Stream::Tcp(socket) = conn.io.source() else {
             return;
@@ -132,7 +134,7 @@ impl<M: Send + 'static> Reactor<M> {
     }
 
     /// `id` is established (connected, its handshake done): the handler hears of it.
-    pub(super) fn establish<H: Handler<Message = M>>(&mut self, handler: &mut H, id: ConnId) {
+    pub(super) fn establish(&mut self, handler: &mut H, id: ConnId) {
         let Some(conn) = self.live(id).filter(|c| c.pending_open) else {
             return;
         };
@@ -156,7 +158,7 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    pub(super) fn accept<H: Handler<Message = M>>(&mut self, handler: &mut H, index: usize) {
+    pub(super) fn accept(&mut self, handler: &mut H, index: usize) {
         for _ in 0..ACCEPT_BATCH {
             let Some(listener) = self.listeners.get_mut(index) else {
                 return;
@@ -182,12 +184,7 @@ impl<M: Send + 'static> Reactor<M> {
         }
     }
 
-    pub(super) fn admit<H: Handler<Message = M>>(
-        &mut self,
-        handler: &mut H,
-        index: usize,
-        stream: std::net::TcpStream,
-    ) {
+    pub(super) fn admit(&mut self, handler: &mut H, index: usize, stream: std::net::TcpStream) {
         let listener = &self.listeners[index];
         let from = ListenerId(index as u32);
         let over_limit = self.open >= self.config.max_connections

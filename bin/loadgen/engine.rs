@@ -100,6 +100,8 @@ pub struct Outcome {
     pub own_cpu: CpuTime,
     /// The server's resident memory at the end, in KiB.
     pub server_rss_kib: Option<u64>,
+    /// Over TLS: the protocol version and cipher suite negotiated.
+    pub tls: Option<String>,
 }
 
 /// Why a run failed.
@@ -229,11 +231,11 @@ pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure>
                     workload.stop_sending();
                 }
                 if workload.finished() {
-                    return Ok(finish(plan, setup, now - since, cpu_before));
+                    return Ok(finish(plan, &net, setup, now - since, cpu_before));
                 }
             }
             Phase::Holding { since, until } if now >= until => {
-                return Ok(finish(plan, setup, now - since, cpu_before));
+                return Ok(finish(plan, &net, setup, now - since, cpu_before));
             }
             _ => {}
         }
@@ -292,9 +294,9 @@ impl Start {
     }
 }
 
-/// The measurements taken when the run ends, against those taken when it
-/// started.
-pub fn finish(plan: &Plan, setup: Duration, elapsed: Duration, start: Start) -> Outcome {
+/// The measurements taken when the run over `net` ends, against those taken
+/// when it started.
+pub fn finish(plan: &Plan, net: &Net, setup: Duration, elapsed: Duration, start: Start) -> Outcome {
     let server_cpu = plan
         .server_pid
         .zip(start.server)
@@ -305,5 +307,6 @@ pub fn finish(plan: &Plan, setup: Duration, elapsed: Duration, start: Start) -> 
         server_cpu,
         own_cpu: CpuTime::of(None).unwrap_or_default().since(start.own),
         server_rss_kib: plan.server_pid.and_then(|pid| stats::rss_kib(pid).ok()),
+        tls: net.negotiated().map(str::to_string),
     }
 }

@@ -113,7 +113,7 @@ pub fn run(plan: &Plan, concurrency: usize, per_conn: Option<u64>) -> Result<Han
         }
         let all_started = stopping || total.is_some_and(|t| counts.sent == t);
         if all_started && free.len() == concurrency {
-            let outcome = engine::finish(plan, Duration::ZERO, now - start, cpu_before);
+            let outcome = engine::finish(plan, &net, Duration::ZERO, now - start, cpu_before);
             return Ok(Handshakes {
                 outcome,
                 counts,

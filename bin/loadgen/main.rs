@@ -429,7 +429,7 @@ fn report(out: &mut dyn Write, args: &Args, addr: SocketAddr, run: &Run) -> io::
     if args.json {
         let value = serde_json::json!({
             "mode": args.mode.name(),
-            "tls": args.tls,
+            "tls": outcome.tls,
             "addr": addr.to_string(),
             "connections": run.connections,
             "senders": fanout.then(|| args.senders.unwrap_or(args.connections)),
@@ -463,9 +463,16 @@ fn report(out: &mut dyn Write, args: &Args, addr: SocketAddr, run: &Run) -> io::
         Mode::Handshake => ("handshakes", "handshake"),
         _ => ("messages", "message"),
     };
-    let over = if args.tls { " over TLS" } else { "" };
+    let over = match &outcome.tls {
+        Some(negotiated) => format!(" over {negotiated}"),
+        None => String::new(),
+    };
     if args.mode == Mode::Handshake {
-        writeln!(out, "handshakes with {addr}: {} at a time", run.connections)?;
+        writeln!(
+            out,
+            "handshakes with {addr}{over}: {} at a time",
+            run.connections
+        )?;
     } else {
         let in_flight = match args.batch {
             Some(n) => format!("batches of {n}"),

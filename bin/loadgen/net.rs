@@ -126,6 +126,9 @@ pub struct Net {
     scratch: Vec<u8>,
     /// Speak TLS on every connection, as this client.
     tls: Option<tls::Client>,
+    /// What the first TLS handshake settled on (they all settle on the
+    /// same with one server).
+    negotiated: Option<String>,
 }
 
 /// Readiness for one connection, out of a wait.
@@ -150,6 +153,7 @@ impl Net {
             slots,
             scratch: vec![0; READ_BUFFER],
             tls,
+            negotiated: None,
         })
     }
 
@@ -187,6 +191,12 @@ impl Net {
     /// Whether `conn` is still connecting.
     pub fn is_connecting(&self, conn: usize) -> bool {
         matches!(self.slots[conn], Slot::Connecting(_))
+    }
+
+    /// The TLS protocol version and cipher suite of the first handshake
+    /// done, as `TLSv1_3 TLS13_AES_256_GCM_SHA384`.
+    pub fn negotiated(&self) -> Option<&str> {
+        self.negotiated.as_deref()
     }
 
     /// Whether `conn` is up and may be used: connected, and done with its
@@ -333,6 +343,9 @@ impl Net {
         }
         check_kept(conn, kept)?;
         if received.established {
+            if self.negotiated.is_none() {
+                self.negotiated = session.negotiated();
+            }
             return Ok(Ok(Status::Established));
         }
         let result = if kept.is_empty() {

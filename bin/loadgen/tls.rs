@@ -93,6 +93,14 @@ pub struct Received {
 }
 
 impl Session {
+    /// The protocol version and cipher suite the handshake settled on, as
+    /// `TLSv1_3 TLS13_AES_256_GCM_SHA384`; `None` before it is done.
+    pub fn negotiated(&self) -> Option<String> {
+        let version = self.conn.protocol_version()?;
+        let suite = self.conn.negotiated_cipher_suite()?.suite();
+        Some(format!("{version:?} {suite:?}"))
+    }
+
     /// Whether the handshake is still under way.
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()

@@ -1,6 +1,7 @@
-//! The run itself: connect every connection, wait until the workload says
-//! all are ready (greeted, subscribed), then measure — or, with `--idle`,
-//! just hold them — within a deadline.
+//! The run itself: connect every connection (over TLS: and finish its
+//! handshake), wait until the workload says all are ready (greeted,
+//! subscribed), then measure — or, with `--idle`, just hold them — within a
+//! deadline.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,16 +9,18 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 
-use crate::net::{ConnError, Net, Outbox, Ready};
+use crate::net::{ConnError, Net, Outbox, Ready, Status};
 use crate::stats::{self, CpuTime};
+use crate::tls;
 
-/// Connects started but not finished, at most: enough to keep the server's
-/// accept queue busy, few enough not to overflow it (a dropped SYN is
-/// retried only a second later).
+/// Connects started but not finished (TLS: handshakes included), at most:
+/// enough to keep the server's accept queue busy, few enough not to
+/// overflow it (a dropped SYN is retried only a second later), nor to keep
+/// a handshake waiting behind so many others that it times out.
 const CONNECT_WINDOW: usize = 256;
 /// Longest a wait may sleep, so that deadlines and the progress bar are
 /// looked at often enough.
-const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// What a workload has done so far.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,7 +38,8 @@ pub struct Counts {
 pub trait Workload {
     /// How many connections it needs.
     fn connections(&self) -> usize;
-    /// Connection `conn` is up: queue its greeting, if it has one.
+    /// Connection `conn` is up (over TLS: its handshake done): queue its
+    /// greeting, if it has one.
     fn on_connect(&mut self, conn: usize, out: &mut Outbox);
     /// Bytes from `conn` (with whatever it left unconsumed last time):
     /// check them, queue what follows, and return how many were consumed.
@@ -78,6 +82,8 @@ pub struct Plan {
     pub deadline: Instant,
     /// The server's process, to measure its CPU time and memory.
     pub server_pid: Option<u32>,
+    /// Speak TLS, as this client.
+    pub tls: Option<tls::Client>,
     /// Progress, or a hidden bar.
     pub progress: ProgressBar,
 }
@@ -94,6 +100,8 @@ pub struct Outcome {
     pub own_cpu: CpuTime,
     /// The server's resident memory at the end, in KiB.
     pub server_rss_kib: Option<u64>,
+    /// Over TLS: the protocol version and cipher suite negotiated.
+    pub tls: Option<String>,
 }
 
 /// Why a run failed.
@@ -124,7 +132,7 @@ enum Phase {
 pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure> {
     let count = workload.connections();
     let fail = |e: std::io::Error| Failure::Run(crate::describe(&e));
-    let mut net = Net::new(count).map_err(fail)?;
+    let mut net = Net::new(count, plan.tls.clone()).map_err(fail)?;
     let mut out = Outbox::new(count);
     let mut events = Vec::with_capacity(1024);
     let mut ready = Vec::with_capacity(1024);
@@ -136,7 +144,7 @@ pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure>
     let mut connected = 0;
     let mut phase = Phase::Setup;
     let mut setup = Duration::ZERO;
-    let mut cpu_before = (None, CpuTime::default());
+    let mut cpu_before = Start::default();
     let progress = &plan.progress;
     progress.set_length(count as u64);
     progress.set_message("connecting");
@@ -159,40 +167,41 @@ pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure>
             writable,
         } in &ready
         {
+            let mut established = false;
             if net.is_connecting(conn) {
-                net.finish_connect(conn)
+                established = net
+                    .finish_connect(conn)
                     .map_err(|e| Failure::Connect(e, connected))?;
-                connecting -= 1;
-                connected += 1;
-                workload.on_connect(conn, &mut out);
-                continue;
-            }
-            if readable {
+            } else if readable {
                 let result = net
                     .read(conn, |input| workload.on_input(conn, input, now, &mut out))
-                    .map_err(broken)?;
-                match result {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    .map_err(|e| broken(&net, e, connected))?;
+                match result.map_err(Failure::Run)? {
+                    Status::Open => {}
+                    Status::Established => established = true,
+                    Status::Closed => {
                         return Err(Failure::Run(format!(
                             "connection {conn} was closed by the server"
                         )))
                     }
-                    Err(mismatch) => return Err(Failure::Run(mismatch)),
                 }
             }
-            if writable {
-                net.flush(conn, &mut out).map_err(broken)?;
+            if established {
+                connecting -= 1;
+                connected += 1;
+                workload.on_connect(conn, &mut out);
+                net.drain(conn, |input| workload.on_input(conn, input, now, &mut out))
+                    .map_err(Failure::Run)?;
+            } else if writable {
+                net.flush(conn, &mut out)
+                    .map_err(|e| broken(&net, e, connected))?;
             }
         }
 
         match phase {
             Phase::Setup if connected == count && workload.ready(connected) => {
                 setup = now - setup_start;
-                cpu_before = (
-                    plan.server_pid.and_then(|pid| CpuTime::of(Some(pid)).ok()),
-                    CpuTime::of(None).unwrap_or_default(),
-                );
+                cpu_before = Start::now(plan);
                 if plan.idle {
                     let hold = plan.duration.unwrap_or_default();
                     progress.set_message("holding");
@@ -222,18 +231,19 @@ pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure>
                     workload.stop_sending();
                 }
                 if workload.finished() {
-                    return Ok(finish(plan, setup, now - since, cpu_before));
+                    return Ok(finish(plan, &net, setup, now - since, cpu_before));
                 }
             }
             Phase::Holding { since, until } if now >= until => {
-                return Ok(finish(plan, setup, now - since, cpu_before));
+                return Ok(finish(plan, &net, setup, now - since, cpu_before));
             }
             _ => {}
         }
 
         out.take_dirty(&mut dirty);
         for &conn in &dirty {
-            net.flush(conn, &mut out).map_err(broken)?;
+            net.flush(conn, &mut out)
+                .map_err(|e| broken(&net, e, connected))?;
         }
 
         if now >= plan.deadline {
@@ -253,8 +263,13 @@ pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure>
     }
 }
 
-/// A connection that broke, as a failure of the run.
-fn broken(e: ConnError) -> Failure {
+/// A connection that broke, as a failure of the run: one that was not yet
+/// established (a TLS handshake that failed: a certificate not trusted, a
+/// server that does not speak TLS) is one the run could not make.
+pub fn broken(net: &Net, e: ConnError, connected: usize) -> Failure {
+    if !net.is_established(e.conn) {
+        return Failure::Connect(e.error, connected);
+    }
     Failure::Run(format!(
         "connection {}: {}",
         e.conn,
@@ -262,23 +277,36 @@ fn broken(e: ConnError) -> Failure {
     ))
 }
 
-/// The measurements taken when the run ends, against those taken when it
-/// started.
-fn finish(
-    plan: &Plan,
-    setup: Duration,
-    elapsed: Duration,
-    (server_before, own_before): (Option<CpuTime>, CpuTime),
-) -> Outcome {
+/// The CPU times taken when the measured part of a run starts.
+#[derive(Clone, Copy, Default)]
+pub struct Start {
+    server: Option<CpuTime>,
+    own: CpuTime,
+}
+
+impl Start {
+    /// The CPU times of the server (if `plan` names it) and of loadgen now.
+    pub fn now(plan: &Plan) -> Start {
+        Start {
+            server: plan.server_pid.and_then(|pid| CpuTime::of(Some(pid)).ok()),
+            own: CpuTime::of(None).unwrap_or_default(),
+        }
+    }
+}
+
+/// The measurements taken when the run over `net` ends, against those taken
+/// when it started.
+pub fn finish(plan: &Plan, net: &Net, setup: Duration, elapsed: Duration, start: Start) -> Outcome {
     let server_cpu = plan
         .server_pid
-        .zip(server_before)
+        .zip(start.server)
         .and_then(|(pid, before)| Some(CpuTime::of(Some(pid)).ok()?.since(before)));
     Outcome {
         setup,
         elapsed,
         server_cpu,
-        own_cpu: CpuTime::of(None).unwrap_or_default().since(own_before),
+        own_cpu: CpuTime::of(None).unwrap_or_default().since(start.own),
         server_rss_kib: plan.server_pid.and_then(|pid| stats::rss_kib(pid).ok()),
+        tls: net.negotiated().map(str::to_string),
     }
 }

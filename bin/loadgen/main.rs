@@ -8,26 +8,31 @@
 //! per second, bytes per second, latency percentiles from an HDR
 //! histogram, and, given the server's pid, its CPU time per message. What
 //! comes back is checked, and the first mismatch ends the run with an
-//! error.
+//! error. With `--tls` every connection speaks TLS (see `tls`), and
+//! `--mode handshake` measures the handshakes themselves.
 
 mod echo;
 mod engine;
 mod fanout;
+mod handshake;
 mod nats;
 mod net;
 mod payload;
 mod stats;
+mod tls;
 
 use std::io::{self, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use chatapp::cli::describe;
 use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use engine::{Failure, Outcome, Plan, Workload};
+use engine::{Counts, Failure, Outcome, Plan, Workload};
 use fanout::Protocol;
 use stats::Latency;
 
@@ -50,7 +55,8 @@ const SPARE_FILES: u64 = 32;
 /// lines, each relayed to the 99 others); `loadgen 4222 --mode nats -c 100
 /// --senders 1 --batch 64 -d 5s` (one publisher to 100 NATS subscribers, 64
 /// messages to a write); `loadgen 5000 --mode chat -c 10000 --idle -d 30s`
-/// (hold 10,000 greeted clients for 30 s).
+/// (hold 10,000 greeted clients for 30 s); `loadgen 5001 --tls --ca
+/// cert.pem --mode handshake -c 50 -d 5s` (TLS handshakes, 50 at a time).
 #[derive(Parser)]
 #[command(
     version,
@@ -68,12 +74,13 @@ struct Args {
     /// What to speak.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
-    /// Connections: echo streams, chat clients, or Redis or NATS
-    /// subscribers.
+    /// Connections: echo streams, chat clients, Redis or NATS subscribers,
+    /// or handshakes at a time.
     #[arg(short = 'c', long, default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     connections: u64,
-    /// Messages each connection sends (fan-out: each sender).
+    /// Messages each connection sends (fan-out: each sender; handshake:
+    /// handshakes each connection makes, one after the other).
     #[arg(short = 'n', long, default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     messages: u64,
@@ -126,6 +133,22 @@ struct Args {
     /// Allow a server address that is not loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// Speak TLS (echo, echo-lines, chat, handshake): the server's
+    /// certificate must be signed by --ca and name --tls-name.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// The certificate (PEM) to trust with --tls: benchmarks use
+    /// self-signed ones, so no system roots are trusted.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// The name the server's certificate must have.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "localhost",
+        requires = "tls"
+    )]
+    tls_name: String,
 }
 
 /// What loadgen speaks to the server.
@@ -142,6 +165,9 @@ enum Mode {
     Redis,
     /// NATS on one subject, a second reference for chat fan-out.
     Nats,
+    /// TLS handshakes (needs --tls): connect, complete the handshake,
+    /// close, again; measures handshakes.
+    Handshake,
 }
 
 impl Mode {
@@ -152,13 +178,14 @@ impl Mode {
             Mode::Chat => "chat",
             Mode::Redis => "redis",
             Mode::Nats => "nats",
+            Mode::Handshake => "handshake",
         }
     }
 
     /// The fan-out protocol this mode speaks, if it is a fan-out mode.
     fn fanout(self) -> Option<Protocol> {
         match self {
-            Mode::Echo | Mode::EchoLines => None,
+            Mode::Echo | Mode::EchoLines | Mode::Handshake => None,
             Mode::Chat => Some(Protocol::Chat),
             Mode::Redis => Some(Protocol::Redis),
             Mode::Nats => Some(Protocol::Nats),
@@ -186,58 +213,25 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     let sources = sources(args.sources, addr)?;
-    let connections = args.connections as usize;
-    let size = args.size as usize;
-    let pipeline = args.batch.unwrap_or(args.pipeline) as usize;
-    let per_conn = args.duration.is_none().then_some(args.messages);
-    let epoch = Instant::now();
-
-    let mut workload: Box<dyn Workload> = match args.mode.fanout() {
-        None => {
-            for (given, option) in [
-                (args.senders.is_some(), "--senders"),
-                (args.batch.is_some(), "--batch"),
-            ] {
-                if given {
-                    return Err(format!(
-                        "{option} is for the fan-out modes: chat, redis, nats"
-                    ));
-                }
-            }
-            let lines = args.mode == Mode::EchoLines;
-            Box::new(echo::Echo::new(
-                lines,
-                connections,
-                size,
-                pipeline,
-                per_conn,
-            ))
-        }
-        Some(protocol) => {
-            if protocol == Protocol::Chat && connections < 2 && !args.idle {
-                return Err(
-                    "chat needs at least two clients (-c 2): one to send, one to receive".into(),
-                );
-            }
-            let senders = args.senders.map_or(connections, |n| n as usize);
-            if protocol == Protocol::Chat && senders > connections {
-                return Err(format!(
-                    "--senders {senders} is more than the {connections} clients"
-                ));
-            }
-            Box::new(fanout::Fanout::new(
-                protocol,
-                connections,
-                senders,
-                size,
-                pipeline,
-                args.batch.is_some(),
-                per_conn,
-                epoch,
-            ))
-        }
+    let tls = match &args.ca {
+        Some(ca) if args.tls => Some(tls::Client::new(ca, &args.tls_name)?),
+        _ => None,
     };
-    raise_file_limit(workload.connections() as u64)?;
+    if tls.is_some() && matches!(args.mode, Mode::Redis | Mode::Nats) {
+        return Err(format!(
+            "--tls is for netchat's servers (echo, echo-lines, chat, handshake), not {}",
+            args.mode.name()
+        ));
+    }
+    if args.mode == Mode::Handshake && tls.is_none() {
+        return Err("--mode handshake measures TLS handshakes: add --tls --ca FILE".into());
+    }
+    let epoch = Instant::now();
+    let workload = workload(args, epoch)?;
+    let connections = workload
+        .as_ref()
+        .map_or(args.connections as usize, |w| w.connections());
+    raise_file_limit(connections as u64)?;
 
     let timeout = args
         .timeout
@@ -258,13 +252,87 @@ fn run(args: &Args) -> Result<(), String> {
         idle: args.idle,
         deadline: epoch + timeout,
         server_pid: args.server_pid,
+        tls,
         progress,
     };
-    let result = engine::run(workload.as_mut(), &plan);
+    let per_conn = args.duration.is_none().then_some(args.messages);
+    let (result, total) = match workload {
+        None => {
+            let result = handshake::run(&plan, connections, per_conn)
+                .map(|h| (h.outcome, h.counts, h.latency));
+            (result, per_conn.map(|n| n * connections as u64))
+        }
+        Some(mut workload) => {
+            let result = engine::run(workload.as_mut(), &plan)
+                .map(|outcome| (outcome, workload.counts(), workload.latency().clone()));
+            (result, workload.total())
+        }
+    };
     plan.progress.finish_and_clear();
-    let outcome = result.map_err(|failure| explain(failure, addr, &*workload, timeout))?;
-    report(&mut io::stdout().lock(), args, addr, &*workload, &outcome)
+    let (outcome, counts, latency) =
+        result.map_err(|failure| explain(failure, addr, total, timeout))?;
+    let run = Run {
+        connections,
+        counts,
+        latency: &latency,
+        outcome: &outcome,
+    };
+    report(&mut io::stdout().lock(), args, addr, &run)
         .map_err(|e| format!("cannot write the report: {e}"))
+}
+
+/// The workload `args` ask for, or `None` for handshakes, which are not one
+/// (see `handshake`).
+fn workload(args: &Args, epoch: Instant) -> Result<Option<Box<dyn Workload>>, String> {
+    let connections = args.connections as usize;
+    let size = args.size as usize;
+    let pipeline = args.batch.unwrap_or(args.pipeline) as usize;
+    let per_conn = args.duration.is_none().then_some(args.messages);
+    let Some(protocol) = args.mode.fanout() else {
+        for (given, option) in [
+            (args.senders.is_some(), "--senders"),
+            (args.batch.is_some(), "--batch"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{option} is for the fan-out modes: chat, redis, nats"
+                ));
+            }
+        }
+        if args.mode == Mode::Handshake {
+            if args.idle {
+                return Err("--idle holds connections; --mode handshake closes them".into());
+            }
+            return Ok(None);
+        }
+        let lines = args.mode == Mode::EchoLines;
+        return Ok(Some(Box::new(echo::Echo::new(
+            lines,
+            connections,
+            size,
+            pipeline,
+            per_conn,
+        ))));
+    };
+    if protocol == Protocol::Chat && connections < 2 && !args.idle {
+        return Err("chat needs at least two clients (-c 2): one to send, one to receive".into());
+    }
+    let senders = args.senders.map_or(connections, |n| n as usize);
+    if protocol == Protocol::Chat && senders > connections {
+        return Err(format!(
+            "--senders {senders} is more than the {connections} clients"
+        ));
+    }
+    Ok(Some(Box::new(fanout::Fanout::new(
+        protocol,
+        connections,
+        senders,
+        size,
+        pipeline,
+        args.batch.is_some(),
+        per_conn,
+        epoch,
+    ))))
 }
 
 /// The first address `host` resolves to.
@@ -305,13 +373,9 @@ fn raise_file_limit(connections: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// A failed run as a sentence.
-fn explain(
-    failure: Failure,
-    addr: SocketAddr,
-    workload: &dyn Workload,
-    timeout: Duration,
-) -> String {
+/// A failed run as a sentence; `total` is how many messages (or
+/// handshakes) it was to complete, if known.
+fn explain(failure: Failure, addr: SocketAddr, total: Option<u64>, timeout: Duration) -> String {
     match failure {
         Failure::Connect(e, connected) => {
             let hint = match e.raw_os_error() {
@@ -330,11 +394,9 @@ fn explain(
         }
         Failure::Run(message) => message,
         Failure::Timeout(counts) => {
-            let of = workload
-                .total()
-                .map_or(String::new(), |total| format!(" of {total}"));
+            let of = total.map_or(String::new(), |total| format!(" of {total}"));
             format!(
-                "timed out after {}: {}{of} messages completed",
+                "timed out after {}: {}{of} completed",
                 humantime::format_duration(timeout),
                 counts.completed
             )
@@ -342,19 +404,22 @@ fn explain(
     }
 }
 
+/// What a run did, for the report.
+struct Run<'a> {
+    connections: usize,
+    counts: Counts,
+    /// The latency of every message (delivery, handshake), in nanoseconds.
+    latency: &'a Histogram<u64>,
+    outcome: &'a Outcome,
+}
+
 /// Writes what was measured to `out`, for people or (--json) for scripts.
-fn report(
-    out: &mut dyn Write,
-    args: &Args,
-    addr: SocketAddr,
-    workload: &dyn Workload,
-    outcome: &Outcome,
-) -> io::Result<()> {
-    let counts = workload.counts();
+fn report(out: &mut dyn Write, args: &Args, addr: SocketAddr, run: &Run) -> io::Result<()> {
+    let (counts, outcome) = (run.counts, run.outcome);
     let seconds = outcome.elapsed.as_secs_f64();
     let rate = counts.completed as f64 / seconds;
     let mb_per_sec = counts.bytes as f64 / seconds / 1e6;
-    let latency = Latency::of(workload.latency());
+    let latency = Latency::of(run.latency);
     let per_message =
         |d: Duration| (counts.completed > 0).then(|| d.as_nanos() as f64 / counts.completed as f64);
     let server_ns = outcome.server_cpu.and_then(|cpu| per_message(cpu.total()));
@@ -364,8 +429,9 @@ fn report(
     if args.json {
         let value = serde_json::json!({
             "mode": args.mode.name(),
+            "tls": outcome.tls,
             "addr": addr.to_string(),
-            "connections": workload.connections(),
+            "connections": run.connections,
             "senders": fanout.then(|| args.senders.unwrap_or(args.connections)),
             "size": args.size,
             "pipeline": args.batch.unwrap_or(args.pipeline),
@@ -392,37 +458,55 @@ fn report(
         return writeln!(out, "{value}");
     }
 
-    let (what, one) = if fanout {
-        ("deliveries", "delivery")
+    let (what, one) = match args.mode {
+        _ if fanout => ("deliveries", "delivery"),
+        Mode::Handshake => ("handshakes", "handshake"),
+        _ => ("messages", "message"),
+    };
+    let over = match &outcome.tls {
+        Some(negotiated) => format!(" over {negotiated}"),
+        None => String::new(),
+    };
+    if args.mode == Mode::Handshake {
+        writeln!(
+            out,
+            "handshakes with {addr}{over}: {} at a time",
+            run.connections
+        )?;
     } else {
-        ("messages", "message")
-    };
-    let in_flight = match args.batch {
-        Some(n) => format!("batches of {n}"),
-        None => format!("pipeline {}", args.pipeline),
-    };
-    writeln!(
-        out,
-        "{} to {addr}: {} connections, {}-byte messages, {in_flight}",
-        args.mode.name(),
-        workload.connections(),
-        args.size,
-    )?;
-    writeln!(
-        out,
-        "  ready        {} connections in {:.2} s",
-        workload.connections(),
-        outcome.setup.as_secs_f64()
-    )?;
+        let in_flight = match args.batch {
+            Some(n) => format!("batches of {n}"),
+            None => format!("pipeline {}", args.pipeline),
+        };
+        writeln!(
+            out,
+            "{} to {addr}{over}: {} connections, {}-byte messages, {in_flight}",
+            args.mode.name(),
+            run.connections,
+            args.size,
+        )?;
+        writeln!(
+            out,
+            "  ready        {} connections in {:.2} s",
+            run.connections,
+            outcome.setup.as_secs_f64()
+        )?;
+    }
     if args.idle {
         writeln!(out, "  held         for {seconds:.2} s")?;
     } else {
         if fanout {
             writeln!(out, "  sent         {} messages", counts.sent)?;
         }
+        // Handshakes carry no data of the workload's.
+        let throughput = if args.mode == Mode::Handshake {
+            String::new()
+        } else {
+            format!(", {mb_per_sec:.1} MB/s")
+        };
         writeln!(
             out,
-            "  {what:<12} {} in {seconds:.2} s: {rate:.0}/s, {mb_per_sec:.1} MB/s",
+            "  {what:<12} {} in {seconds:.2} s: {rate:.0}/s{throughput}",
             counts.completed
         )?;
         writeln!(

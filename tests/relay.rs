@@ -1,0 +1,150 @@
+//! The relay example (examples/relay.rs) from the outside, in front of
+//! server4 (echo) or of a listener of the test's own: lines go through both
+//! ways, an upstream that cannot be reached is one `ERR` line, and either
+//! end closing ends the other.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+
+use common::{expect_bytes, ChatClient, Server, TIMEOUT};
+
+const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
+
+/// The relay example's binary, built on first use by the cargo that runs
+/// these tests. `CARGO_BIN_EXE_…` names binaries only, and `cargo test`
+/// builds the examples only when it builds every target (not for
+/// `cargo test --test relay`), so this file cannot rely on one being there,
+/// or being fresh. Cargo says where it put it; when it is up to date, the
+/// build costs a fraction of a second.
+fn relay_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        // Without the variables cargo set for this test: build scripts
+        // (ring's) are rerun when they change, so the inner build would
+        // rebuild half the tree, and the next outer build the same again.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+            {
+                cargo.env_remove(&*name);
+            }
+        }
+        let output = cargo
+            .args(["build", "--quiet", "--example", "relay"])
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo");
+        assert!(
+            output.status.success(),
+            "cargo build --example relay failed"
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "relay")
+            .find_map(|msg| msg["executable"].as_str().map(str::to_owned))
+            .expect("cargo names the relay's executable")
+    })
+}
+
+/// The relay on 127.0.0.1, in front of `upstream` (`HOST:PORT`).
+fn relay(upstream: &str) -> Server {
+    Server::start(relay_bin(), &[upstream])
+}
+
+/// A listener on 127.0.0.1 whose `accept` gives up after [`TIMEOUT`].
+fn upstream_listener() -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SO_RCVTIMEO bounds `accept` too, on Linux.
+    socket2::SockRef::from(&listener)
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap();
+    listener
+}
+
+/// The next connection to `listener`, with [`TIMEOUT`] on its reads.
+fn accept(listener: &TcpListener) -> BufReader<TcpStream> {
+    let (stream, _) = listener.accept().expect("the relay connects");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    BufReader::new(stream)
+}
+
+/// The next line from `from`, with its `\n`; empty at the end of the stream.
+fn read_line(from: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    from.read_line(&mut line)
+        .expect("a line within the timeout");
+    line
+}
+
+#[test]
+fn lines_go_through_to_the_upstream_and_back() {
+    let echo = Server::start(SERVER4, &[]);
+    let relay = relay(&echo.addr().to_string());
+    let mut client = ChatClient::connect(relay.addr());
+    client.send("Hi");
+    client.expect_line("Hi");
+    // Only whole lines are passed on: the first half waits for the rest.
+    client.send_bytes(b"half a ");
+    client.send("line");
+    client.expect_line("half a line");
+
+    // More than any queue's high water, both ways: each end is slowed
+    // while the other's peer catches up, and nothing is lost.
+    let lines: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+    let mut stream = TcpStream::connect(relay.addr()).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = lines.clone();
+    let writing = thread::spawn(move || writer.write_all(sent.as_bytes()));
+    expect_bytes(&mut stream, lines.as_bytes(), TIMEOUT);
+    writing.join().unwrap().expect("write");
+}
+
+#[test]
+fn an_upstream_that_cannot_be_reached_is_one_err_line_then_the_end() {
+    // A port nobody listens on: bound, then closed.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = relay(&gone.to_string());
+    let mut client = ChatClient::connect(relay.addr());
+    client.expect_line("ERR upstream unreachable: connection refused");
+    client.expect_eof();
+}
+
+#[test]
+fn the_upstream_closing_ends_the_client() {
+    // server4 echoes `bye`, then closes.
+    let echo = Server::start(SERVER4, &[]);
+    let relay = relay(&echo.addr().to_string());
+    let mut client = ChatClient::connect(relay.addr());
+    client.send("bye");
+    client.expect_line("bye");
+    client.expect_eof();
+}
+
+#[test]
+fn the_client_closing_ends_its_upstream_connection() {
+    let listener = upstream_listener();
+    let relay = relay(&listener.local_addr().unwrap().to_string());
+    let mut client = ChatClient::connect(relay.addr());
+    let mut upstream = accept(&listener);
+    client.send("to the upstream");
+    assert_eq!(read_line(&mut upstream), "to the upstream\n");
+    upstream.get_mut().write_all(b"to the client\n").unwrap();
+    client.expect_line("to the client");
+    drop(client);
+    assert_eq!(read_line(&mut upstream), "", "the end of the stream");
+}

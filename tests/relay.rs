@@ -5,13 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
+use std::time::Duration;
 
-use common::{expect_bytes, ChatClient, Server, TIMEOUT};
+use common::{connect, expect_bytes, ChatClient, Server, TIMEOUT};
 
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
@@ -147,4 +148,47 @@ fn the_client_closing_ends_its_upstream_connection() {
     client.expect_line("to the client");
     drop(client);
     assert_eq!(read_line(&mut upstream), "", "the end of the stream");
+}
+
+#[test]
+fn a_client_that_does_not_read_slows_its_upstream_and_loses_nothing() {
+    let listener = upstream_listener();
+    let relay = relay(&listener.local_addr().unwrap().to_string());
+    let mut client = connect(relay.addr());
+    let mut upstream = accept(&listener).into_inner();
+
+    // The upstream writes and the client does not read. The socket buffers
+    // fill, then the relay's queue to the client, to high water; then the
+    // relay stops reading the upstream, and TCP stops it: a write blocks.
+    // Without that hold, the relay would read on and queue until the
+    // client's queue passed max_output (1 MiB), and cut the client off.
+    upstream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let lines: String = (0..8_000).map(|i| format!("line {i}\n")).collect();
+    let chunk = lines.as_bytes();
+    let mut sent = Vec::new();
+    loop {
+        // Far more than the sockets and the relay's queue hold.
+        assert!(sent.len() < 16 << 20, "the upstream was never slowed down");
+        match upstream.write(chunk) {
+            Ok(n) => sent.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("the relay gave up after {} bytes: {e}", sent.len()),
+        }
+    }
+    // Once the client reads, it gets every whole line the upstream wrote
+    // (a line the last write cut short waits for its end).
+    let end = sent
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    expect_bytes(&mut client, &sent[..end], TIMEOUT);
 }

@@ -6,11 +6,11 @@
 mod common;
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{connect, expect_bytes, ChatClient, Server, TIMEOUT};
 
@@ -100,11 +100,11 @@ fn lines_go_through_to_the_upstream_and_back() {
     client.send("line");
     client.expect_line("half a line");
 
-    // More than any queue's high water, both ways: each end is slowed
-    // while the other's peer catches up, and nothing is lost.
+    // Half a megabyte of lines, written while the echo is read: more than
+    // a read, a write budget or a queue's high water, and it comes back
+    // whole and in order.
     let lines: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
-    let mut stream = TcpStream::connect(relay.addr()).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut stream = connect(relay.addr());
     let mut writer = stream.try_clone().unwrap();
     let sent = lines.clone();
     let writing = thread::spawn(move || writer.write_all(sent.as_bytes()));
@@ -123,6 +123,63 @@ fn an_upstream_that_cannot_be_reached_is_one_err_line_then_the_end() {
     let mut client = ChatClient::connect(relay.addr());
     client.expect_line("ERR upstream unreachable: connection refused");
     client.expect_eof();
+}
+
+#[test]
+fn lines_sent_before_the_upstream_is_reached_are_not_lost() {
+    // An upstream whose backlog (0: one connection waiting) is full: the
+    // kernel drops the relay's SYN, and the connect waits for its
+    // retransmission, a second later.
+    let upstream = TcpListener::from(
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap(),
+    );
+    let socket = socket2::SockRef::from(&upstream);
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let _waiting = TcpStream::connect(addr).unwrap();
+
+    let relay = relay(&addr.to_string());
+    let mut client = ChatClient::connect(relay.addr());
+    client.send("early");
+    await_connecting_to(addr);
+    // Room for one more: the retransmitted SYN gets in.
+    drop(upstream.accept().unwrap());
+    let mut upstream = accept(&upstream);
+    assert_eq!(read_line(&mut upstream), "early\n");
+    upstream.get_mut().write_all(b"late\n").unwrap();
+    client.expect_line("late");
+}
+
+/// Waits until a socket of this host is connecting to `addr` (`SYN_SENT`
+/// in /proc/net/tcp), for [`TIMEOUT`] at most. Nothing can be read that
+/// would say so, so this looks every few milliseconds.
+fn await_connecting_to(addr: SocketAddr) {
+    // Addresses are hex there, the IPv4 one in the byte order of memory.
+    let SocketAddr::V4(v4) = addr else {
+        panic!("an IPv4 address")
+    };
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let connecting = table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+        });
+        if connecting {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing connects to {addr}");
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! docs/extending.md.
 //!
 //! ```text
-//! $ cargo run --bin server4 -- localhost 5000        # an echo server
-//! $ cargo run --example relay -- localhost 6000 localhost:5000
+//! $ cargo run --bin server4 -- 127.0.0.1 5000        # an echo server
+//! $ cargo run --example relay -- 127.0.0.1 6000 127.0.0.1:5000
 //! listening on 127.0.0.1:6000
-//! $ nc localhost 6000
+//! $ nc 127.0.0.1 6000
 //! hello
 //! hello
 //! ```
@@ -131,7 +131,8 @@ fn serve() -> Result<(), Box<dyn Error>> {
         return Err("usage: relay LISTEN_HOST LISTEN_PORT UPSTREAM_HOST:UPSTREAM_PORT".into());
     };
     let port: u16 = port.parse().map_err(|_| format!("invalid port '{port}'"))?;
-    // Resolved once, here: a DNS lookup in a callback would stall the loop.
+    // Resolved once, here, to its first address: a DNS lookup in a
+    // callback would stall the loop.
     let upstream = upstream
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve '{upstream}': {e}"))?

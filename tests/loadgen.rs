@@ -2,18 +2,17 @@
 //! server): it must complete small runs and count them right, and fail loudly — status 1, one
 //! `error: …` line — when it cannot connect or gets back something else
 //! than it sent. No test here looks at how fast anything is. The TLS tests
-//! make their certificate at test time (rcgen), for `localhost`.
+//! make their certificates at test time (`common::tls`).
 
 mod common;
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use common::tls::Certs;
 use common::{run, Server};
 use serde_json::Value;
 
@@ -29,46 +28,12 @@ fn loadgen(server: &Server, args: &[&str]) -> Output {
     run(LOADGEN, &argv, b"")
 }
 
-/// A self-signed certificate for `localhost` and its key, as PEM files in
-/// a directory of this test's own, removed when it is dropped.
-struct Certificate {
-    dir: PathBuf,
-}
-
-impl Certificate {
-    fn new(name: &str) -> Certificate {
-        let dir =
-            std::env::temp_dir().join(format!("netchat-loadgen-{}-{name}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
-        fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).unwrap();
-        Certificate { dir }
-    }
-
-    fn cert(&self) -> String {
-        self.dir.join("cert.pem").display().to_string()
-    }
-
-    /// Starts `bin` with TLS on a free port beside the plain one.
-    fn serve(&self, bin: &str) -> Server {
-        let (cert, key) = (self.cert(), self.dir.join("key.pem").display().to_string());
-        Server::start(
-            bin,
-            &["--tls-port", "0", "--tls-cert", &cert, "--tls-key", &key],
-        )
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Runs loadgen against `server`'s TLS port with `args`, trusting `ca`.
-fn loadgen_tls(server: &Server, ca: &Certificate, args: &[&str]) -> Output {
-    let (port, ca) = (server.tls_addr().port().to_string(), ca.cert());
+fn loadgen_tls(server: &Server, certs: &Certs, args: &[&str]) -> Output {
+    let (port, ca) = (
+        server.tls_addr().port().to_string(),
+        certs.ca().display().to_string(),
+    );
     let mut argv = vec![port.as_str(), "--tls", "--ca", &ca];
     argv.extend(args);
     run(LOADGEN, &argv, b"")
@@ -316,8 +281,8 @@ fn other_hosts_are_refused_without_allow_remote() {
 
 #[test]
 fn echo_over_tls_counts_every_message() {
-    let cert = Certificate::new("echo");
-    let server = cert.serve(SERVER4);
+    let cert = Certs::new();
+    let server = cert.serve(SERVER4, &[]);
     // Small messages, and messages larger than what rustls encrypts or
     // holds decrypted at a time (64 KiB, 16 KiB).
     for (size, messages) in [("64", 800), ("100000", 40)] {
@@ -344,8 +309,8 @@ fn echo_over_tls_counts_every_message() {
 
 #[test]
 fn chat_over_tls_delivers_every_message_to_every_other_client() {
-    let cert = Certificate::new("chat");
-    let server = cert.serve(SERVER3);
+    let cert = Certs::new();
+    let server = cert.serve(SERVER3, &[]);
     let args = [
         "--mode",
         "chat",
@@ -364,8 +329,8 @@ fn chat_over_tls_delivers_every_message_to_every_other_client() {
 
 #[test]
 fn handshake_mode_counts_every_handshake() {
-    let cert = Certificate::new("handshake");
-    let server = cert.serve(SERVER4);
+    let cert = Certs::new();
+    let server = cert.serve(SERVER4, &[]);
     let args = ["--mode", "handshake", "-c", "4", "-n", "10", "--json"];
     let report = report(&loadgen_tls(&server, &cert, &args));
     assert_eq!(report["mode"], "handshake");
@@ -375,9 +340,9 @@ fn handshake_mode_counts_every_handshake() {
 
 #[test]
 fn a_certificate_not_trusted_is_one_error_line() {
-    let cert = Certificate::new("trusted");
-    let other = Certificate::new("other");
-    let server = cert.serve(SERVER4);
+    let cert = Certs::new();
+    let other = Certs::new();
+    let server = cert.serve(SERVER4, &[]);
     let output = loadgen_tls(&server, &other, &["-n", "1"]);
     let port = server.tls_addr().port();
     let error = error(&output);

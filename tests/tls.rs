@@ -16,21 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::tls::Certs;
-use common::{ChatClient, Server, TIMEOUT};
+use common::{ChatClient, TIMEOUT};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 const SERVER2: &str = env!("CARGO_BIN_EXE_server2");
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
-
-/// Starts `bin` with TLS on a free port beside the plain one.
-fn serve(certs: &Certs, bin: &str, more: &[&str]) -> Server {
-    let (cert, key) = (path(certs.cert()), path(certs.key()));
-    let mut args = vec!["--tls-port", "0", "--tls-cert", &cert, "--tls-key", &key];
-    args.extend_from_slice(more);
-    Server::start(bin, &args)
-}
 
 fn path(path: PathBuf) -> String {
     path.display().to_string()
@@ -90,7 +82,7 @@ impl TlsChat {
 
 fn tls_and_plain_clients_share_one_room(bin: &str) {
     let cert = Certs::new();
-    let server = serve(&cert, bin, &[]);
+    let server = cert.serve(bin, &[]);
     let client = cert.client_config();
     let (mut plain, plain_nick) = ChatClient::join(server.addr());
     let (mut secure, secure_nick) = TlsChat::join(server.tls_addr(), &client);
@@ -117,7 +109,7 @@ fn tls_and_plain_clients_share_one_room_on_server2() {
 #[test]
 fn the_plain_endpoint_is_announced_first_and_unchanged() {
     let cert = Certs::new();
-    let server = serve(&cert, SERVER4, &[]);
+    let server = cert.serve(SERVER4, &[]);
     assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
     assert_eq!(server.tls_addr().ip().to_string(), "127.0.0.1");
     assert_ne!(server.addr().port(), server.tls_addr().port());
@@ -126,7 +118,7 @@ fn the_plain_endpoint_is_announced_first_and_unchanged() {
 #[test]
 fn a_mebibyte_echoed_over_tls_comes_back_byte_exact() {
     let cert = Certs::new();
-    let server = serve(&cert, SERVER4, &["--raw"]);
+    let server = cert.serve(SERVER4, &["--raw"]);
     let mut tls = tls_connect(server.tls_addr(), &cert.client_config());
     let sent: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -156,7 +148,7 @@ fn a_mebibyte_echoed_over_tls_comes_back_byte_exact() {
 #[test]
 fn plaintext_to_the_tls_port_or_a_stalled_handshake_costs_only_that_client() {
     let cert = Certs::new();
-    let server = serve(&cert, SERVER3, &["--handshake-timeout", "1"]);
+    let server = cert.serve(SERVER3, &["--handshake-timeout", "1"]);
     let client = cert.client_config();
     let (mut alice, _) = TlsChat::join(server.tls_addr(), &client);
     let (mut bob, bob_nick) = ChatClient::join(server.addr());
@@ -241,7 +233,7 @@ fn openssl_s_client_chats_with_server3() {
         return;
     }
     let cert = Certs::new();
-    let server = serve(&cert, SERVER3, &[]);
+    let server = cert.serve(SERVER3, &[]);
     let (mut bob, _) = ChatClient::join(server.addr());
     let port = server.tls_addr().port().to_string();
     let mut openssl = Command::new("openssl")
@@ -283,7 +275,7 @@ fn socat_echoes_through_server4() {
         return;
     }
     let cert = Certs::new();
-    let server = serve(&cert, SERVER4, &[]);
+    let server = cert.serve(SERVER4, &[]);
     let port = server.tls_addr().port();
     let address = format!(
         "OPENSSL:127.0.0.1:{port},cafile={},commonname=localhost,verify=1",

@@ -14,6 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use super::Server;
+
 /// The names the server certificate is valid for.
 pub const NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 
@@ -79,6 +81,17 @@ impl Certs {
     /// The server's private key, for `--tls-key`.
     pub fn key(&self) -> PathBuf {
         self.dir.join("key.pem")
+    }
+
+    /// Starts `bin` (as [`Server::start`] does) with TLS on a free port
+    /// beside the plain one, serving this certificate; `more` are further
+    /// arguments.
+    pub fn serve(&self, bin: &str, more: &[&str]) -> Server {
+        let (cert, key) = (self.cert(), self.key());
+        let (cert, key) = (cert.to_str().expect("UTF-8"), key.to_str().expect("UTF-8"));
+        let mut args = vec!["--tls-port", "0", "--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(more);
+        Server::start(bin, &args)
     }
 
     /// A rustls server configuration with the server certificate.

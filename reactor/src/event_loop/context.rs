@@ -31,8 +31,10 @@ impl<H: Handler> Context for Reactor<H> {
             return true;
         }
         // Only with nothing queued: written now, it would overtake that.
-        // And only in plain: TLS must encrypt it first.
-        let written = if conn.output_len() == 0 && matches!(conn.transport, Transport::Plain) {
+        // Only in plain: TLS must encrypt it first. And not while
+        // connecting: the socket would answer for the connect.
+        let through = !conn.connecting && matches!(conn.transport, Transport::Plain);
+        let written = if conn.output_len() == 0 && through {
             match conn.write_now(data) {
                 Ok(n) => n,
                 Err(e) => {

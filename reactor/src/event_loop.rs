@@ -61,7 +61,6 @@ use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,7 +69,8 @@ use polling::{Events, Poller};
 use slab::Slab;
 
 use crate::conn::{Conn, Phase, NEVER, NOT_OVER};
-use crate::handle::{Command, Handle};
+use crate::handle::{Command, Handle, Mailbox};
+use crate::listeners::{Listeners, ACCEPT_BATCH};
 use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Interest, Key, Registered};
@@ -82,13 +82,9 @@ use crate::{
 };
 use close::close_reason;
 use input::READ_BUFFER;
-use open::Listener;
 
 /// Events taken from the poller per wait.
 const EVENT_CAPACITY: usize = 1024;
-/// Messages taken from the mailbox per turn, at most: a handler that posts
-/// to its own loop from `on_wake` must not keep it from everything else.
-const MAILBOX_BATCH: usize = 256;
 
 /// A single-threaded event loop serving connections to one [`Handler`].
 ///
@@ -119,13 +115,10 @@ pub struct Reactor<H: Handler> {
     config: Config,
     conns: Slab<Conn<H::Conn>>,
     /// Every listener, by `ListenerId`; all dropped when a stop begins.
-    listeners: Vec<Listener>,
+    listeners: Listeners,
     signals: Option<Registered<SignalPipe>>,
     timers: Timers<Due>,
-    mailbox: Receiver<Command<H::Message>>,
-    mailbox_tx: Sender<Command<H::Message>>,
-    /// The last turn stopped taking messages at `MAILBOX_BATCH`: more wait.
-    mailbox_more: bool,
+    mailbox: Mailbox<H::Message>,
     /// The read buffer shared by every connection (see `read`).
     scratch: BytesMut,
     /// Where TLS connections read their ciphertext to, before it is
@@ -194,19 +187,17 @@ impl<H: Handler> Reactor<H> {
                 "this platform's poller has no level-triggered mode",
             )));
         }
-        let (mailbox_tx, mailbox) = mpsc::channel();
+        let poller = Arc::new(poller);
         let now = Instant::now();
         Ok(Reactor {
-            poller: Arc::new(poller),
+            listeners: Listeners::new(&poller),
+            poller,
             events: None,
             config,
             conns: Slab::new(),
-            listeners: Vec::new(),
             signals: None,
             timers: Timers::default(),
-            mailbox,
-            mailbox_tx,
-            mailbox_more: false,
+            mailbox: Mailbox::new(),
             scratch: BytesMut::zeroed(READ_BUFFER),
             cipher: Vec::new(),
             flush_list: Vec::new(),
@@ -241,20 +232,12 @@ impl<H: Handler> Reactor<H> {
         listener: TcpListener,
         endpoint: Endpoint,
     ) -> Result<ListenerId, Error> {
-        let index = self.listeners.len();
-        self.listeners.push(Listener {
-            io: sys::watch_listener(&self.poller, listener, index)?,
-            endpoint,
-            open: 0,
-            paused_until: None,
-        });
-        Ok(ListenerId(index as u32))
+        self.listeners.add(listener, endpoint)
     }
 
     /// The address `listener` is bound to, until the loop stops.
     pub fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
-        let listener = self.listeners.get(listener.index())?;
-        listener.io.source().local_addr().ok()
+        self.listeners.local_addr(listener)
     }
 
     /// Serves an already-connected stream (a socket, a pipe, a terminal). The
@@ -288,7 +271,7 @@ impl<H: Handler> Reactor<H> {
 
     /// A handle for other threads to post messages to this loop or stop it.
     pub fn handle(&self) -> Handle<H::Message> {
-        Handle::new(self.mailbox_tx.clone(), &self.poller)
+        self.mailbox.handle(&self.poller)
     }
 
     /// Connections served: open ones, not those closing.
@@ -359,7 +342,7 @@ impl<H: Handler> Reactor<H> {
         self.take_mail(handler);
         self.fire_timers(handler);
         self.hand_back_input(handler);
-        self.resume_accepting();
+        self.listeners.resume(self.now);
         self.expire_lingering();
         if self.now >= self.next_sweep {
             self.sweep();
@@ -380,13 +363,13 @@ impl<H: Handler> Reactor<H> {
         // streams, held input handed back, more mail) must not wait for an event.
         if !self.flush_list.is_empty()
             || !self.redeliver.is_empty()
-            || self.mailbox_more
+            || self.mailbox.has_more()
             || (self.stop_requested && self.stop_deadline.is_none())
         {
             return Some(Duration::ZERO);
         }
         let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
-        let paused = self.listeners.iter().filter_map(|l| l.paused_until).min();
+        let paused = self.listeners.next_resume();
         let linger = self.linger_deadlines.front().map(|&(_, at)| at);
         [
             self.timers.next_deadline(),
@@ -403,11 +386,8 @@ impl<H: Handler> Reactor<H> {
 
     /// Messages posted from other threads, at most `MAILBOX_BATCH` a turn.
     fn take_mail(&mut self, handler: &mut H) {
-        self.mailbox_more = false;
-        for _ in 0..MAILBOX_BATCH {
-            let Ok(cmd) = self.mailbox.try_recv() else {
-                return;
-            };
+        self.mailbox.begin();
+        while let Some(cmd) = self.mailbox.take() {
             match cmd {
                 Command::Message(msg) => {
                     self.guarded(handler, "on_wake", |h, cx| h.on_wake(cx, msg))
@@ -417,7 +397,6 @@ impl<H: Handler> Reactor<H> {
             }
             self.tell_closed(handler);
         }
-        self.mailbox_more = true;
     }
 
     /// The timers due now that were set before this turn.

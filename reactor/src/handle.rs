@@ -1,6 +1,6 @@
 //! [`Handle`]: how other threads reach a running driver.
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use polling::Poller;
@@ -12,6 +12,63 @@ pub(crate) enum Command<M> {
     Message(M),
     Stop,
     Attach(Stream),
+}
+
+/// Messages taken from the mailbox per turn, at most: a handler that posts
+/// to its own driver from `on_wake` must not keep it from everything else
+/// (connections, timers, signals, accepts).
+const MAILBOX_BATCH: usize = 256;
+
+/// A driver's end of its handles: what other threads have posted, taken
+/// at most [`MAILBOX_BATCH`] a turn.
+pub(crate) struct Mailbox<M> {
+    rx: Receiver<Command<M>>,
+    tx: Sender<Command<M>>,
+    /// Taken in this turn so far.
+    taken: usize,
+    /// The last turn stopped at `MAILBOX_BATCH`: more may wait, and the
+    /// next wait must not sleep.
+    more: bool,
+}
+
+impl<M> Mailbox<M> {
+    pub(crate) fn new() -> Mailbox<M> {
+        let (tx, rx) = mpsc::channel();
+        Mailbox {
+            rx,
+            tx,
+            taken: 0,
+            more: false,
+        }
+    }
+
+    /// A handle that posts here and wakes `poller`.
+    pub(crate) fn handle(&self, poller: &Arc<Poller>) -> Handle<M> {
+        Handle::new(self.tx.clone(), poller)
+    }
+
+    /// Starts a turn's taking.
+    pub(crate) fn begin(&mut self) {
+        self.taken = 0;
+        self.more = false;
+    }
+
+    /// The next command of this turn, if any, and if the turn's share is not
+    /// used up.
+    pub(crate) fn take(&mut self) -> Option<Command<M>> {
+        if self.taken == MAILBOX_BATCH {
+            self.more = true;
+            return None;
+        }
+        let cmd = self.rx.try_recv().ok()?;
+        self.taken += 1;
+        Some(cmd)
+    }
+
+    /// Whether commands were left for the next turn.
+    pub(crate) fn has_more(&self) -> bool {
+        self.more
+    }
 }
 
 /// Sends messages to a running driver from any thread, or stops it. The

@@ -21,6 +21,7 @@ mod event_loop;
 mod handle;
 mod handler;
 mod id;
+mod listeners;
 mod output;
 mod signals;
 mod stream;

@@ -100,7 +100,6 @@ use std::mem;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, Scope};
 use std::time::{Duration, Instant};
@@ -109,10 +108,11 @@ use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 use slab::Slab;
 
-use crate::handle::{Command, Handle};
+use crate::handle::{Command, Handle, Mailbox};
+use crate::listeners::{Listeners, ACCEPT_BATCH};
 use crate::output::Output;
 use crate::signals::SignalPipe;
-use crate::sys::{self, Interest, Key, Registered};
+use crate::sys::{self, Key, Registered};
 use crate::timers::{deadline, Timers};
 use crate::transport::{is_tls_error, Transport, MAX_RECORD};
 use crate::{
@@ -125,42 +125,18 @@ const STACK_SIZE: usize = 256 * 1024;
 /// Bytes read at once: `Config::max_read`'s default. A blocking reader
 /// cannot bound one turn's work (there are no turns), so it is fixed.
 const READ_BUFFER: usize = 16 * 1024;
-/// Messages taken from the mailbox per round, at most, as on the reactor: a
-/// handler that posts to itself from `on_wake` must not keep the main
-/// thread from its timers, signals and accepts.
-const MAILBOX_BATCH: usize = 256;
-/// Connections accepted per wake-up, so that timers and signals are seen
-/// during a storm of new connections.
-const ACCEPT_BATCH: usize = 64;
-/// How long to stop accepting after running out of file descriptors (see
-/// the reactor's).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How often the main thread looks for connections too long over the soft
 /// output limit.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// `EMFILE`/`ENFILE`: out of descriptors.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
-
-/// A listening socket, its policy, and whether accepting is paused.
-struct Listener {
-    io: Registered<TcpListener>,
-    endpoint: Endpoint,
-    paused_until: Option<Instant>,
-}
 
 /// A thread-per-connection server for one [`Handler`].
 pub struct Threaded<M> {
     poller: Arc<Poller>,
     /// Every listener, by `ListenerId`; all dropped when a stop begins.
-    listeners: Vec<Listener>,
+    listeners: Listeners,
     signals: Option<Registered<SignalPipe>>,
     config: Config,
-    mailbox: Receiver<Command<M>>,
-    mailbox_tx: Sender<Command<M>>,
-    /// The last round stopped taking messages at `MAILBOX_BATCH`: more wait.
-    mailbox_more: bool,
+    mailbox: Mailbox<M>,
     next_sweep: Instant,
     /// Set once a graceful stop has begun: the time by which it must end.
     stop_deadline: Option<Instant>,
@@ -186,15 +162,12 @@ impl<M: Send + 'static> Threaded<M> {
             config.max_closing = config.max_closing.min(capacity / 8);
         }
         let poller = Arc::new(Poller::new().map_err(Error::Poller)?);
-        let (mailbox_tx, mailbox) = mpsc::channel();
         Ok(Threaded {
+            listeners: Listeners::new(&poller),
             poller,
-            listeners: Vec::new(),
             signals: None,
             config,
-            mailbox,
-            mailbox_tx,
-            mailbox_more: false,
+            mailbox: Mailbox::new(),
             next_sweep: Instant::now(),
             stop_deadline: None,
             stop_explained: false,
@@ -212,19 +185,12 @@ impl<M: Send + 'static> Threaded<M> {
         listener: TcpListener,
         endpoint: Endpoint,
     ) -> Result<ListenerId, Error> {
-        let index = self.listeners.len();
-        self.listeners.push(Listener {
-            io: sys::watch_listener(&self.poller, listener, index)?,
-            endpoint,
-            paused_until: None,
-        });
-        Ok(ListenerId(index as u32))
+        self.listeners.add(listener, endpoint)
     }
 
     /// The address `listener` is bound to, until the server stops.
     pub fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
-        let listener = self.listeners.get(listener.index())?;
-        listener.io.source().local_addr().ok()
+        self.listeners.local_addr(listener)
     }
 
     /// Stops gracefully on SIGINT, SIGTERM or SIGHUP, as the reactor does.
@@ -235,7 +201,7 @@ impl<M: Send + 'static> Threaded<M> {
 
     /// A handle for other threads to post messages or stop the server.
     pub fn handle(&self) -> Handle<M> {
-        Handle::new(self.mailbox_tx.clone(), &self.poller)
+        self.mailbox.handle(&self.poller)
     }
 
     /// Serves until stopped, then waits (up to `shutdown_timeout`) for every
@@ -300,7 +266,7 @@ impl<M: Send + 'static> Threaded<M> {
         self.take_mail(scope, shared);
         fire_timers(shared, now);
         start_dials(scope, shared);
-        self.resume_accepting(now);
+        self.listeners.resume(now);
         shared.places().expire(now);
         if now >= self.next_sweep {
             self.sweep(shared, now);
@@ -318,7 +284,7 @@ impl<M: Send + 'static> Threaded<M> {
             let state = shared.lock();
             (state.core.timers.next_deadline(), state.core.stop_requested)
         };
-        if self.mailbox_more || (stop_requested && self.stop_deadline.is_none()) {
+        if self.mailbox.has_more() || (stop_requested && self.stop_deadline.is_none()) {
             return Some(Duration::ZERO);
         }
         let (linger, sweep) = {
@@ -326,7 +292,7 @@ impl<M: Send + 'static> Threaded<M> {
             let sweep = (!places.places.is_empty()).then_some(self.next_sweep);
             (places.next_deadline(), sweep)
         };
-        let paused = self.listeners.iter().filter_map(|l| l.paused_until).min();
+        let paused = self.listeners.next_resume();
         [next_timer, linger, sweep, paused, self.stop_deadline]
             .into_iter()
             .flatten()
@@ -359,11 +325,8 @@ impl<M: Send + 'static> Threaded<M> {
         H: Handler<Message = M> + Send,
         H::Conn: Send,
     {
-        self.mailbox_more = false;
-        for _ in 0..MAILBOX_BATCH {
-            let Ok(cmd) = self.mailbox.try_recv() else {
-                return;
-            };
+        self.mailbox.begin();
+        while let Some(cmd) = self.mailbox.take() {
             match cmd {
                 Command::Message(msg) => {
                     shared
@@ -374,7 +337,6 @@ impl<M: Send + 'static> Threaded<M> {
                 Command::Attach(stream) => self.adopt(scope, shared, stream),
             }
         }
-        self.mailbox_more = true;
     }
 
     /// Serves a stream handed over through a [`Handle`] as a client of its
@@ -412,16 +374,6 @@ impl<M: Send + 'static> Threaded<M> {
         });
         if spawned.is_err() {
             shared.places().remove(key);
-        }
-    }
-
-    fn resume_accepting(&mut self, now: Instant) {
-        for listener in &mut self.listeners {
-            if listener.paused_until.is_some_and(|t| now >= t)
-                && listener.io.set_interest(Interest::READ).is_ok()
-            {
-                listener.paused_until = None;
-            }
         }
     }
 
@@ -501,28 +453,8 @@ impl<M: Send + 'static> Threaded<M> {
         H::Conn: Send,
     {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = self.listeners.get_mut(index) else {
+            let Some(stream) = self.listeners.accept(index, now) else {
                 return;
-            };
-            let stream = match listener.io.source().accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
-                    // The level-triggered listener stays readable while
-                    // accept fails: stop watching it for a while rather
-                    // than spin (or sleep, which would stop the timers).
-                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
-                    if listener.io.set_interest(Interest::NONE).is_ok() {
-                        listener.paused_until = Some(deadline(now, ACCEPT_PAUSE));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and the like: that one connection is gone.
-                    log::debug!("accept: {e}");
-                    continue;
-                }
             };
             // Client threads do blocking I/O.
             let Ok(socket) = Socket::tcp(stream) else {
@@ -547,7 +479,9 @@ impl<M: Send + 'static> Threaded<M> {
         H::Conn: Send,
     {
         let config = &self.config;
-        let endpoint = &self.listeners[from.index()].endpoint;
+        let Some(endpoint) = self.listeners.get(from.index()).map(|l| &l.endpoint) else {
+            return;
+        };
         let handshake_by = deadline(Instant::now(), endpoint.handshake_timeout);
         let mut places = shared.places();
         let refused = places.open >= config.max_connections

@@ -4,27 +4,6 @@
 
 use super::*;
 
-/// Connections accepted per wakeup, so that a storm of new connections
-/// cannot starve the ones already being served.
-const ACCEPT_BATCH: usize = 64;
-/// How long to stop accepting after running out of file descriptors: a
-/// level-triggered listener stays readable while `accept` fails, so retrying
-/// at once would spin the CPU.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// `EMFILE`/`ENFILE` (the same on Linux, macOS and the BSDs): out of descriptors.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
-
-/// A listening socket, its policy, and whether accepting is paused.
-pub(super) struct Listener {
-    pub(super) io: Registered<TcpListener>,
-    pub(super) endpoint: Endpoint,
-    /// Its connections being served (not those closing).
-    pub(super) open: usize,
-    pub(super) paused_until: Option<Instant>,
-}
-
 impl<H: Handler> Reactor<H> {
     pub(super) fn announce(&mut self, handler: &mut H) {
         while let Some(slot) = self.unannounced.pop() {
@@ -69,7 +48,9 @@ impl<H: Handler> Reactor<H> {
             self.open += 1;
         }
         if let Origin::Accepted(listener) = origin {
-            self.listeners[listener.index()].open += 1;
+            if let Some(listener) = self.listeners.get_mut(listener.index()) {
+                listener.open += 1;
+            }
         }
         entry.insert(conn);
         Ok(id)
@@ -160,32 +141,17 @@ impl<H: Handler> Reactor<H> {
 
     pub(super) fn accept(&mut self, handler: &mut H, index: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = self.listeners.get_mut(index) else {
+            let Some(stream) = self.listeners.accept(index, self.now) else {
                 return;
-            };
-            let stream = match listener.io.source().accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
-                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
-                    if listener.io.set_interest(Interest::NONE).is_ok() {
-                        listener.paused_until = Some(self.now + ACCEPT_PAUSE);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and the like: that one connection is gone.
-                    log::debug!("accept: {e}");
-                    continue;
-                }
             };
             self.admit(handler, index, stream);
         }
     }
 
     pub(super) fn admit(&mut self, handler: &mut H, index: usize, stream: std::net::TcpStream) {
-        let listener = &self.listeners[index];
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
         let from = ListenerId(index as u32);
         let over_limit = self.open >= self.config.max_connections
             || listener.open >= listener.endpoint.max_connections;
@@ -228,16 +194,6 @@ impl<H: Handler> Reactor<H> {
         } else {
             conn.owed_close = true;
             self.open_conn(handler, id);
-        }
-    }
-
-    pub(super) fn resume_accepting(&mut self) {
-        for listener in &mut self.listeners {
-            if listener.paused_until.is_some_and(|t| self.now >= t)
-                && listener.io.set_interest(Interest::READ).is_ok()
-            {
-                listener.paused_until = None;
-            }
         }
     }
 }

@@ -1,0 +1,128 @@
+//! The listeners a driver accepts from, and the accept policy both drivers
+//! share: what each `accept` error means, and when to stop watching a
+//! listener for a while.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use polling::Poller;
+
+use crate::sys::{self, Interest, Registered};
+use crate::timers::deadline;
+use crate::{Endpoint, Error, ListenerId};
+
+/// Connections accepted from one listener per wake-up, so that a storm of
+/// new connections cannot starve the ones already being served (nor, on
+/// the threaded driver, the main thread's timers and signals).
+pub(crate) const ACCEPT_BATCH: usize = 64;
+
+/// How long to stop accepting after running out of file descriptors: a
+/// level-triggered listener stays readable while `accept` fails, so retrying
+/// at once would spin the CPU (and sleeping would stop the timers).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// `EMFILE`/`ENFILE` (the same on Linux, macOS and the BSDs): out of descriptors.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// A listening socket, its policy, and whether accepting is paused.
+pub(crate) struct Listener {
+    io: Registered<TcpListener>,
+    pub(crate) endpoint: Endpoint,
+    /// Its connections being served (not those closing), where the driver
+    /// counts them here.
+    pub(crate) open: usize,
+    paused_until: Option<Instant>,
+}
+
+/// Every listener of a driver, by `ListenerId`.
+pub(crate) struct Listeners {
+    list: Vec<Listener>,
+    poller: Arc<Poller>,
+}
+
+impl Listeners {
+    pub(crate) fn new(poller: &Arc<Poller>) -> Listeners {
+        Listeners {
+            list: Vec::new(),
+            poller: Arc::clone(poller),
+        }
+    }
+
+    /// Watches `listener` (made non-blocking) for connections to serve as
+    /// `endpoint` says.
+    pub(crate) fn add(
+        &mut self,
+        listener: TcpListener,
+        endpoint: Endpoint,
+    ) -> Result<ListenerId, Error> {
+        let index = self.list.len();
+        self.list.push(Listener {
+            io: sys::watch_listener(&self.poller, listener, index)?,
+            endpoint,
+            open: 0,
+            paused_until: None,
+        });
+        Ok(ListenerId(index as u32))
+    }
+
+    /// The address `id` is bound to, while it listens.
+    pub(crate) fn local_addr(&self, id: ListenerId) -> Option<SocketAddr> {
+        self.list.get(id.index())?.io.source().local_addr().ok()
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&Listener> {
+        self.list.get(index)
+    }
+
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut Listener> {
+        self.list.get_mut(index)
+    }
+
+    /// Stops listening, on every listener: a stop has begun.
+    pub(crate) fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    /// The next connection waiting on listener `index`, or `None` when
+    /// there is none now. Out of descriptors, the listener is not watched
+    /// for [`ACCEPT_PAUSE`] (see [`resume`](Listeners::resume)); an error
+    /// that concerns one connection only (`ECONNABORTED`: it left before it
+    /// was accepted) skips it.
+    pub(crate) fn accept(&mut self, index: usize, now: Instant) -> Option<TcpStream> {
+        let listener = self.list.get_mut(index)?;
+        loop {
+            match listener.io.source().accept() {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
+                    if listener.io.set_interest(Interest::NONE).is_ok() {
+                        listener.paused_until = Some(deadline(now, ACCEPT_PAUSE));
+                    }
+                    return None;
+                }
+                Err(e) => log::debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// When the earliest pause ends, if a listener is paused.
+    pub(crate) fn next_resume(&self) -> Option<Instant> {
+        self.list.iter().filter_map(|l| l.paused_until).min()
+    }
+
+    /// Watches again the listeners whose pause is over at `now`.
+    pub(crate) fn resume(&mut self, now: Instant) {
+        for listener in &mut self.list {
+            if listener.paused_until.is_some_and(|t| now >= t)
+                && listener.io.set_interest(Interest::READ).is_ok()
+            {
+                listener.paused_until = None;
+            }
+        }
+    }
+}

@@ -1,20 +1,28 @@
-//! Endpoints on the reactor, on real sockets on 127.0.0.1: several
-//! listeners with policies of their own, TLS, and connections the handler
-//! opens itself. Every wait is a read or a `recv` with a timeout.
+//! Endpoints on both drivers, against real sockets on 127.0.0.1: several
+//! listeners with policies of their own, TLS listeners (the handshake, its
+//! deadline, refusals and failures), outbound connections
+//! (`Context::connect`) and streams handed over through a `Handle`. Every
+//! test runs once per driver (the `on_both_drivers!` list at the end). Every
+//! wait is a read, an accept after the handler has seen the connection, or
+//! a `recv` with a timeout; nothing sleeps to synchronize.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use reactor::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use reactor::rustls::{self, ClientConfig, ClientConnection, ServerConfig, StreamOwned};
+use reactor::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use reactor::rustls::{self, ClientConnection, StreamOwned};
+use reactor::threaded::Threaded;
 use reactor::{
-    CloseReason, Config, ConnId, Connect, Context, Endpoint, Handle, Handler, ListenerId, Origin,
-    Reactor,
+    CloseReason, Config, ConnId, Connect, Context, Driver, Endpoint, Handle, Handler, ListenerId,
+    Origin, Reactor,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,138 +30,190 @@ const WAIT: Duration = Duration::from_secs(10);
 /// What the test handler saw.
 #[derive(Debug, PartialEq)]
 enum Seen {
-    Open(ConnId, Origin),
+    Open(ConnId, Option<Origin>),
     Data(ConnId, Vec<u8>),
     Close(ConnId, CloseReason),
-    Dialed(ConnId),
+    /// What `Context::connect` returned.
+    Dialed(Result<ConnId, io::ErrorKind>),
 }
 
-/// Echoes, reports every callback, and connects out when posted an address.
+/// Posted to the handler.
+enum Msg {
+    /// Connect to this, and send it these bytes at once (before the
+    /// connection is established).
+    Dial(Connect, &'static [u8]),
+    /// Close this connection.
+    Close(ConnId),
+}
+
+/// Echoes what its clients send (not what the far ends of its own outbound
+/// connections do: two echoes would talk forever), closes on `quit`, and
+/// reports every callback to the test.
 struct Probe {
     seen: Sender<Seen>,
 }
 
 impl Handler for Probe {
-    type Message = Connect;
+    type Message = Msg;
     type Conn = ();
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
-        let origin = cx.origin(id).expect("open");
-        self.seen.send(Seen::Open(id, origin)).unwrap();
-        if origin == Origin::Connected {
-            cx.send(id, Bytes::from_static(b"hello from the loop\n"));
-        }
+        self.seen.send(Seen::Open(id, cx.origin(id))).unwrap();
     }
 
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
-        cx.send(id, input.split().freeze());
+        if &input[..] == b"quit" {
+            cx.close(id);
+        } else if cx.origin(id) != Some(Origin::Connected) {
+            cx.send(id, Bytes::copy_from_slice(input));
+        }
+        input.clear();
     }
 
     fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         self.seen.send(Seen::Close(id, reason)).unwrap();
     }
 
-    fn on_wake(&mut self, cx: &mut dyn Context, to: Connect) {
-        let id = cx.connect(to).expect("a socket");
-        self.seen.send(Seen::Dialed(id)).unwrap();
+    fn on_wake(&mut self, cx: &mut dyn Context, msg: Msg) {
+        match msg {
+            Msg::Dial(to, greeting) => {
+                let dialed = cx.connect(to).map_err(|e| e.kind());
+                if let Ok(id) = dialed {
+                    assert!(cx.send(id, Bytes::from_static(greeting)));
+                }
+                self.seen.send(Seen::Dialed(dialed)).unwrap();
+            }
+            Msg::Close(id) => cx.close(id),
+        }
     }
 
     fn refusal(&self, listener: ListenerId) -> Option<Bytes> {
-        Some(Bytes::from(format!("busy on {listener:?}\n")))
+        Some(Bytes::from(format!("ERR busy on {listener:?}\n")))
     }
 }
 
-/// A reactor serving a `Probe` on the listeners given.
+/// Which driver a test runs on.
+#[derive(Clone, Copy)]
+enum Which {
+    Reactor,
+    Threads,
+}
+
+/// A server on fresh ports, one per endpoint.
 struct Running {
     addrs: Vec<SocketAddr>,
-    handle: Handle<Connect>,
+    listeners: Vec<ListenerId>,
+    handle: Handle<Msg>,
     seen: Receiver<Seen>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Running {
-    fn start(endpoints: Vec<Endpoint>) -> Running {
-        let mut reactor = Reactor::new(Config::default()).unwrap();
-        let addrs = endpoints
-            .into_iter()
-            .map(|endpoint| {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let id = reactor.listen_on(listener, endpoint).unwrap();
-                reactor.local_addr(id).unwrap()
-            })
-            .collect();
-        let (tx, seen) = channel();
-        let handle = reactor.handle();
-        let thread = thread::spawn(move || reactor.run(&mut Probe { seen: tx }).unwrap());
-        Running {
-            addrs,
-            handle,
-            seen,
-            thread: Some(thread),
-        }
+fn serve(which: Which, config: Config, endpoints: Vec<Endpoint>) -> Running {
+    match which {
+        Which::Reactor => serve_on::<Reactor<Probe>>(config, endpoints),
+        Which::Threads => serve_on::<Threaded<Msg>>(config, endpoints),
     }
+}
 
+fn serve_on<D: Driver<Probe> + Send + 'static>(
+    config: Config,
+    endpoints: Vec<Endpoint>,
+) -> Running {
+    let mut server = D::new(config).unwrap();
+    let (mut addrs, mut listeners) = (Vec::new(), Vec::new());
+    for endpoint in endpoints {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        listeners.push(server.listen_on(listener, endpoint).unwrap());
+    }
+    let (tx, seen) = channel();
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run(&mut Probe { seen: tx }).unwrap());
+    Running {
+        addrs,
+        listeners,
+        handle,
+        seen,
+        thread: Some(thread),
+    }
+}
+
+impl Running {
+    /// The next event the handler saw that `want` accepts, skipping others.
     fn expect(&self, want: impl Fn(&Seen) -> bool) -> Seen {
         loop {
-            let seen = self.seen.recv_timeout(WAIT).expect("the handler's report");
+            let seen = self.seen.recv_timeout(WAIT).expect("handler event");
             if want(&seen) {
                 return seen;
             }
         }
     }
 
-    fn dial(&self, to: Connect) -> ConnId {
-        self.handle.post(to).unwrap();
-        match self.expect(|s| matches!(s, Seen::Dialed(_))) {
-            Seen::Dialed(id) => id,
+    fn opened(&self) -> (ConnId, Option<Origin>) {
+        match self.expect(|s| matches!(s, Seen::Open(..))) {
+            Seen::Open(id, origin) => (id, origin),
             _ => unreachable!(),
         }
     }
 
-    fn closed(&self, id: ConnId) -> CloseReason {
-        match self.expect(|s| matches!(s, Seen::Close(c, _) if *c == id)) {
-            Seen::Close(_, reason) => reason,
+    fn closed(&self) -> (ConnId, CloseReason) {
+        match self.expect(|s| matches!(s, Seen::Close(..))) {
+            Seen::Close(id, reason) => (id, reason),
             _ => unreachable!(),
         }
+    }
+
+    fn dialed(&self) -> Result<ConnId, io::ErrorKind> {
+        match self.expect(|s| matches!(s, Seen::Dialed(_))) {
+            Seen::Dialed(result) => result,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Asks the handler to connect to `to` and send `greeting`.
+    fn dial(&self, to: Connect, greeting: &'static [u8]) -> Result<ConnId, io::ErrorKind> {
+        self.handle.post(Msg::Dial(to, greeting)).unwrap();
+        self.dialed()
+    }
+
+    fn connect(&self, endpoint: usize) -> TcpStream {
+        timeouts(TcpStream::connect(self.addrs[endpoint]).unwrap())
+    }
+
+    /// Stops the server and returns what the handler saw that the test
+    /// had not taken yet.
+    fn stop(mut self) -> Vec<Seen> {
+        self.handle.stop().unwrap();
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.try_iter().collect()
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.handle.stop();
         if let Some(thread) = self.thread.take() {
+            let _ = self.handle.stop();
             let _ = thread.join();
         }
     }
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
+fn timeouts(stream: TcpStream) -> TcpStream {
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
     stream
 }
 
-fn read_line(stream: &mut impl Read) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0];
-    while stream.read(&mut byte).expect("a line") == 1 {
-        line.push(byte[0]);
-        if byte[0] == b'\n' {
-            break;
-        }
-    }
-    String::from_utf8(line).unwrap()
-}
-
-/// A certificate for `localhost`, the server's configuration with it, and
-/// a client's that trusts it.
-fn tls_pair() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+/// A self-signed certificate for `localhost`, made now: the server's
+/// configuration and a client's that trusts it.
+fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = made.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+    // No process-wide default provider is installed: name it.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -161,7 +221,7 @@ fn tls_pair() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
+    let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -169,216 +229,449 @@ fn tls_pair() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     (Arc::new(server), Arc::new(client))
 }
 
-fn tls_connect(
-    addr: SocketAddr,
-    config: &Arc<ClientConfig>,
-) -> StreamOwned<ClientConnection, TcpStream> {
-    let name = ServerName::try_from("localhost").unwrap();
-    let session = ClientConnection::new(Arc::clone(config), name).unwrap();
-    StreamOwned::new(session, connect(addr))
+type TlsClient = StreamOwned<ClientConnection, TcpStream>;
+
+/// A TLS client of `addr`, its handshake done.
+fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> TlsClient {
+    let socket = timeouts(TcpStream::connect(addr).unwrap());
+    let session = ClientConnection::new(Arc::clone(config), "localhost".try_into().unwrap());
+    let mut client = StreamOwned::new(session.unwrap(), socket);
+    while client.conn.is_handshaking() {
+        client.conn.complete_io(&mut client.sock).unwrap();
+    }
+    client
 }
 
-#[test]
-fn listeners_each_keep_their_own_limit_and_refusal() {
-    let one = Endpoint {
-        max_connections: 1,
-        ..Endpoint::plain()
-    };
-    let loop_ = Running::start(vec![one, Endpoint::plain()]);
-    let mut first = connect(loop_.addrs[0]);
-    let Seen::Open(_, origin) = loop_.expect(|s| matches!(s, Seen::Open(..))) else {
-        unreachable!()
-    };
-    assert_eq!(origin, Origin::Accepted(ListenerId::nth(0)));
+fn read_exact_n(stream: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
 
-    // The first listener is full; the second is not.
-    let mut second = connect(loop_.addrs[0]);
-    assert_eq!(read_line(&mut second), "busy on listener 0\n");
-    let mut other = connect(loop_.addrs[1]);
-    let Seen::Open(_, origin) = loop_.expect(|s| matches!(s, Seen::Open(..))) else {
-        unreachable!()
-    };
-    assert_eq!(origin, Origin::Accepted(ListenerId::nth(1)));
-    for stream in [&mut first, &mut other] {
-        stream.write_all(b"ping\n").unwrap();
-        assert_eq!(read_line(stream), "ping\n");
+/// Reads until the peer ends the stream. For a TLS client this is `Ok`
+/// only if the server said `close_notify` before its TCP end.
+fn read_to_eof(stream: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).map(|_| buf)
+}
+
+/// Whether the peer has ended the connection (end of stream or reset),
+/// as opposed to the read timing out.
+fn ended(stream: &mut TcpStream) -> bool {
+    let mut buf = [0; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                )
+            }
+        }
     }
 }
 
-#[test]
-fn tls_and_plain_clients_are_served_alike() {
-    let (server, client) = tls_pair();
-    let loop_ = Running::start(vec![Endpoint::plain(), Endpoint::tls(server)]);
-    let mut plain = connect(loop_.addrs[0]);
-    let mut secure = tls_connect(loop_.addrs[1], &client);
-    // Larger than a TLS record, a read and the write budget: all of it
-    // comes back, in order.
-    let big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    secure.write_all(&big).unwrap();
-    let mut back = vec![0; big.len()];
-    secure.read_exact(&mut back).unwrap();
-    assert!(back == big, "the echo over TLS differs");
-    let Seen::Open(_, origin) = loop_.expect(|s| matches!(s, Seen::Open(..))) else {
-        unreachable!()
-    };
-    assert_eq!(origin, Origin::Accepted(ListenerId::nth(0)));
-    plain.write_all(b"plain\n").unwrap();
-    assert_eq!(read_line(&mut plain), "plain\n");
-
-    // A clean close from the client is a `close_notify` and then a FIN.
-    secure.conn.send_close_notify();
-    secure.flush().unwrap();
-    let mut rest = Vec::new();
-    // The server answers with its own `close_notify`: a clean end, not a
-    // truncation (which rustls reports as an error).
-    secure.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty());
+fn tls_echoes_and_says_close_notify_before_it_closes(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, origin) = server.opened();
+    assert_eq!(origin, Some(Origin::Accepted(server.listeners[0])));
+    client.write_all(b"hello").unwrap();
+    assert_eq!(read_exact_n(&mut client, 5), b"hello");
+    client.write_all(b"quit").unwrap();
+    // `Ok`: the stream ended with `close_notify`, not a bare FIN.
+    assert_eq!(read_to_eof(&mut client).unwrap(), b"");
+    assert_eq!(server.closed(), (id, CloseReason::Requested));
 }
 
-#[test]
-fn a_client_that_stalls_in_the_handshake_is_closed_at_the_deadline_unheard_of() {
-    let (server, client) = tls_pair();
+fn a_client_that_stalls_in_the_handshake_is_closed_at_the_deadline_unannounced(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
     let endpoint = Endpoint {
         handshake_timeout: Duration::from_millis(300),
-        ..Endpoint::tls(server)
+        ..Endpoint::tls(server_tls)
     };
-    let loop_ = Running::start(vec![endpoint]);
-    // Half a ClientHello, then nothing; and plaintext to the TLS port.
+    let server = serve(which, Config::default(), vec![endpoint]);
     let started = Instant::now();
-    let mut stalled = connect(loop_.addrs[0]);
-    stalled
-        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x80, 0x01])
-        .unwrap();
-    let mut confused = connect(loop_.addrs[0]);
-    confused.write_all(b"Hi\n").unwrap();
-
-    let mut secure = tls_connect(loop_.addrs[0], &client);
-    secure.write_all(b"still served\n").unwrap();
-    assert_eq!(read_line(&mut secure), "still served\n");
-
-    // The plaintext client gets an alert and the end; the stalled one the
-    // end, at the deadline.
-    let mut rest = Vec::new();
-    let _ = confused.read_to_end(&mut rest);
-    assert!(!rest.starts_with(b"Hi"), "plaintext went through: {rest:?}");
-    assert_eq!(stalled.read(&mut [0; 64]).unwrap(), 0);
-    assert!(started.elapsed() >= Duration::from_millis(300));
-    // The handler heard of the one that finished its handshake, only.
-    drop(secure);
-    let Seen::Open(id, _) = loop_.expect(|s| matches!(s, Seen::Open(..))) else {
-        unreachable!()
-    };
-    let next = loop_.expect(|s| matches!(s, Seen::Open(..) | Seen::Close(..)));
-    assert!(matches!(next, Seen::Close(c, _) if c == id), "{next:?}");
+    let mut stalled = server.connect(0);
+    // Served meanwhile: the stalled one holds no lock and no thread but its own.
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    assert!(ended(&mut stalled), "closed, not left waiting");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < WAIT, "{waited:?}");
+    drop(client);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+    // The handler never heard of the stalled client.
+    assert_eq!(server.stop(), vec![]);
 }
 
-#[test]
-fn a_refusal_over_tls_arrives_after_the_handshake() {
-    let (server, client) = tls_pair();
+fn plaintext_sent_to_the_tls_port_costs_only_that_client(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut plain = server.connect(0);
+    plain
+        .write_all(b"Hi there, this is no TLS record\r\n")
+        .unwrap();
+    // Told why, in a TLS alert record (content type 21), then closed.
+    let mut alert = [0; 1];
+    plain.read_exact(&mut alert).unwrap();
+    assert_eq!(alert, [21]);
+    assert!(ended(&mut plain), "closed at once");
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    drop(client);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+    assert_eq!(server.stop(), vec![]);
+}
+
+fn a_refusal_over_the_listeners_limit_arrives_through_tls(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
     let endpoint = Endpoint {
-        max_connections: 0,
-        ..Endpoint::tls(server)
+        max_connections: 1,
+        ..Endpoint::tls(server_tls)
     };
-    let loop_ = Running::start(vec![endpoint]);
-    let mut refused = tls_connect(loop_.addrs[0], &client);
-    assert_eq!(read_line(&mut refused), "busy on listener 0\n");
-}
-
-#[test]
-fn an_outbound_connection_is_established_and_served_like_any_other() {
-    let loop_ = Running::start(vec![]);
-    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
-    let id = loop_.dial(Connect::new(peer.local_addr().unwrap()));
-    let (mut stream, _) = peer.accept().unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    // A plain listener beside it, unlimited: its clients do not count.
+    let server = serve(which, Config::default(), vec![endpoint, Endpoint::plain()]);
+    let mut plain = server.connect(1);
     assert_eq!(
-        loop_.expect(|s| matches!(s, Seen::Open(..))),
-        Seen::Open(id, Origin::Connected)
+        server.opened().1,
+        Some(Origin::Accepted(server.listeners[1]))
     );
-    assert_eq!(read_line(&mut stream), "hello from the loop\n");
-    stream.write_all(b"echo me\n").unwrap();
-    assert_eq!(read_line(&mut stream), "echo me\n");
-    drop(stream);
-    assert_eq!(loop_.closed(id), CloseReason::PeerClosed);
-}
-
-#[test]
-fn an_outbound_connection_over_tls_checks_the_server() {
-    let (server, client) = tls_pair();
-    let loop_ = Running::start(vec![Endpoint::tls(server)]);
-    let name = ServerName::try_from("localhost").unwrap();
-    let id = loop_.dial(Connect::new(loop_.addrs[0]).tls(Arc::clone(&client), name));
-    // Both ends are this loop's: the outbound one says hello, the accepted
-    // one echoes it, and the outbound one echoes that back, forever; two
-    // rounds are enough.
+    let mut first = tls_connect(server.addrs[0], &client_tls);
+    first.write_all(b"hi").unwrap();
+    assert_eq!(read_exact_n(&mut first, 2), b"hi");
     assert_eq!(
-        loop_.expect(|s| matches!(s, Seen::Open(c, _) if *c == id)),
-        Seen::Open(id, Origin::Connected)
+        server.opened().1,
+        Some(Origin::Accepted(server.listeners[0]))
     );
-    loop_.expect(|s| matches!(s, Seen::Data(c, d) if *c == id && d == b"hello from the loop\n"));
-
-    // A name the certificate is not for: the handshake fails.
-    let wrong = ServerName::try_from("example.org").unwrap();
-    let id = loop_.dial(Connect::new(loop_.addrs[0]).tls(client, wrong));
-    assert_eq!(loop_.closed(id), CloseReason::Tls);
+    let mut second = tls_connect(server.addrs[0], &client_tls);
+    assert_eq!(
+        read_to_eof(&mut second).unwrap(),
+        b"ERR busy on listener 0\n"
+    );
+    first.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut first, 2), b"ok");
+    plain.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut plain, 2), b"ok");
 }
 
-#[test]
-fn an_outbound_connection_that_is_refused_is_reported() {
-    let loop_ = Running::start(vec![]);
-    // A port nobody listens on: bound, then closed.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
+fn an_outbound_connection_is_served_outside_the_limits_and_not_idle_timed_out(which: Which) {
+    let config = Config {
+        max_connections: 1,
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..Config::default()
+    };
+    let server = serve(which, config, vec![Endpoint::plain()]);
+    let remote = TcpListener::bind("127.0.0.1:0").unwrap();
+    let id = server
+        .dial(Connect::new(remote.local_addr().unwrap()), b"hello\n")
         .unwrap();
-    let id = loop_.dial(Connect::new(addr));
+    assert_eq!(server.opened(), (id, Some(Origin::Connected)));
+    // Established, so already in the listen queue: this does not wait.
+    let (link, _) = remote.accept().unwrap();
+    let mut link = timeouts(link);
+    // Sent before it was established: queued until then.
+    assert_eq!(read_exact_n(&mut link, 6), b"hello\n");
+    // It takes no client's place: a client is served, not refused...
+    let mut client = server.connect(0);
+    let (client_id, _) = server.opened();
+    client.write_all(b"hi").unwrap();
+    assert_eq!(read_exact_n(&mut client, 2), b"hi");
+    // ...and is idle-timed-out, while the older outbound link is not.
+    assert_eq!(server.closed(), (client_id, CloseReason::Idle));
+    link.write_all(b"ping").unwrap();
     assert_eq!(
-        loop_.closed(id),
-        CloseReason::ConnectFailed(io::ErrorKind::ConnectionRefused)
+        server.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(id, b"ping".to_vec())
     );
+    drop(link);
+    assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
 }
 
-#[test]
-fn an_outbound_connection_that_takes_too_long_times_out() {
-    // A listener with a full backlog: the kernel drops further SYNs, so a
-    // connect neither succeeds nor fails until it gives up.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+fn an_outbound_connection_nobody_accepts_fails_refused(which: Which) {
+    let port_nobody_listens_on = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    let id = server
+        .dial(Connect::new(port_nobody_listens_on), b"hello\n")
         .unwrap();
-    socket.listen(0).unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    let mut filling = Vec::new();
-    let loop_ = Running::start(vec![]);
-    let started = Instant::now();
-    let id = loop {
-        // Each connect that completes fills the backlog further; the one
-        // the kernel no longer answers is the one that must time out.
-        let id = loop_.dial(Connect::new(addr).timeout(Duration::from_millis(300)));
-        match loop_.expect(|s| matches!(s, Seen::Open(c, _) | Seen::Close(c, _) if *c == id)) {
-            Seen::Open(..) => filling.push(id),
-            Seen::Close(_, reason) => {
-                assert_eq!(reason, CloseReason::ConnectFailed(io::ErrorKind::TimedOut));
-                break id;
-            }
-            _ => unreachable!(),
+    assert_eq!(
+        server.closed(),
+        (
+            id,
+            CloseReason::ConnectFailed(io::ErrorKind::ConnectionRefused)
+        )
+    );
+    // Never opened.
+    assert_eq!(server.stop(), vec![]);
+}
+
+/// A listener that never accepts, its queue full: Linux then drops new
+/// SYNs, so a connect to it hangs until its deadline. Loopback only. The
+/// connections that fill the queue are returned with it, to keep it full.
+fn unanswering_listener() -> (socket2::Socket, SocketAddr, Vec<TcpStream>) {
+    let remote = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    remote
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    remote.listen(0).unwrap();
+    let addr = remote.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("filling the listen queue: {e}"),
         }
-        assert!(filling.len() < 16, "the backlog never filled");
-    };
-    assert!(started.elapsed() >= Duration::from_millis(300), "{id:?}");
+        assert!(queued.len() < 16, "the listen queue never filled");
+    }
+    (remote, addr, queued)
 }
 
-#[test]
-fn a_stream_handed_over_from_another_thread_is_served() {
-    let loop_ = Running::start(vec![]);
-    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut ours = connect(peer.local_addr().unwrap());
-    let (theirs, _) = peer.accept().unwrap();
-    loop_.handle.attach(theirs).unwrap();
-    let Seen::Open(_, origin) = loop_.expect(|s| matches!(s, Seen::Open(..))) else {
-        unreachable!()
-    };
-    assert_eq!(origin, Origin::Attached);
-    ours.write_all(b"handed over\n").unwrap();
-    assert_eq!(read_line(&mut ours), "handed over\n");
+fn an_outbound_connection_that_is_not_answered_in_time_fails_timed_out(which: Which) {
+    let (_remote, addr, _queued) = unanswering_listener();
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    let started = Instant::now();
+    let to = Connect::new(addr).timeout(Duration::from_millis(300));
+    let id = server.dial(to, b"hello\n").unwrap();
+    assert_eq!(
+        server.closed(),
+        (id, CloseReason::ConnectFailed(io::ErrorKind::TimedOut))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(server.stop(), vec![]);
 }
+
+fn an_outbound_connection_over_tls_is_served_once_its_handshake_is_done(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    // The far end is another threaded server with a TLS listener.
+    let remote = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    let to = Connect::new(remote.addrs[0]).tls(client_tls, "localhost".try_into().unwrap());
+    let id = server.dial(to, b"hello").unwrap();
+    assert_eq!(server.opened(), (id, Some(Origin::Connected)));
+    let (far, _) = remote.opened();
+    // The greeting, queued during the handshake, reaches the far end,
+    // whose echo comes back through TLS.
+    assert_eq!(
+        remote.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(far, b"hello".to_vec())
+    );
+    assert_eq!(
+        server.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(id, b"hello".to_vec())
+    );
+}
+
+fn streams_handed_over_are_served_and_pipes_are_not(which: Which) {
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    // A pipe: the reactor watches it like a socket; blocking threads
+    // cannot serve it (a thread blocked reading it could not be woken to
+    // close it), so the threaded driver drops it, which the next stream
+    // handed over, opened after it, shows.
+    let (pipe_reader, pipe_writer) = io::pipe().unwrap();
+    let mut pipe_writer = Some(pipe_writer);
+    server
+        .handle
+        .attach(File::from(OwnedFd::from(pipe_reader)))
+        .unwrap();
+    if let Which::Reactor = which {
+        let (pipe_id, origin) = server.opened();
+        assert_eq!(origin, Some(Origin::Attached));
+        let mut writer = pipe_writer.take().unwrap();
+        writer.write_all(b"pipe").unwrap();
+        drop(writer);
+        server.expect(|s| matches!(s, Seen::Data(id, d) if *id == pipe_id && d == b"pipe"));
+        // Its echo cannot be written to a pipe's reading end: that, or
+        // the end of the pipe, closes it.
+        assert_eq!(server.closed().0, pipe_id);
+    }
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(WAIT)).unwrap();
+    server.handle.attach(theirs).unwrap();
+    let (unix_id, origin) = server.opened();
+    assert_eq!(origin, Some(Origin::Attached));
+    if let Which::Threads = which {
+        let broken = pipe_writer.as_mut().unwrap().write_all(b"x").unwrap_err();
+        assert_eq!(broken.kind(), io::ErrorKind::BrokenPipe);
+    }
+    ours.write_all(b"unix").unwrap();
+    assert_eq!(read_exact_n(&mut ours, 4), b"unix");
+    // A TCP connection made elsewhere.
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut near = timeouts(TcpStream::connect(elsewhere.local_addr().unwrap()).unwrap());
+    let (far, _) = elsewhere.accept().unwrap();
+    server.handle.attach(far).unwrap();
+    let (tcp_id, origin) = server.opened();
+    assert_eq!(origin, Some(Origin::Attached));
+    near.write_all(b"tcp").unwrap();
+    assert_eq!(read_exact_n(&mut near, 3), b"tcp");
+    drop(ours);
+    assert_eq!(server.closed(), (unix_id, CloseReason::PeerClosed));
+    drop(near);
+    assert_eq!(server.closed(), (tcp_id, CloseReason::PeerClosed));
+}
+
+fn tls_input_that_completes_a_record_begun_before_is_answered_at_once(which: Which) {
+    // A read of ciphertext can complete a large record begun in the read
+    // before and hold small ones after it: more plaintext than it read.
+    // Were what did not fit left in rustls until the next read, the client,
+    // which waits for its answer before it sends more, would wait forever.
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    server.opened();
+    for round in 0..20u8 {
+        // One record each, all in one write: 1,000 bytes, 16,000, then ten
+        // of 100. The server's first read of 16 KiB ends inside the large
+        // record; its second completes it and holds the ten small ones.
+        let mut sent = Vec::new();
+        let pieces = [vec![round; 1_000], vec![round ^ 0x55; 16_000]]
+            .into_iter()
+            .chain((0..10u8).map(|small| vec![round ^ small; 100]));
+        for piece in pieces {
+            // rustls makes each write a record of its own.
+            client.conn.writer().write_all(&piece).unwrap();
+            sent.extend_from_slice(&piece);
+        }
+        client.conn.complete_io(&mut client.sock).unwrap();
+        assert!(
+            read_exact_n(&mut client, sent.len()) == sent,
+            "round {round}"
+        );
+    }
+}
+
+fn tls_records_with_nothing_for_the_handler_do_not_keep_a_client_from_idling(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Config::default()
+    };
+    let server = serve(which, config, vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    // A KeyUpdate every 100 ms, paced by a read that times out: TLS
+    // records, but no input. (rustls takes 32 of them, then fails.)
+    client
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(2), "never idle");
+        client.conn.refresh_traffic_keys().unwrap();
+        while client.conn.wants_write() {
+            client.conn.write_tls(&mut client.sock).unwrap();
+        }
+        match client.read(&mut [0; 64]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(0) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(server.closed(), (id, CloseReason::Idle));
+}
+
+fn a_tls_error_after_the_handshake_closes_with_tls_after_an_alert(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    let (id, _) = server.opened();
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(&mut client, 4), b"ping");
+    // Bytes that are no record, under the session.
+    client.sock.write_all(b"no record\r\n").unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Tls));
+    let told = client.read(&mut [0; 16]).unwrap_err();
+    assert!(
+        told.to_string().contains("received fatal alert"),
+        "an alert, not a bare close: {told}"
+    );
+}
+
+fn an_outbound_connection_is_idle_timed_out_when_asked(which: Which) {
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    let remote = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = Connect::new(remote.local_addr().unwrap()).idle_timeout(Duration::from_millis(200));
+    let id = server.dial(to, b"hello\n").unwrap();
+    server.opened();
+    let (_link, _) = remote.accept().unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Idle));
+}
+
+fn an_outbound_connection_closed_while_it_connects_is_told_once(which: Which) {
+    let (_remote, addr, _queued) = unanswering_listener();
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    let to = Connect::new(addr).timeout(Duration::from_millis(500));
+    let id = server.dial(to, b"hello\n").unwrap();
+    server.handle.post(Msg::Close(id)).unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Requested));
+    // The stop waits for the connect to give up; it says nothing more.
+    assert_eq!(server.stop(), vec![]);
+}
+
+fn tls_echoes_a_mebibyte_byte_exact(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let server = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let mut client = tls_connect(server.addrs[0], &client_tls);
+    server.opened();
+    // In rounds of 64 KiB, each read back before the next is sent: the
+    // client is single-threaded, and the echo must not wait for it.
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for round in data.chunks(64 * 1024) {
+        client.write_all(round).unwrap();
+        assert!(read_exact_n(&mut client, round.len()) == round);
+    }
+}
+
+fn an_outbound_connection_over_tls_to_the_wrong_name_fails_with_tls(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let remote = serve(which, Config::default(), vec![Endpoint::tls(server_tls)]);
+    let server = serve(which, Config::default(), vec![Endpoint::plain()]);
+    let wrong = ServerName::try_from("example.org").unwrap();
+    let to = Connect::new(remote.addrs[0]).tls(client_tls, wrong);
+    let id = server.dial(to, b"").unwrap();
+    assert_eq!(server.closed(), (id, CloseReason::Tls));
+}
+
+/// Runs each test once on each driver.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod reactor_driver {
+            $( #[test] fn $name() { super::$name(super::Which::Reactor) } )*
+        }
+        mod threaded_driver {
+            $( #[test] fn $name() { super::$name(super::Which::Threads) } )*
+        }
+    };
+}
+
+on_both_drivers!(
+    tls_echoes_and_says_close_notify_before_it_closes,
+    a_client_that_stalls_in_the_handshake_is_closed_at_the_deadline_unannounced,
+    plaintext_sent_to_the_tls_port_costs_only_that_client,
+    a_refusal_over_the_listeners_limit_arrives_through_tls,
+    an_outbound_connection_is_served_outside_the_limits_and_not_idle_timed_out,
+    an_outbound_connection_nobody_accepts_fails_refused,
+    an_outbound_connection_that_is_not_answered_in_time_fails_timed_out,
+    an_outbound_connection_over_tls_is_served_once_its_handshake_is_done,
+    streams_handed_over_are_served_and_pipes_are_not,
+    tls_input_that_completes_a_record_begun_before_is_answered_at_once,
+    tls_records_with_nothing_for_the_handler_do_not_keep_a_client_from_idling,
+    a_tls_error_after_the_handshake_closes_with_tls_after_an_alert,
+    an_outbound_connection_is_idle_timed_out_when_asked,
+    an_outbound_connection_closed_while_it_connects_is_told_once,
+    tls_echoes_a_mebibyte_byte_exact,
+    an_outbound_connection_over_tls_to_the_wrong_name_fails_with_tls,
+);

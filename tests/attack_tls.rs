@@ -702,3 +702,49 @@ fn a_tls12_client_that_asks_to_renegotiate_costs_only_itself() {
         }
     }
 }
+
+/// Records that carry nothing for the handler (key updates, which a TLS
+/// 1.3 client may send at any time) are no input: a client that sends only
+/// those is idle, and closed at `--idle-timeout` like a silent one. It
+/// sends one four times a second, each asking the server to update its
+/// keys too, and reads the server's answers between them.
+fn key_updates_do_not_keep_a_client_from_idling(bin: &str, more: &[&str]) {
+    let certs = Certs::new();
+    let mut args = vec!["--idle-timeout", "1"];
+    args.extend_from_slice(more);
+    let server = serve(&certs, bin, &args);
+    let mut tls = tls_established(server.tls_addr(), &certs.client_config());
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still open after {:?} of key updates",
+            started.elapsed()
+        );
+        tls.conn.refresh_traffic_keys().unwrap();
+        if tls.conn.complete_io(&mut tls.sock).is_err() {
+            break;
+        }
+        // The wait between updates: a read that times out, or the end.
+        match tls.read(&mut [0; 256]) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn key_updates_do_not_keep_a_client_from_idling_on_server4() {
+    key_updates_do_not_keep_a_client_from_idling(SERVER4, &[]);
+}
+
+#[test]
+fn key_updates_do_not_keep_a_client_from_idling_on_server2() {
+    key_updates_do_not_keep_a_client_from_idling(SERVER2, &["--greeting-timeout", "60"]);
+}

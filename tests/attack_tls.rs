@@ -748,3 +748,61 @@ fn key_updates_do_not_keep_a_client_from_idling_on_server4() {
 fn key_updates_do_not_keep_a_client_from_idling_on_server2() {
     key_updates_do_not_keep_a_client_from_idling(SERVER2, &["--greeting-timeout", "60"]);
 }
+
+/// A TLS client that half-closes TCP (a FIN, no `close_notify`) after its
+/// `Hi`: still answered, then closed, as a plain one is.
+fn a_half_closed_tls_peer_is_answered(bin: &str) {
+    let certs = Certs::new();
+    let server = serve(&certs, bin, &[]);
+    let mut tls = tls_established(server.tls_addr(), &certs.client_config());
+    tls.write_all(b"Hi\n").unwrap();
+    tls.flush().unwrap();
+    tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(tls_line(&mut tls), "Hello\n");
+    assert!(tls_line(&mut tls).starts_with("* welcome"));
+    tls_read_to_end(&mut tls, TIMEOUT);
+}
+
+#[test]
+fn a_half_closed_tls_peer_is_answered_on_server3() {
+    a_half_closed_tls_peer_is_answered(SERVER3);
+}
+
+#[test]
+fn a_half_closed_tls_peer_is_answered_on_server2() {
+    a_half_closed_tls_peer_is_answered(SERVER2);
+}
+
+/// ClientHellos no server need wait for: a handshake message announced as
+/// 16 MiB, a record longer than TLS allows, an SSLv2-format hello. Each is
+/// closed at once, long before the handshake deadline.
+#[test]
+fn impossible_clienthellos_are_closed_at_once() {
+    let certs = Certs::new();
+    let server = serve(&certs, SERVER3, &["--handshake-timeout", "30"]);
+    let hellos: [&[u8]; 3] = [
+        &[
+            0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        ],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0x00, 0x10],
+        &[
+            0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+        ],
+    ];
+    for hello in hellos {
+        let mut tcp = common::connect(server.tls_addr());
+        tcp.write_all(hello).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let ended = match tcp.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        };
+        assert!(
+            ended,
+            "{hello:02x?}: still open after {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -806,3 +806,46 @@ fn impossible_clienthellos_are_closed_at_once() {
         );
     }
 }
+
+/// A ClientHello trickled a byte every 100 ms: each byte is progress, but
+/// the handshake deadline is one deadline, not a timeout per read.
+fn a_trickled_handshake_is_closed_at_its_deadline(bin: &str) {
+    let certs = Certs::new();
+    let server = serve(&certs, bin, &["--handshake-timeout", "1"]);
+    // A real ClientHello, to trickle.
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut session = ClientConnection::new(certs.client_config(), name).unwrap();
+    let mut hello = Vec::new();
+    session.write_tls(&mut hello).unwrap();
+    let mut tcp = common::connect(server.tls_addr());
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    for byte in hello.iter().take(hello.len() - 1) {
+        if tcp.write_all(&[*byte]).is_err() {
+            break;
+        }
+        match tcp.read(&mut [0; 256]) {
+            Ok(0) => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            _ => break,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a handshake trickled for {:?} is still open",
+            started.elapsed()
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn a_trickled_handshake_is_closed_at_its_deadline_on_server3() {
+    a_trickled_handshake_is_closed_at_its_deadline(SERVER3);
+}
+
+#[test]
+fn a_trickled_handshake_is_closed_at_its_deadline_on_server2() {
+    a_trickled_handshake_is_closed_at_its_deadline(SERVER2);
+}

@@ -479,3 +479,45 @@ fn one_byte_past_the_input_limit_closes_the_connection_on_the_reactor() {
 fn one_byte_past_the_input_limit_closes_the_connection_on_the_threaded_driver() {
     one_byte_past_the_input_limit_closes_the_connection::<Threaded<Do>>();
 }
+
+/// An outbound TLS connection whose server accepts and never answers the
+/// handshake fails at `Connect::timeout`, which bounds the handshake too.
+fn a_mute_tls_server_times_the_connect_out<D: Driver<Recorder> + Send + 'static>() {
+    let (_, client_tls) = tls_configs();
+    let driver = D::new(Config::default()).unwrap();
+    let handle = driver.handle();
+    let (tx, rx) = channel();
+    let running = run_on(driver, tx);
+    let mut events = Events {
+        rx,
+        all: Vec::new(),
+    };
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = Connect::new(mute.local_addr().unwrap())
+        .timeout(Duration::from_millis(300))
+        .tls(client_tls, ServerName::try_from("localhost").unwrap());
+    let started = Instant::now();
+    handle.post(Do::Dial("mute", to)).unwrap();
+    let id = events.dialed("mute");
+    let (_muted, _) = mute.accept().unwrap();
+    let closed = events.expect(|s| matches!(s, Seen::Close(c, _) | Seen::Open(c, _) if *c == id));
+    assert_eq!(
+        closed,
+        Seen::Close(id, CloseReason::ConnectFailed(io::ErrorKind::TimedOut))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    handle.post(Do::Stop).unwrap();
+    events.drain();
+    running.join().unwrap();
+    check_exactly_once(&events.all);
+}
+
+#[test]
+fn a_mute_tls_server_times_the_connect_out_on_the_reactor() {
+    a_mute_tls_server_times_the_connect_out::<Reactor<Do>>();
+}
+
+#[test]
+fn a_mute_tls_server_times_the_connect_out_on_the_threaded_driver() {
+    a_mute_tls_server_times_the_connect_out::<Threaded<Do>>();
+}

@@ -2113,7 +2113,14 @@ impl Wire<'_> {
             return self.socket.read(&mut buf.plain[..take]).map(Some);
         };
         let take = buf.cipher.len().min(room);
-        let n = self.socket.read(&mut buf.cipher[..take])?;
+        // A peer that has ended may never make the socket readable again:
+        // the end is the session's to give, without a blocking read.
+        let ended = recover(tls.lock()).peer_ended();
+        let n = if ended {
+            0
+        } else {
+            self.socket.read(&mut buf.cipher[..take])?
+        };
         let mut session = recover(tls.lock());
         let result = session.feed(&buf.cipher[..n], &mut buf.plain);
         let (wants_write, handshaking) = (session.wants_write(), session.handshaking());

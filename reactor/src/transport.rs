@@ -50,7 +50,21 @@ pub(crate) struct Tls {
     session: rustls::Connection,
     /// `close_notify` has been queued.
     closing: bool,
+    /// The peer has ended (`close_notify`, or the socket's end): once its
+    /// last plaintext is taken, reads give the end without asking the
+    /// socket, which may never be readable again (a peer that sends its
+    /// last line and `close_notify` together, then waits).
+    ended: bool,
+    /// Handshake bytes a server has taken from its client so far, to bound
+    /// what a client that never finishes its handshake can make it hold.
+    handshake_input: usize,
 }
+
+/// The most a client may send before its handshake is done. A ClientHello
+/// is a few hundred bytes to a few KiB (post-quantum key shares included);
+/// rustls alone would hold up to 64 KiB of one, for as long as the
+/// handshake deadline allows, for each of `max_connections` clients.
+const MAX_HANDSHAKE_INPUT: usize = 16 * 1024;
 
 impl Transport {
     /// The server side of TLS with `config`.
@@ -73,6 +87,8 @@ impl Transport {
         Transport::Tls(Box::new(Tls {
             session,
             closing: false,
+            ended: false,
+            handshake_input: 0,
         }))
     }
 
@@ -83,6 +99,14 @@ impl Transport {
             Transport::Plain => false,
             Transport::Tls(tls) => tls.session.is_handshaking(),
         }
+    }
+
+    /// Whether the peer has ended its side (a TLS `close_notify` or the end
+    /// of the stream seen through TLS): a read gives the rest and the end
+    /// without the socket, so the driver should read again even if the
+    /// socket is never readable again.
+    pub(crate) fn peer_ended(&self) -> bool {
+        matches!(self, Transport::Tls(tls) if tls.ended)
     }
 
     /// Whether the transport has bytes of its own to write (handshake
@@ -107,10 +131,12 @@ impl Transport {
         cipher: &mut [u8],
         plain: &mut [u8],
     ) -> io::Result<usize> {
-        if matches!(self, Transport::Plain) {
-            return read_retrying(stream, plain);
-        }
-        let n = read_retrying(stream, cipher)?;
+        let n = match self {
+            Transport::Plain => return read_retrying(stream, plain),
+            // The peer is done: what rustls still holds, then the end.
+            Transport::Tls(tls) if tls.ended => 0,
+            Transport::Tls(_) => read_retrying(stream, cipher)?,
+        };
         let result = self.feed(&cipher[..n], plain);
         if let (Err(e), Transport::Tls(tls)) = (&result, self) {
             if is_tls_error(e) {
@@ -139,6 +165,7 @@ impl Transport {
             return Err(io::ErrorKind::Unsupported.into());
         };
         debug_assert!(cipher.len() + MAX_RECORD <= plain.len());
+        let server = matches!(tls.session, rustls::Connection::Server(_));
         let mut rest = cipher;
         let mut got = 0;
         let mut ended = false;
@@ -147,7 +174,18 @@ impl Transport {
             // taking the plaintext out between portions so that its
             // plaintext buffer never fills. An empty slice reads as the
             // end of the stream, which is what it is when `cipher` is empty.
+            let (before, handshaking) = (rest.len(), tls.session.is_handshaking());
             tls.session.read_tls(&mut rest)?;
+            if server && handshaking {
+                // Counted a portion at a time: the one that ends the
+                // handshake may bring the first data with it, which is
+                // no longer the handshake's.
+                tls.handshake_input += before - rest.len();
+                if tls.handshake_input > MAX_HANDSHAKE_INPUT {
+                    let why = "the client's handshake is too large";
+                    return Err(tls_error(rustls::Error::General(why.into())));
+                }
+            }
             tls.session.process_new_packets().map_err(tls_error)?;
             // A full `plain` would read as `Ok(0)`, the end of the stream.
             while got < plain.len() {
@@ -174,10 +212,11 @@ impl Transport {
                 break;
             }
         }
+        tls.ended |= ended;
         match (got, ended) {
-            // The end is seen again by the next read, which returns 0: the
-            // socket has ended too (or the peer sent `close_notify` and
-            // closes next, as peers do).
+            // With plaintext, the end comes with the next read, which
+            // `ended` answers without the socket: the driver reads again
+            // (`peer_ended`).
             (0, true) => Ok(0),
             (0, false) => Err(io::ErrorKind::WouldBlock.into()),
             (got, _) => Ok(got),

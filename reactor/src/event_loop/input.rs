@@ -120,11 +120,14 @@ impl<H: Handler> Reactor<H> {
             }
             return;
         }
-        let result = if conn.is_open() && conn.input_len() >= max_input {
+        let result = if hand_back && conn.is_open() && conn.input_len() >= max_input {
             // The handler has a full buffer of this connection's input it
             // has not taken (it is handing back what it held): read no
             // more, or held input could grow without bound, but look for an
-            // end of stream or a reset behind it.
+            // end of stream or a reset behind it. (Not on a readiness
+            // report: that read goes ahead, and what it brings past the
+            // limit closes the connection. Peeking there would leave the
+            // bytes waiting, and the socket readable, forever.)
             match peek(conn) {
                 Ok(0) => Ok(0),
                 Ok(_) => Err(io::ErrorKind::WouldBlock.into()),
@@ -206,6 +209,12 @@ impl<H: Handler> Reactor<H> {
             return; // closing: input is discarded
         }
         conn.last_active = self.tick;
+        // The peer's end came with these bytes (TLS: its last line and
+        // `close_notify` in one packet): the socket may never be readable
+        // again, so the end is read next turn without waiting for it.
+        if conn.transport.peer_ended() {
+            self.redeliver.push(id);
+        }
         let data = self.scratch.split_to(n);
         self.deliver(handler, id, data);
     }

@@ -79,10 +79,9 @@
 //!   has no thread scope), so `connect` reserves the id and a place (which
 //!   counts against no client limit) and wakes the main thread, which
 //!   starts it; if the system will not, the handler hears
-//!   `ConnectFailed(kind)` instead of an error from `connect`. A connect
-//!   under way cannot be interrupted: closing it, or a stop, tells the
-//!   handler at once, but its thread (and the end of `run`) waits for the
-//!   connect to return, within `Connect::timeout`.
+//!   `ConnectFailed(kind)` instead of an error from `connect`. The
+//!   connecting socket is in place before the connect begins, so a close or
+//!   a stop shuts it down, which ends the connect at once (on Linux).
 //! - **Only sockets can be attached.** A thread blocked reading a pipe or a
 //!   terminal (`Stream::Fd`) could not be woken to close it, so such a
 //!   stream is logged and dropped; the reactor serves them.
@@ -824,10 +823,13 @@ struct Dial {
 }
 
 impl Dial {
-    /// Connects, blocking until `to.timeout` at most. On failure the
-    /// handler is told (`ConnectFailed`); on success the connection is to
-    /// be served like an accepted one, unless the handler closed it
-    /// meanwhile (it was told then).
+    /// Connects, blocking until `to.timeout` at most — or until the
+    /// connection is closed or the server stops: the socket is in the link
+    /// before the connect begins, so that shutting it down (as a close or a
+    /// stop does) ends the wait. On failure the handler is told
+    /// (`ConnectFailed`); on success the connection is to be served like an
+    /// accepted one, unless the handler closed it meanwhile (it was told
+    /// then).
     fn connect<H: Handler>(self, shared: &Shared<'_, H>) -> Option<Client> {
         let Dial {
             id,
@@ -842,13 +844,10 @@ impl Dial {
             // deadline has passed at once.
             Err(io::ErrorKind::TimedOut.into())
         } else {
-            TcpStream::connect_timeout(&to.addr, to.timeout).and_then(Socket::tcp)
+            connect(&link, &outbox, &to)
         };
         match connected {
-            Ok(socket) => {
-                let _ = link.stream.set(socket);
-                // Looked at after the socket is in place: a close from now
-                // on finds it, and shutting it down wakes this thread.
+            Ok(()) => {
                 if outbox.lock().closing() {
                     return None;
                 }
@@ -870,6 +869,27 @@ impl Dial {
             }
         }
     }
+}
+
+/// Connects `link`'s socket, made here, to `to.addr` within `to.timeout`.
+/// The socket is in the link before the connect begins, and the close is
+/// looked for after: a close from then on shuts the connecting socket
+/// down, which Linux answers by ending the connect at once.
+fn connect(link: &Link, outbox: &Outbox, to: &Connect) -> io::Result<()> {
+    use socket2::{Domain, Protocol, SockRef, Type};
+    let socket = socket2::Socket::new(
+        Domain::for_address(to.addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    let _ = link.stream.set(Socket::tcp(socket.into())?);
+    if outbox.lock().closing() {
+        return Err(io::ErrorKind::ConnectionAborted.into());
+    }
+    let Some(Socket::Tcp(stream)) = link.stream.get() else {
+        unreachable!("a TCP socket was just put in place");
+    };
+    SockRef::from(stream).connect_timeout(&to.addr.into(), to.timeout)
 }
 
 /// The reader's side of a TLS handshake: reads and feeds rustls (which
@@ -2038,7 +2058,8 @@ impl Socket {
 /// place (which shuts it down at the linger deadline) and its peer entry.
 struct Link {
     /// Set once there is a socket: from the start for accepted and attached
-    /// streams, once connected for outbound ones.
+    /// streams, just before the connect for outbound ones (so that a close
+    /// can end the connect).
     stream: OnceLock<Socket>,
     /// The TLS session, shared by the reader (which feeds it what it reads)
     /// and the writer (which takes its records), each holding the lock only

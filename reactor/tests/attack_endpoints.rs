@@ -393,7 +393,6 @@ fn a_stop_is_not_held_up_by_a_connect_on_the_reactor() {
 }
 
 #[test]
-#[ignore = "fails: the threaded stop waits for a blocking connect to time out, past shutdown_timeout"]
 fn a_stop_is_not_held_up_by_a_connect_on_the_threaded_driver() {
     a_stop_is_not_held_up_by_a_connect::<Threaded<Do>>();
 }

@@ -330,13 +330,17 @@ fn fit_to_open_files(config: Config, files: u64) -> Config {
         return config;
     }
     let max_closing = config.max_closing.min(room / 8).max(1);
-    let max_connections = room.saturating_sub(max_closing).max(1);
-    tracing::warn!(
-        "serving at most {max_connections} clients, not {}: the open-file limit is {files}",
-        config.max_connections
-    );
+    let max_connections = room
+        .saturating_sub(max_closing)
+        .clamp(1, config.max_connections);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            "serving at most {max_connections} clients, not {}: the open-file limit is {files}",
+            config.max_connections
+        );
+    }
     Config {
-        max_connections: max_connections.min(config.max_connections),
+        max_connections,
         max_closing,
         ..config
     }

@@ -17,13 +17,14 @@
 //!     │                          └─► on_data(input)  (or discard if closing)
 //!     ├─ connection writable ► queue for flush
 //!     ├─ mailbox (≤ 256) ────► on_wake(msg) / stop / serve a stream handed over
-//!     ├─ due timers ─────────► on_timer(tag) / a pause ends / a connect or a
+//!     ├─ due timers ─────────► on_timer(tag) / on_conn_timer(id, tag) if open /
+//!     │                        a pause ends / a connect or a
 //!     │                        handshake out of time; not those they set themselves
 //!     ├─ held input ─────────► on_data again for connections whose hold ended
 //!     ├─ accept pauses over ─► watch those listeners again
 //!     ├─ linger deadlines ───► cut off what has not finished closing
 //!     ├─ once a second ──────► idle and soft-limit timeouts, free idle buffers
-//!     ├─ stop asked for ─────► on_stop, drop the listeners, close everyone
+//!     ├─ stop asked for ─────► drop the listeners, on_stop, close everyone
 //!     ├─ flush: write each connection (through its transport) until full or
 //!     │         256 KiB; hold input over high water, release it under low
 //!     │         water; finish closes (TLS: close_notify, then FIN)

@@ -224,7 +224,8 @@ pub enum CloseReason {
     ConnectFailed(io::ErrorKind),
     /// The TLS layer failed: a bad handshake or record, or the peer's alert.
     Tls,
-    /// The handler panicked in `on_open` or `on_data` for this connection.
+    /// The handler panicked in `on_open`, `on_data` or `on_conn_timer` for
+    /// this connection.
     /// The driver logs it and closes only this connection; the others are
     /// served on.
     HandlerPanicked,

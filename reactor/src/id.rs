@@ -87,7 +87,8 @@ impl fmt::Debug for ListenerId {
     }
 }
 
-/// Names a timer set with `Context::set_timer`, so that it can be cancelled.
+/// Names a timer set with `Context::set_timer` or `Context::set_conn_timer`,
+/// so that it can be cancelled.
 ///
 /// It holds the deadline itself, which lets the timer queue find and remove
 /// the timer in O(log n) without a second index.

@@ -18,14 +18,13 @@ use crate::{Endpoint, Error, ListenerId};
 /// the threaded driver, the main thread's timers and signals).
 pub(crate) const ACCEPT_BATCH: usize = 64;
 
+/// `EPROTO`: a protocol error on the connection being accepted.
+const EPROTO: i32 = 71;
+
 /// How long to stop accepting after running out of file descriptors: a
 /// level-triggered listener stays readable while `accept` fails, so retrying
 /// at once would spin the CPU (and sleeping would stop the timers).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// `EMFILE`/`ENFILE` (the same on Linux, macOS and the BSDs): out of descriptors.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
 
 /// A listening socket, its policy, and whether accepting is paused.
 pub(crate) struct Listener {
@@ -87,10 +86,13 @@ impl Listeners {
     }
 
     /// The next connection waiting on listener `index`, or `None` when
-    /// there is none now. Out of descriptors, the listener is not watched
-    /// for [`ACCEPT_PAUSE`] (see [`resume`](Listeners::resume)); an error
-    /// that concerns one connection only (`ECONNABORTED`: it left before it
-    /// was accepted) skips it.
+    /// there is none now. An error that concerns one connection only
+    /// (`ECONNABORTED`: it left before it was accepted) skips it. Any other
+    /// — out of descriptors (`EMFILE`, `ENFILE`), of memory (`ENOBUFS`,
+    /// `ENOMEM`), or what else a kernel may say — would say the same again
+    /// at once, and a level-triggered listener stays readable meanwhile:
+    /// the listener is not watched for [`ACCEPT_PAUSE`] (see
+    /// [`resume`](Listeners::resume)), rather than retried in a spin.
     pub(crate) fn accept(&mut self, index: usize, now: Instant) -> Option<TcpStream> {
         let listener = self.list.get_mut(index)?;
         loop {
@@ -98,14 +100,25 @@ impl Listeners {
                 Ok((stream, _)) => return Some(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                // Errors of one connection, which Linux's accept passes on
+                // (accept(2): treat them like EAGAIN and retry).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::PermissionDenied
+                    ) || e.raw_os_error() == Some(EPROTO) =>
+                {
+                    log::debug!("accept: {e}");
+                }
+                Err(e) => {
                     log::warn!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
                     if listener.io.set_interest(Interest::NONE).is_ok() {
                         listener.paused_until = Some(deadline(now, ACCEPT_PAUSE));
                     }
                     return None;
                 }
-                Err(e) => log::debug!("accept: {e}"),
             }
         }
     }

@@ -10,7 +10,8 @@
 //! #     type Message = ();
 //! #     type Conn = ();
 //! #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
-//! #         cx.send(id, input.split().freeze());
+//! #         cx.send_slice(id, input);
+//! #         input.clear();
 //! #     }
 //! # }
 //! let mut h = Harness::new(Echo);

@@ -6,7 +6,7 @@
 //!                           timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
 //!        ├─ accept (≤ 64) ─► a place, open or refused ─► spawn its reader thread
 //!        ├─ mailbox (≤ 256) ─► on_wake; a stream attached ─► a place ─► spawn its reader thread
-//!        ├─ due timers set before the round ─► on_timer
+//!        ├─ due timers set before the round ─► on_timer / on_conn_timer (if still open)
 //!        ├─ outbound connections asked for ─► spawn a thread: connect (≤ timeout), then as a reader
 //!        ├─ linger deadlines ─► shut down both ways what has not finished closing
 //!        ├─ once a second ─► cut off who stayed over soft_output for soft_output_time

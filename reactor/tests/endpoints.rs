@@ -448,7 +448,9 @@ fn an_outbound_connection_that_is_not_answered_in_time_fails_timed_out(which: Wh
         server.closed(),
         (id, CloseReason::ConnectFailed(io::ErrorKind::TimedOut))
     );
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The threaded driver's connect waits in poll(2), whose timeout is whole
+    // milliseconds, rounded down by socket2: up to one early.
+    assert!(started.elapsed() >= Duration::from_millis(299));
     assert_eq!(server.stop(), vec![]);
 }
 

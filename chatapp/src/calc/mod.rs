@@ -29,7 +29,7 @@ mod parser;
 mod quiet;
 
 pub use parser::{evaluate, CalcError, MAX_DEPTH};
-pub use quiet::{EndLines, QUIET};
+pub use quiet::{EndLines, QUIET, QUIET_TAG};
 
 use bytes::{Bytes, BytesMut};
 use reactor::{ConnId, Context, Handler};

@@ -65,7 +65,10 @@ impl<H: Handler> EndLines<H> {
             return;
         }
         let timer = cx.set_conn_timer(id, QUIET, QUIET_TAG);
-        conn.waiting = Some((input.split(), timer));
+        // A copy: `input` may share the driver's read buffer, which a
+        // slice kept here would pin for as long as it waits.
+        conn.waiting = Some((BytesMut::from(&input[..]), timer));
+        input.clear();
     }
 }
 

@@ -2,8 +2,7 @@
 //! back, and a line saying `bye` ends the connection.
 
 use bytes::BytesMut;
-use reactor::{CloseReason, ConnId, Context, Handler};
-use rustc_hash::FxHashMap;
+use reactor::{ConnId, Context, Handler};
 
 /// Echoes a stream byte for byte, at once: no framing, no waiting for a
 /// newline, binary data welcome.
@@ -14,64 +13,55 @@ use rustc_hash::FxHashMap;
 #[derive(Debug)]
 pub struct Echo {
     raw: bool,
-    /// Where each connection's current line stands, for connections that are
-    /// in the middle of a line; a connection at the start of a line (the
-    /// usual case between messages) has no entry. Always empty when `raw`.
-    lines: FxHashMap<ConnId, Line>,
 }
 
 impl Echo {
     /// An echo handler; `raw` turns off the `bye` rule.
     pub fn new(raw: bool) -> Echo {
-        Echo {
-            raw,
-            lines: FxHashMap::default(),
-        }
+        Echo { raw }
     }
+}
 
-    /// Follows `data` from the line state of `id`, and returns the offset just
-    /// past the first complete `bye` line, if there is one. Otherwise keeps
-    /// the state of the unfinished line for the next read.
-    fn find_bye(&mut self, id: ConnId, data: &[u8]) -> Option<usize> {
-        let mut line = self.lines.remove(&id).unwrap_or(Line::Blank);
-        let mut i = 0;
-        while i < data.len() {
-            if line == Line::Other {
-                // This line cannot be `bye`: skip to its end at memchr's
-                // speed rather than stepping the state machine over every
-                // byte, which made echoing large messages cost microseconds.
-                match memchr::memchr(b'\n', &data[i..]) {
-                    Some(end) => {
-                        i += end + 1;
-                        line = Line::Blank;
-                        continue;
-                    }
-                    None => break,
+/// Follows `data` from `line`, where the connection's current line stands,
+/// and returns the offset just past the first complete `bye` line, if
+/// there is one. Otherwise leaves in `line` where the unfinished line
+/// stands, for the next read.
+fn find_bye(line: &mut Line, data: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < data.len() {
+        if *line == Line::Other {
+            // This line cannot be `bye`: skip to its end at memchr's
+            // speed rather than stepping the state machine over every
+            // byte, which made echoing large messages cost microseconds.
+            match memchr::memchr(b'\n', &data[i..]) {
+                Some(end) => {
+                    i += end + 1;
+                    *line = Line::Blank;
+                    continue;
                 }
+                None => break,
             }
-            match data[i] {
-                b'\n' if line == Line::Bye => return Some(i + 1),
-                b'\n' => line = Line::Blank,
-                byte => line = line.next(byte),
-            }
-            i += 1;
         }
-        if line != Line::Blank {
-            self.lines.insert(id, line);
+        match data[i] {
+            b'\n' if *line == Line::Bye => return Some(i + 1),
+            b'\n' => *line = Line::Blank,
+            byte => *line = line.next(byte),
         }
-        None
+        i += 1;
     }
+    None
 }
 
 impl Handler for Echo {
     type Message = ();
-    type Conn = ();
+    /// Where the connection's current line stands; untouched when `raw`.
+    type Conn = Line;
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, line: &mut Line, input: &mut BytesMut) {
         let bye = if self.raw {
             None
         } else {
-            self.find_bye(id, input)
+            find_bye(line, input)
         };
         let end = bye.unwrap_or(input.len());
         // Written through from the input itself; only what the socket does
@@ -85,18 +75,16 @@ impl Handler for Echo {
             cx.close(id);
         }
     }
-
-    fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), _reason: CloseReason) {
-        self.lines.remove(&id);
-    }
 }
 
-/// How far the current line has got towards being `bye`. One byte per
-/// connection however long the line is, so any amount of whitespace around
-/// the word is recognised without buffering the line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Line {
-    /// Nothing but whitespace so far.
+/// How far a connection's current line has got towards being `bye`: the
+/// echo's state of each connection, kept by the driver. One byte however
+/// long the line is, so any amount of whitespace around the word is
+/// recognised without buffering the line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Line {
+    /// Nothing but whitespace so far: a new line.
+    #[default]
     Blank,
     /// `b`, after optional whitespace.
     B,
@@ -125,6 +113,7 @@ impl Line {
 mod tests {
     use super::*;
     use reactor::testing::Harness;
+    use reactor::CloseReason;
 
     fn echo() -> Harness<Echo> {
         Harness::new(Echo::new(false))
@@ -228,25 +217,24 @@ mod tests {
         h.receive(id, "ye\nbye\r\nBYE\n");
         assert_eq!(h.take_text(id), "bye\nbye\r\nBYE\n");
         assert_eq!(h.closed(id), None);
-        assert!(h.handler.lines.is_empty());
+        assert_eq!(h.state(id), Some(&Line::Blank), "raw follows no line");
     }
 
     #[test]
-    fn state_is_kept_only_mid_line_and_removed_on_close() {
+    fn each_connection_follows_its_own_line() {
         let mut h = echo();
         let a = h.connect();
         let b = h.connect();
         h.receive(a, "hello\n");
-        assert!(
-            h.handler.lines.is_empty(),
-            "no state at the start of a line"
-        );
+        assert_eq!(h.state(a), Some(&Line::Blank), "at the start of a line");
         h.receive(a, "by");
-        h.receive(b, "hel");
-        assert_eq!(h.handler.lines.len(), 2);
-        h.disconnect(b);
+        h.receive(b, "b");
+        assert_eq!(h.state(a), Some(&Line::By));
+        assert_eq!(h.state(b), Some(&Line::B));
+        h.receive(b, "x\n");
         h.receive(a, "e\n");
         assert_eq!(h.closed(a), Some(CloseReason::Requested));
-        assert!(h.handler.lines.is_empty());
+        assert_eq!(h.closed(b), None, "b's `bx` is not a's `bye`");
+        assert_eq!(h.state(a), None, "the state went with the connection");
     }
 }

@@ -10,12 +10,15 @@
 //! server's transcript (everything said in the room) goes to a sink given to
 //! [`Chat::new`].
 //!
-//! The state is two collections: `clients`, every open connection and how
-//! far it has got, and `room`, the ids of those that greeted, in the order
-//! they joined; plus `nicks`, an index of the room by lower-cased nick,
-//! changed wherever a nick is given, changed or given up. A broadcast builds
-//! its line once into a [`Bytes`] and hands the same bytes to every
-//! recipient; nothing is allocated per recipient.
+//! What is about one connection (how far it has got, its nick, its flood
+//! budget, its greeting's timers) is its [`Client`], which the driver keeps
+//! beside the connection and hands to each callback about it. The handler
+//! keeps what is about the room: `room`, the ids of those that greeted, in
+//! the order they joined, with their nicks beside them in `names`; and
+//! `nicks`, an index of the room by lower-cased nick, changed wherever a
+//! nick is given, changed or given up. A broadcast builds its line once
+//! into a [`Bytes`] and hands the same bytes to every recipient; nothing is
+//! allocated per recipient.
 
 mod clean;
 mod flood;
@@ -31,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, TimerId};
-use rustc_hash::FxHashMap;
 
 use crate::lines::{next_line, LineTooLong};
 use crate::telnet;
@@ -157,13 +159,23 @@ impl Default for ChatConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleLine(pub String);
 
-/// One open connection.
-struct Client {
+/// A connection as the chat keeps it, beside the connection in the driver:
+/// how far the client has got (its greeting, or its nick), its flood
+/// budget, and the address it counts against. Made when the connection
+/// opens and handed back to `on_close`, so nothing here can outlive the
+/// connection.
+#[derive(Default)]
+pub struct Client {
     /// How far it has got.
     stage: Stage,
     /// When its next line is due by its flood budget (the theoretical
-    /// arrival time of [`flood`]); unused with flood control off.
-    next_line: Instant,
+    /// arrival time of [`flood`]); `None` before its first line, which
+    /// finds a full budget. Unused with flood control off.
+    next_line: Option<Instant>,
+    /// With `max_per_ip`, the address it was counted under, to uncount it
+    /// when it goes: by then the driver no longer knows its peer. `None`
+    /// if it was not counted.
+    address: Option<IpAddr>,
 }
 
 /// How far a connection has got.
@@ -176,32 +188,47 @@ enum Stage {
     Joined { nick: Box<str> },
 }
 
+impl Default for Stage {
+    fn default() -> Stage {
+        Stage::Greeting(Box::default())
+    }
+}
+
 /// A connection that has not greeted: its timers, and a `Hi` it sent
-/// without a line end. Both timers fire `on_timer` with the connection's id
-/// as the tag; one that fires before `expires` is the quiet timer.
+/// without a line end. Both are connection timers, and end with the
+/// connection.
+#[derive(Default)]
 struct Greeting {
-    /// Fires at `expires`: the client is out of time to say `Hi`.
-    deadline: TimerId,
-    /// When `deadline` fires.
-    expires: Instant,
+    /// Fires [`DEADLINE`]: the client is out of time to say `Hi`. `None`
+    /// only for a connection that was refused, and is closing.
+    deadline: Option<TimerId>,
     /// `Hi` without a line end, taken out of the input: the driver cannot
     /// be asked for its input back from a timer (the threaded driver hands
     /// it back only with new bytes), so the handler holds it, and puts it
     /// back in front of the input if more bytes come.
     pending: BytesMut,
-    /// Set while `pending` waits: fires once nothing more has come for
-    /// [`GREETING_QUIET`].
+    /// Set while `pending` waits: fires [`QUIET`] once nothing more has come
+    /// for [`GREETING_QUIET`].
     quiet: Option<TimerId>,
 }
 
+/// The tag of a client's greeting deadline.
+const DEADLINE: u64 = 0;
+/// The tag of a client's quiet timer: the `Hi` it waited on is the greeting.
+const QUIET: u64 = 1;
+
 /// The chat handler: one room, everyone who greeted is in it.
+///
+/// What is about one connection is its [`Client`]; the handler keeps what
+/// a connection's callbacks must know about the others.
 pub struct Chat {
     config: ChatConfig,
-    /// Every open connection, greeted or not.
-    clients: FxHashMap<ConnId, Client>,
     /// The clients that greeted, in the order they joined: whom a broadcast
     /// goes to, and the order `/who` lists them in.
     room: Vec<ConnId>,
+    /// The nick of each in `room`, at the same place, for `/who` and
+    /// `/kick`: a callback is handed only its own connection's state.
+    names: Vec<Box<str>>,
     /// Who in the room has which nick, keyed in lower case: nicks are unique
     /// regardless of case. Greeting, `/nick`, `/msg` and `/kick` look here
     /// rather than scan the room, which made filling a room quadratic.
@@ -212,11 +239,8 @@ pub struct Chat {
     refusal: Bytes,
     /// The flood budget from `config`; `None` with flood control off.
     flood: Option<Budget>,
-    /// With `max_per_ip`: the open connections of each address...
+    /// With `max_per_ip`: the open connections of each address.
     per_ip: HashMap<IpAddr, usize>,
-    /// ...and the address each was counted under, to uncount it when it
-    /// goes: by then the driver no longer knows its peer.
-    counted: FxHashMap<ConnId, IpAddr>,
     /// Where everything said in the room is written for the operator.
     transcript: Box<dyn Write + Send>,
 }
@@ -231,22 +255,21 @@ impl Chat {
         let flood = Budget::new(config.flood_rate, config.flood_burst);
         Chat {
             config,
-            clients: FxHashMap::default(),
             room: Vec::new(),
+            names: Vec::new(),
             nicks: HashMap::new(),
             last_user: 0,
             refusal,
             flood,
             per_ip: HashMap::new(),
-            counted: FxHashMap::default(),
             transcript,
         }
     }
 
-    /// Counts `id` against its address's `max_per_ip`; `false` if the
-    /// address already has that many. A connection with no address (not a
-    /// network one) is not counted.
-    fn admit(&mut self, cx: &dyn Context, id: ConnId) -> bool {
+    /// Counts `id` against its address's `max_per_ip`, and notes the address
+    /// in `client`; `false` if the address already has that many. A
+    /// connection with no address (not a network one) is not counted.
+    fn admit(&mut self, cx: &dyn Context, id: ConnId, client: &mut Client) -> bool {
         let Some(max) = self.config.max_per_ip else {
             return true;
         };
@@ -260,13 +283,14 @@ impl Chat {
             return false;
         }
         self.per_ip.insert(ip, open + 1);
-        self.counted.insert(id, ip);
+        client.address = Some(ip);
         true
     }
 
-    /// Gives back the place `id` took from its address's `max_per_ip`.
-    fn uncount(&mut self, id: ConnId) {
-        let Some(ip) = self.counted.remove(&id) else {
+    /// Gives back the place a client counted under `address` took from its
+    /// `max_per_ip`.
+    fn uncount(&mut self, address: Option<IpAddr>) {
+        let Some(ip) = address else {
             return;
         };
         if let Entry::Occupied(mut open) = self.per_ip.entry(ip) {
@@ -279,30 +303,36 @@ impl Chat {
 
     /// One line from a client, without its end; returns what it costs of
     /// the client's flood budget, in lines.
-    fn on_line(&mut self, cx: &mut dyn Context, id: ConnId, raw: &[u8]) -> u32 {
+    fn on_line(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        client: &mut Client,
+        raw: &[u8],
+    ) -> u32 {
         let text = clean(raw);
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return 1;
         }
-        let Some(client) = self.clients.get(&id) else {
-            return 1;
-        };
-        match client.stage {
-            Stage::Greeting(_) => {
+        match &mut client.stage {
+            Stage::Greeting(greeting) => {
                 if trimmed.eq_ignore_ascii_case("hi") {
-                    self.greet(cx, id);
+                    greeting.cancel_timers(cx);
+                    client.stage = Stage::Joined {
+                        nick: self.greet(cx, id),
+                    };
                 } else {
                     self.dismiss(cx, id, Bytes::from_static(SAY_HI), None);
                 }
             }
-            Stage::Joined { .. } => {
+            Stage::Joined { nick } => {
                 if trimmed.eq_ignore_ascii_case("bye") {
                     self.dismiss(cx, id, Bytes::from_static(BYE), None);
                 } else if let Some(command) = trimmed.strip_prefix('/') {
-                    return self.on_command(cx, id, command);
+                    return self.on_command(cx, id, nick, command);
                 } else {
-                    self.relay(cx, id, &text);
+                    self.relay(cx, id, nick, &text);
                 }
             }
         }
@@ -311,13 +341,22 @@ impl Chat {
 
     /// Takes the complete lines at the front of `input`, which holds no
     /// telnet command, as far as flood control and `id`'s output allow.
-    fn take_lines(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn take_lines(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        client: &mut Client,
+        input: &mut BytesMut,
+    ) {
         // Whatever is not taken here stays in `input`, and the driver hands
         // it back: once `id`'s peer has read its answers (backlogged), or
-        // when the pause ends (flood control). Nothing is dropped.
+        // when the pause ends (flood control). Nothing is dropped. A line
+        // that closes the connection (`bye`, a wrong greeting, a line too
+        // long) ends the loop too: a closing connection is backlogged, so
+        // nothing after that line is read.
         while !input.is_empty() && !cx.backlogged(id) {
             let now = cx.now();
-            let wait = self.flood_wait(now, id);
+            let wait = self.flood_wait(now, client);
             if !wait.is_zero() {
                 // Over its budget: not another line until the budget allows
                 // it. The others are served meanwhile.
@@ -330,7 +369,7 @@ impl Chat {
             let cost = match line {
                 Ok(line) => {
                     let size = u32::try_from(line.len() / BYTES_PER_LINE).unwrap_or(u32::MAX);
-                    self.on_line(cx, id, &line).saturating_add(size)
+                    self.on_line(cx, id, client, &line).saturating_add(size)
                 }
                 Err(LineTooLong) => {
                     let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
@@ -338,83 +377,29 @@ impl Chat {
                     1
                 }
             };
-            // A line may have closed the connection (`bye`, a wrong greeting,
-            // a line too long); nothing after it is read.
-            if !self.clients.contains_key(&id) {
-                return;
-            }
-            self.charge(now, id, cost);
+            self.charge(now, client, cost);
         }
     }
 
-    /// How long `id` must wait before its next line by its flood budget;
-    /// zero if it may send one now, or flood control is off.
-    fn flood_wait(&self, now: Instant, id: ConnId) -> Duration {
-        // The budget first: with flood control off, no lookup per line.
-        let Some(budget) = self.flood else {
-            return Duration::ZERO;
-        };
-        self.clients
-            .get(&id)
-            .map_or(Duration::ZERO, |client| budget.wait(client.next_line, now))
-    }
-
-    /// Charges `id`'s flood budget for a line that costs `lines`.
-    fn charge(&mut self, now: Instant, id: ConnId, lines: u32) {
-        let Some(budget) = self.flood else { return };
-        if let Some(client) = self.clients.get_mut(&id) {
-            budget.charge(&mut client.next_line, now, lines);
+    /// How long `client` must wait before its next line by its flood
+    /// budget; zero if it may send one now, or flood control is off.
+    fn flood_wait(&self, now: Instant, client: &Client) -> Duration {
+        match (self.flood, client.next_line) {
+            (Some(budget), Some(due)) => budget.wait(due, now),
+            _ => Duration::ZERO,
         }
     }
 
-    /// If `id` has not greeted and what it has sent of its first line is
-    /// `Hi`, takes it out of `input` and sets the quiet timer: should
-    /// nothing more come for [`GREETING_QUIET`], it is the greeting.
-    fn await_quiet(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        let Some(Client {
-            stage: Stage::Greeting(greeting),
-            ..
-        }) = self.clients.get_mut(&id)
-        else {
-            return;
-        };
-        // With a line end it is a line, waiting for flood control.
-        if !input.contains(&b'\n') && is_greeting(input) {
-            greeting.pending = input.split();
-            greeting.quiet = Some(cx.set_timer(GREETING_QUIET, id.to_bits()));
+    /// Charges `client`'s flood budget for a line that costs `lines`.
+    fn charge(&self, now: Instant, client: &mut Client, lines: u32) {
+        if let Some(budget) = self.flood {
+            budget.charge(client.next_line.get_or_insert(now), now, lines);
         }
     }
 
-    /// Puts a `Hi` that waited for the quiet timer back in front of `input`,
-    /// where more bytes for `id`'s first line have come.
-    fn resume_greeting(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        let Some(Client {
-            stage: Stage::Greeting(greeting),
-            ..
-        }) = self.clients.get_mut(&id)
-        else {
-            return;
-        };
-        if let Some(quiet) = greeting.quiet.take() {
-            cx.cancel_timer(quiet);
-        }
-        if !greeting.pending.is_empty() {
-            let new = input.split();
-            input.extend_from_slice(&greeting.pending);
-            input.extend_from_slice(&new);
-            greeting.pending.clear();
-        }
-    }
-
-    /// `id` said `Hi`: it gets its nick and joins the room.
-    fn greet(&mut self, cx: &mut dyn Context, id: ConnId) {
-        if let Some(Client {
-            stage: Stage::Greeting(greeting),
-            ..
-        }) = self.clients.get(&id)
-        {
-            greeting.cancel_timers(cx);
-        }
+    /// Gives the client `id`, which said `Hi`, its nick, and lets it into
+    /// the room; returns the nick.
+    fn greet(&mut self, cx: &mut dyn Context, id: ConnId) -> Box<str> {
         let nick = self.default_nick();
         tracing::info!(peer = ?cx.peer_addr(id), "{nick} joined");
         // `Hello` first, as the protocol promises; one send for both lines.
@@ -427,10 +412,9 @@ impl Chat {
         let joined = Bytes::from(format!("* {nick} joined\n"));
         self.announce(cx, &joined, &joined);
         self.room.push(id);
+        self.names.push(nick.clone());
         self.nicks.insert(nick.to_ascii_lowercase().into(), id);
-        if let Some(client) = self.clients.get_mut(&id) {
-            client.stage = Stage::Joined { nick };
-        }
+        nick
     }
 
     /// The next `user<N>` nobody has: someone may have picked it with `/nick`.
@@ -444,23 +428,29 @@ impl Chat {
         }
     }
 
-    /// A message from `from`, relayed to everyone else and the transcript.
-    fn relay(&mut self, cx: &mut dyn Context, from: ConnId, text: &str) {
-        let Some(nick) = self.nick(from) else { return };
+    /// A message from `from`, called `nick`, relayed to everyone else and
+    /// the transcript.
+    fn relay(&mut self, cx: &mut dyn Context, from: ConnId, nick: &str, text: &str) {
         let message = message(nick, text);
         self.broadcast(cx, &message, Some(from));
     }
 
-    /// A command from a client: the line after its `/`. Returns what it
-    /// costs of the client's flood budget, in lines.
-    fn on_command(&mut self, cx: &mut dyn Context, id: ConnId, command: &str) -> u32 {
+    /// A command from the client `id`, called `nick`: the line after its
+    /// `/`. Returns what it costs of the client's flood budget, in lines.
+    fn on_command(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        nick: &mut Box<str>,
+        command: &str,
+    ) -> u32 {
         let (name, args) = split_command(command);
         match name.to_ascii_lowercase().as_str() {
-            "nick" => return self.rename(cx, id, args),
+            "nick" => return self.rename(cx, id, nick, args),
             "who" => {
                 cx.send(id, self.who());
             }
-            "msg" => self.private(cx, id, args),
+            "msg" => self.private(cx, id, nick, args),
             "help" => {
                 cx.send(id, Bytes::from_static(HELP));
             }
@@ -471,9 +461,10 @@ impl Chat {
         1
     }
 
-    /// `/nick NAME`; returns what it cost of the flood budget: a refusal is
-    /// a line like any other, a change costs [`RENAME_COST`].
-    fn rename(&mut self, cx: &mut dyn Context, id: ConnId, new: &str) -> u32 {
+    /// `/nick NAME` from `id`, now called `nick`; returns what it cost of
+    /// the flood budget: a refusal is a line like any other, a change costs
+    /// [`RENAME_COST`].
+    fn rename(&mut self, cx: &mut dyn Context, id: ConnId, nick: &mut Box<str>, new: &str) -> u32 {
         if let Err(why) = nick::check(new) {
             cx.send(id, Bytes::from(format!("ERR {why}\n")));
             return 1;
@@ -483,16 +474,12 @@ impl Chat {
             cx.send(id, Bytes::from(format!("ERR nick {new} is taken\n")));
             return 1;
         }
-        let Some(Client {
-            stage: Stage::Joined { nick },
-            ..
-        }) = self.clients.get_mut(&id)
-        else {
-            return 1;
-        };
         let old = std::mem::replace(nick, new.into());
         self.nicks.remove(&*old.to_ascii_lowercase());
         self.nicks.insert(new.to_ascii_lowercase().into(), id);
+        if let Some(seat) = self.seat(id) {
+            self.names[seat] = new.into();
+        }
         let notice = Bytes::from(format!("* {old} is now {new}\n"));
         // Like a join, told to the room only while it is small enough; the
         // changer is always told, as the answer to its command.
@@ -505,9 +492,9 @@ impl Chat {
         RENAME_COST
     }
 
-    /// `/msg NICK text`: to one client, marked private, and not in the
-    /// transcript.
-    fn private(&mut self, cx: &mut dyn Context, from: ConnId, args: &str) {
+    /// `/msg NICK text` from `from`, called `nick`: to one client, marked
+    /// private, and not in the transcript.
+    fn private(&mut self, cx: &mut dyn Context, from: ConnId, nick: &str, args: &str) {
         let Some((to, text)) = args.split_once(char::is_whitespace) else {
             cx.send(from, Bytes::from_static(b"ERR usage: /msg NICK text\n"));
             return;
@@ -516,7 +503,6 @@ impl Chat {
             cx.send(from, Bytes::from(format!("ERR no such nick: {to}\n")));
             return;
         };
-        let Some(nick) = self.nick(from) else { return };
         cx.send(
             to_id,
             exact(format!("<{nick}> (private) {}\n", text.trim_start())),
@@ -526,11 +512,11 @@ impl Chat {
     /// `* N online: a, b, c`, in the order they joined. The operator is not a
     /// client, so `server` is never listed.
     fn who(&self) -> Bytes {
-        let nicks: Vec<&str> = self.room.iter().filter_map(|&id| self.nick(id)).collect();
-        if nicks.is_empty() {
+        if self.names.is_empty() {
             return Bytes::from_static(b"* 0 online\n");
         }
-        exact(format!("* {} online: {}\n", nicks.len(), nicks.join(", ")))
+        let names = self.names.join(", ");
+        exact(format!("* {} online: {names}\n", self.names.len()))
     }
 
     /// A line typed on the console: a command, or a message from `server`.
@@ -585,11 +571,12 @@ impl Chat {
         self.leave(cx, id, "left", aside);
     }
 
-    /// Forgets `id`; if it was in the room, tells the others `* NICK {how}`,
-    /// and the transcript the same, or `* NICK {how} ({aside})` if there is
-    /// an aside: the room is told who left, the operator also why.
+    /// If `id` is in the room, takes it out, and tells the others
+    /// `* NICK {how}`, and the transcript the same, or `* NICK {how}
+    /// ({aside})` if there is an aside: the room is told who left, the
+    /// operator also why.
     fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str, aside: Option<&str>) {
-        let Some(nick) = self.forget(cx, id) else {
+        let Some(nick) = self.unseat(id) else {
             return;
         };
         let notice = Bytes::from(format!("* {nick} {how}\n"));
@@ -614,25 +601,23 @@ impl Chat {
         self.transcribe(told);
     }
 
-    /// Removes `id` from the clients (cancelling its greeting timers), from
-    /// the room and from its address's count; returns its nick if it had
-    /// one. Once forgotten, a client cannot leave twice: this is what makes
-    /// `* NICK left` come exactly once.
-    fn forget(&mut self, cx: &mut dyn Context, id: ConnId) -> Option<Box<str>> {
-        self.uncount(id);
-        match self.clients.remove(&id)?.stage {
-            Stage::Greeting(greeting) => {
-                greeting.cancel_timers(cx);
-                None
-            }
-            Stage::Joined { nick } => {
-                // Keeps the join order for `/who`; a leave is O(n) anyway,
-                // like the notice that follows it.
-                self.room.retain(|&member| member != id);
-                self.nicks.remove(&*nick.to_ascii_lowercase());
-                Some(nick)
-            }
-        }
+    /// Where `id` is in `room`, and its nick in `names`, if it is in the room.
+    fn seat(&self, id: ConnId) -> Option<usize> {
+        self.room.iter().position(|&member| member == id)
+    }
+
+    /// Takes `id` out of the room; returns its nick if it was in it. Once
+    /// out, a client cannot leave twice: this is what makes `* NICK left`
+    /// come exactly once, whether this handler closed the client (and told
+    /// the room then) or the driver reports that it went.
+    fn unseat(&mut self, id: ConnId) -> Option<Box<str>> {
+        let seat = self.seat(id)?;
+        // Keeps the join order for `/who`; a leave is O(n) anyway, like the
+        // notice that follows it.
+        self.room.remove(seat);
+        let nick = self.names.remove(seat);
+        self.nicks.remove(&*nick.to_ascii_lowercase());
+        Some(nick)
     }
 
     /// Sends `line` to everyone in the room but `except`, and writes it to
@@ -668,14 +653,6 @@ impl Chat {
             .and_then(|()| self.transcript.flush());
     }
 
-    /// The nick of `id`, if it is in the room.
-    fn nick(&self, id: ConnId) -> Option<&str> {
-        match &self.clients.get(&id)?.stage {
-            Stage::Joined { nick } => Some(nick),
-            Stage::Greeting(_) => None,
-        }
-    }
-
     /// Who in the room is called `nick`, ignoring case.
     fn find(&self, nick: &str) -> Option<ConnId> {
         self.nicks.get(&*nick.to_ascii_lowercase()).copied()
@@ -684,34 +661,31 @@ impl Chat {
 
 impl Handler for Chat {
     type Message = ConsoleLine;
-    type Conn = ();
+    type Conn = Client;
 
-    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
-        if !self.admit(cx, id) {
-            // Not a client: `on_close` will find nothing to forget.
+    fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, client: &mut Client) {
+        if !self.admit(cx, id, client) {
+            // Not a client: closed before it can greet, it is never in the room.
             cx.send(id, Bytes::from_static(TOO_MANY_FROM_ADDRESS));
             cx.close(id);
             return;
         }
-        // The id is the tag: the only timers this handler sets are a
-        // client's greeting timers.
-        let deadline = cx.set_timer(self.config.greeting_timeout, id.to_bits());
-        let greeting = Greeting {
-            deadline,
-            expires: cx.now() + self.config.greeting_timeout,
-            pending: BytesMut::new(),
-            quiet: None,
-        };
-        let client = Client {
-            stage: Stage::Greeting(Box::new(greeting)),
-            // A full budget: the arrival time of its first line is now.
-            next_line: cx.now(),
-        };
-        self.clients.insert(id, client);
+        if let Stage::Greeting(greeting) = &mut client.stage {
+            let timeout = self.config.greeting_timeout;
+            greeting.deadline = Some(cx.set_conn_timer(id, timeout, DEADLINE));
+        }
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
-        self.resume_greeting(cx, id, input);
+    fn on_data(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        client: &mut Client,
+        input: &mut BytesMut,
+    ) {
+        if let Stage::Greeting(greeting) = &mut client.stage {
+            greeting.resume(cx, input);
+        }
         // Telnet's commands first: they are below the lines, and may be in
         // the middle of one. What is stripped and left unread comes back
         // with the next read and is stripped again, which changes nothing.
@@ -723,47 +697,48 @@ impl Handler for Chat {
             cx.send_slice(id, &telnet.replies);
         }
         if telnet.unfinished == 0 {
-            self.take_lines(cx, id, input);
+            self.take_lines(cx, id, client, input);
             // Only with no telnet command waiting: what is taken aside is
             // put back in front of bytes that are stripped again.
-            self.await_quiet(cx, id, input);
+            if let Stage::Greeting(greeting) = &mut client.stage {
+                greeting.await_quiet(cx, id, input);
+            }
         } else {
             // An unfinished command stays at the end of the input, out of
             // the lines' reach: it is neither data nor a line's end, and
             // must not count towards a line's length.
             let unfinished = input.split_off(input.len() - telnet.unfinished);
-            self.take_lines(cx, id, input);
+            self.take_lines(cx, id, client, input);
             input.unsplit(unfinished);
         }
     }
 
-    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
-        // A client this handler closed was forgotten then; this one went away
-        // by itself, or the server is stopping and everyone is going at once.
+    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, client: Client, reason: CloseReason) {
+        // Its timers ended with it; its place for its address is given back.
+        self.uncount(client.address);
+        // A client this handler closed has left the room already; this one
+        // went away by itself, or the server is stopping and everyone is
+        // going at once.
         if reason == CloseReason::Shutdown {
-            self.forget(cx, id);
+            self.unseat(id);
         } else {
             self.leave(cx, id, "left", why(reason));
         }
     }
 
-    fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
-        let id = ConnId::from_bits(tag);
-        let Some(Client {
-            stage: Stage::Greeting(greeting),
-            ..
-        }) = self.clients.get_mut(&id)
-        else {
-            return; // greeted or gone since
+    fn on_conn_timer(&mut self, cx: &mut dyn Context, id: ConnId, client: &mut Client, tag: u64) {
+        // A client's only timers are its greeting's, cancelled when it greets.
+        let Stage::Greeting(greeting) = &mut client.stage else {
+            return;
         };
-        if cx.now() >= greeting.expires {
+        if tag == DEADLINE {
             self.dismiss(cx, id, Bytes::from_static(GREETING_TIMEOUT), None);
         } else {
             // The quiet timer: the `Hi` it waited on is the greeting line.
             greeting.quiet = None;
             let line = std::mem::take(&mut greeting.pending);
-            let cost = self.on_line(cx, id, &line);
-            self.charge(cx.now(), id, cost);
+            let cost = self.on_line(cx, id, client, &line);
+            self.charge(cx.now(), client, cost);
         }
     }
 
@@ -783,9 +758,37 @@ impl Handler for Chat {
 }
 
 impl Greeting {
-    /// Cancels both timers: the client has greeted, or is gone.
+    /// Puts a `Hi` that waited for the quiet timer back in front of `input`,
+    /// where more bytes of the first line have come.
+    fn resume(&mut self, cx: &mut dyn Context, input: &mut BytesMut) {
+        if let Some(quiet) = self.quiet.take() {
+            cx.cancel_timer(quiet);
+        }
+        if !self.pending.is_empty() {
+            let new = input.split();
+            input.extend_from_slice(&self.pending);
+            input.extend_from_slice(&new);
+            self.pending.clear();
+        }
+    }
+
+    /// If what `id` has sent of its first line is `Hi`, takes it out of
+    /// `input` and sets the quiet timer: should nothing more come for
+    /// [`GREETING_QUIET`], it is the greeting.
+    fn await_quiet(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        // With a line end it is a line, waiting for flood control; and a
+        // connection one of its lines closed has nothing to wait for.
+        if !input.contains(&b'\n') && is_greeting(input) && !cx.backlogged(id) {
+            self.pending = input.split();
+            self.quiet = Some(cx.set_conn_timer(id, GREETING_QUIET, QUIET));
+        }
+    }
+
+    /// Cancels both timers: the client has greeted.
     fn cancel_timers(&self, cx: &mut dyn Context) {
-        cx.cancel_timer(self.deadline);
+        if let Some(deadline) = self.deadline {
+            cx.cancel_timer(deadline);
+        }
         if let Some(quiet) = self.quiet {
             cx.cancel_timer(quiet);
         }

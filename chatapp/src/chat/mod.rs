@@ -779,7 +779,10 @@ impl Greeting {
         // With a line end it is a line, waiting for flood control; and a
         // connection one of its lines closed has nothing to wait for.
         if !input.contains(&b'\n') && is_greeting(input) && !cx.backlogged(id) {
-            self.pending = input.split();
+            // A copy: `input` may share the driver's read buffer, which a
+            // slice kept here would pin for as long as it waits.
+            self.pending = BytesMut::from(&input[..]);
+            input.clear();
             self.quiet = Some(cx.set_conn_timer(id, GREETING_QUIET, QUIET));
         }
     }

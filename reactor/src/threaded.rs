@@ -27,7 +27,7 @@
 //! The handler sits behind one mutex, so callbacks still run one at a time
 //! and the handler cannot tell this driver from the reactor. Sends never
 //! write: they queue on the recipient's outbox, which its own writer thread
-//! drains. So a client that stops reading blocks only its writer, never the
+//! drains once the callback that sent has returned. So a client that stops reading blocks only its writer, never the
 //! thread that sent to it; a send that would take its outbox past
 //! `max_output` cuts it off, as on the reactor.
 //!
@@ -226,6 +226,7 @@ impl<M: Send + 'static> Threaded<M> {
                     poller: Arc::clone(&self.poller),
                     places: Arc::clone(&places),
                     dials: Vec::new(),
+                    to_wake: Vec::new(),
                 },
             }),
             places,
@@ -1186,7 +1187,16 @@ impl<H: Handler> State<'_, H> {
         self.tell_closed();
     }
 
-    /// Tells the handler of the closes the last callback caused. A panic in
+    /// Wakes the writers that the last callback sent output to.
+    fn wake_writers(&mut self) {
+        for outbox in self.core.to_wake.drain(..) {
+            outbox.lock().wake_due = false;
+            outbox.to_writer.notify_one();
+        }
+    }
+
+    /// Tells the handler of the closes the last callback caused, then wakes
+    /// the writers it (and they) sent output to. A panic in
     /// `on_close` costs that call, as on the reactor: the connection is
     /// gone already, and unwinding here would take down whichever thread
     /// holds the lock — the main one included, which would then hang.
@@ -1200,6 +1210,8 @@ impl<H: Handler> State<'_, H> {
                 log::error!("the handler panicked in on_close; carrying on without that call");
             }
         }
+        // Every callback ends here, and so does what it sent: now it may go.
+        self.wake_writers();
     }
 
     /// Closes `id` gracefully and tells the handler.
@@ -1256,6 +1268,11 @@ struct Core {
     places: Arc<Mutex<Places>>,
     /// Outbound connections asked for, for the main thread to start.
     dials: Vec<Dial>,
+    /// The writers of the connections the current callback sent output to,
+    /// woken once it has returned: as on the reactor, what a callback sends
+    /// is written after it, so that the rest of it (a close after a last
+    /// line) has happened before the peer can see that line and act on it.
+    to_wake: Vec<Arc<Outbox>>,
 }
 
 impl Core {
@@ -1401,8 +1418,11 @@ impl Context for Core {
         if q.soft_since.is_none() && cost > self.config.soft_output {
             q.soft_since = Some(Instant::now());
         }
-        if q.writer_idle {
-            peer.outbox.to_writer.notify_one();
+        if !q.wake_due {
+            q.wake_due = true;
+            drop(q);
+            let outbox = Arc::clone(&peer.outbox);
+            self.to_wake.push(outbox);
         }
         true
     }
@@ -1511,6 +1531,10 @@ struct OutQueue {
     in_flight: usize,
     /// The writer waits for output: a send must wake it.
     writer_idle: bool,
+    /// A callback running now has sent output: the writer leaves the queue
+    /// alone (it may be awake, between two writes) until the callback has
+    /// returned and wakes it (`Core::to_wake`).
+    wake_due: bool,
     /// A send took output past `high_water`, and the reader has not yet
     /// seen it drained to `low_water`: the reader waits, and the writer
     /// wakes it at low water.
@@ -1554,7 +1578,7 @@ impl OutQueue {
         self.aborted
             || self.failed
             || self.tls_turn
-            || (!self.handshaking && (!self.out.is_empty() || self.finishing))
+            || (!self.handshaking && !self.wake_due && (!self.out.is_empty() || self.finishing))
     }
 }
 

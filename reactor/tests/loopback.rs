@@ -402,6 +402,32 @@ fn a_half_closed_peer_still_gets_its_answer(driver: Driver) {
     assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
 }
 
+fn what_a_callback_sends_leaves_after_the_rest_of_it(driver: Driver) {
+    // A last line, then more work, then the close: the peer must not see
+    // the line before the close has freed its place, or a client that
+    // reconnects on seeing it would be refused. (The threaded driver woke
+    // the writer at the send.)
+    fn last_word_then_work(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+        cx.send(id, Bytes::from_static(b"bye\n"));
+        thread::sleep(Duration::from_millis(300));
+        cx.close(id);
+        input.clear();
+    }
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = serve(driver, config, last_word_then_work);
+    let mut first = server.connect();
+    first.write_all(b"go").unwrap();
+    assert_eq!(read_exact_n(&mut first, 4), b"bye\n");
+    let mut second = server.connect();
+    second.write_all(b"Hi").unwrap();
+    let mut answer = [0; 4];
+    second.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"bye\n", "the second client was not served");
+}
+
 fn connections_over_the_limit_get_the_refusal(driver: Driver) {
     let config = Config {
         max_connections: 1,
@@ -1222,6 +1248,7 @@ on_both_drivers!(
     closing_after_an_error_line_does_not_lose_it,
     a_half_closed_peer_still_gets_its_answer,
     connections_over_the_limit_get_the_refusal,
+    what_a_callback_sends_leaves_after_the_rest_of_it,
     timers_fire_in_order_and_cancelled_ones_do_not,
     idle_connections_are_closed,
     posted_messages_arrive_and_stop_is_graceful,

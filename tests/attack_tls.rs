@@ -628,13 +628,11 @@ fn max_per_ip_holds_for_stalled_handshakes(bin: &str) {
 }
 
 #[test]
-#[ignore = "fails: connections in their TLS handshake are not held to --max-per-ip and fill --max-clients"]
 fn max_per_ip_holds_for_stalled_handshakes_on_server3() {
     max_per_ip_holds_for_stalled_handshakes(SERVER3);
 }
 
 #[test]
-#[ignore = "fails: connections in their TLS handshake are not held to --max-per-ip and fill --max-clients"]
 fn max_per_ip_holds_for_stalled_handshakes_on_server2() {
     max_per_ip_holds_for_stalled_handshakes(SERVER2);
 }

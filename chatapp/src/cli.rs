@@ -197,11 +197,15 @@ impl ChatArgs {
     /// a telnet command that may wait behind it. Otherwise, with `--max-line`
     /// near the loop's input limit (64 KiB), a long line would cut the client
     /// off as `InputLimit` before the chat could answer `ERR line too long`.
+    /// And `--max-per-ip` is the loop's `max_per_address`: the driver counts
+    /// addresses at the accept, before a TLS handshake.
     pub fn loop_config(&self, config: Config) -> Config {
         Config {
             max_input: config
                 .max_input
                 .max(self.max_line as usize + 2 + crate::telnet::MAX_UNFINISHED),
+            // Counted by the driver, at the accept: before a TLS handshake.
+            max_per_address: self.max_per_ip.map_or(usize::MAX, |n| n as usize),
             ..config
         }
     }
@@ -212,7 +216,6 @@ impl ChatArgs {
             max_line: self.max_line as usize,
             greeting_timeout: Duration::from_secs(self.greeting_timeout),
             busy_message: busy.map_or(defaults.busy_message, str::to_owned),
-            max_per_ip: self.max_per_ip.map(|n| n as usize),
             announce_limit: self.announce_limit,
             flood_rate: self.flood_rate,
             flood_burst: self.flood_burst,
@@ -558,7 +561,6 @@ mod tests {
         assert_eq!(parsed.max_line, defaults.max_line);
         assert_eq!(parsed.greeting_timeout, defaults.greeting_timeout);
         assert_eq!(parsed.busy_message, defaults.busy_message);
-        assert_eq!(parsed.max_per_ip, defaults.max_per_ip);
         assert_eq!(parsed.announce_limit, defaults.announce_limit);
         assert_eq!(parsed.flood_rate, defaults.flood_rate);
         assert_eq!(parsed.flood_burst, defaults.flood_burst);

@@ -21,6 +21,13 @@ pub struct Config {
     /// `maxclients`. A connection stops counting as soon as it starts
     /// closing: one lingering over its last bytes is no longer a client.
     pub max_connections: usize,
+    /// Connections accepted from one IP address served at once, over every
+    /// listener; one more is sent the handler's refusal
+    /// ([`Refusal::FromAddress`](crate::Refusal)) and closed. Counted from
+    /// the accept, before a TLS handshake: a client that never finishes
+    /// its handshake holds a place of its address's like any other.
+    /// `usize::MAX` (the default): no such limit.
+    pub max_per_address: usize,
     /// Connections closing at once (flushing their last bytes, lingering
     /// for the peer's end of stream, refusals). Past it a connection that
     /// starts closing is closed at once, without lingering; past half of it,
@@ -74,6 +81,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_connections: 10_000,
+            max_per_address: usize::MAX,
             max_closing: 1024,
             max_read: 16 * 1024,
             max_input: 64 * 1024,

@@ -57,10 +57,10 @@ mod flush;
 mod input;
 mod open;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ use crate::timers::{deadline, Timers};
 use crate::transport::{is_tls_error, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
-    Stream, TimerId,
+    Refusal, Stream, TimerId,
 };
 use close::close_reason;
 use input::READ_BUFFER;
@@ -150,6 +150,10 @@ pub struct Reactor<H: Handler> {
     open: usize,
     /// Connections closing: flushing, lingering, refusals.
     closing: usize,
+    /// With `Config::max_per_address`: the connections served from each
+    /// address, and the address of each, by slot, to give its place back.
+    per_address: HashMap<IpAddr, usize>,
+    addresses: HashMap<usize, IpAddr>,
     next_gen: u32,
     start: Instant,
     now: Instant,
@@ -209,6 +213,8 @@ impl<H: Handler> Reactor<H> {
             linger_deadlines: VecDeque::new(),
             open: 0,
             closing: 0,
+            per_address: HashMap::new(),
+            addresses: HashMap::new(),
             next_gen: 1,
             start: now,
             now,

@@ -98,12 +98,11 @@ pub trait Handler {
         let _ = cx;
     }
 
-    /// What a connection to `listener` over the connection limit is sent
-    /// before it is closed; `None` closes it without a word. Asked per
-    /// listener, because each may speak another protocol (a chat line, an
-    /// HTTP 503).
-    fn refusal(&self, listener: ListenerId) -> Option<Bytes> {
-        let _ = listener;
+    /// What a connection to `listener` over a limit (`why`) is sent before
+    /// it is closed; `None` closes it without a word. Asked per listener,
+    /// because each may speak another protocol (a chat line, an HTTP 503).
+    fn refusal(&self, listener: ListenerId, why: Refusal) -> Option<Bytes> {
+        let _ = (listener, why);
         None
     }
 }
@@ -196,6 +195,17 @@ pub trait Context {
     /// Data sent before then is queued and written once it is. An error
     /// here means no attempt was made (out of descriptors, say).
     fn connect(&mut self, to: Connect) -> io::Result<ConnId>;
+}
+
+/// Which limit a connection the driver refuses is over, as asked of
+/// [`Handler::refusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The loop's `Config::max_connections`, or its listener's
+    /// `Endpoint::max_connections`: the server is full.
+    Full,
+    /// `Config::max_per_address`: its address has as many as it may.
+    FromAddress,
 }
 
 /// Why a connection closed, as told to [`Handler::on_close`].

@@ -37,7 +37,7 @@ pub use endpoint::{Connect, Endpoint, Origin};
 pub use error::Error;
 pub use event_loop::Reactor;
 pub use handle::Handle;
-pub use handler::{CloseReason, Context, Handler};
+pub use handler::{CloseReason, Context, Handler, Refusal};
 pub use id::{ConnId, ListenerId, TimerId};
 /// The TLS library the transports use, so that configurations can be made
 /// with the same version.

@@ -93,10 +93,11 @@
 //!
 //! [`Reactor`]: crate::Reactor
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::mem;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -116,7 +117,7 @@ use crate::timers::{deadline, Timers};
 use crate::transport::{is_tls_error, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
-    Stream, TimerId,
+    Refusal, Stream, TimerId,
 };
 
 /// Client threads need little stack: they block in `read` and `writev`.
@@ -359,7 +360,9 @@ impl<M: Send + 'static> Threaded<M> {
             }
         };
         let link = Arc::new(Link::new(Some(socket), None));
-        let key = shared.places().insert(Arc::clone(&link), Origin::Attached);
+        let key = shared
+            .places()
+            .insert(Arc::clone(&link), Origin::Attached, None);
         let client = Client {
             key,
             link,
@@ -484,9 +487,23 @@ impl<M: Send + 'static> Threaded<M> {
         };
         let handshake_by = deadline(Instant::now(), endpoint.handshake_timeout);
         let mut places = shared.places();
-        let refused = places.open >= config.max_connections
+        let full = places.open >= config.max_connections
             || places.open_from(from) >= endpoint.max_connections;
-        if refused && places.closing >= config.max_closing / 2 {
+        // Counted at the accept, as on the reactor: a TLS client is held to
+        // its address's places from before its handshake.
+        let address = (config.max_per_address != usize::MAX)
+            .then(|| socket.peer_addr().map(|a| a.ip().to_canonical()))
+            .flatten();
+        let crowded =
+            address.is_some_and(|ip| places.open_from_address(ip) >= config.max_per_address);
+        let refused = if full {
+            Some(Refusal::Full)
+        } else if crowded {
+            Some(Refusal::FromAddress)
+        } else {
+            None
+        };
+        if refused.is_some() && places.closing >= config.max_closing / 2 {
             return;
         }
         // Not before: a connection dropped unanswered needs no session.
@@ -498,8 +515,9 @@ impl<M: Send + 'static> Threaded<M> {
             }
         };
         let link = Arc::new(Link::new(Some(socket), tls));
-        let key = places.insert(Arc::clone(&link), Origin::Accepted(from));
-        if refused {
+        let counted = if refused.is_none() { address } else { None };
+        let key = places.insert(Arc::clone(&link), Origin::Accepted(from), counted);
+        if refused.is_some() {
             places.start_closing(key);
         }
         drop(places);
@@ -507,10 +525,9 @@ impl<M: Send + 'static> Threaded<M> {
             key,
             outbox: Arc::new(Outbox::new(link.tls.is_some())),
             link,
-            start: if refused {
-                Start::Refused(from)
-            } else {
-                Start::Accepted(from)
+            start: match refused {
+                Some(why) => Start::Refused(from, why),
+                None => Start::Accepted(from),
             },
             handshake_by,
             idle: config.idle_timeout,
@@ -611,7 +628,7 @@ enum Start {
     Accepted(ListenerId),
     /// Accepted over a limit: it is sent the refusal (through TLS, after
     /// the handshake) and closed; the handler never hears of it.
-    Refused(ListenerId),
+    Refused(ListenerId, Refusal),
     /// Handed over through a [`Handle`].
     Attached,
     /// Opened with `Context::connect`: the handler has had the id since.
@@ -648,10 +665,10 @@ impl Client {
         let Some(socket) = self.link.stream.get() else {
             return;
         };
-        if let (Start::Refused(from), None) = (self.start, &self.link.tls) {
+        if let (Start::Refused(from, why), None) = (self.start, &self.link.tls) {
             // Plain: the refusal needs no writer thread of its own.
             // Asked here, not on the accepting thread: see above.
-            let refusal = shared.lock().handler.refusal(from);
+            let refusal = shared.lock().handler.refusal(from, why);
             if let Some(text) = refusal {
                 let _ = socket.write_all(&text);
             }
@@ -764,8 +781,8 @@ impl Client {
     fn establish<H: Handler>(&self, shared: &Shared<'_, H>) -> Option<ConnId> {
         let mut state = shared.lock();
         let id = match self.start {
-            Start::Refused(from) => {
-                let refusal = state.handler.refusal(from);
+            Start::Refused(from, why) => {
+                let refusal = state.handler.refusal(from, why);
                 drop(state);
                 if let Some(text) = refusal {
                     self.outbox.lock().out.push(&text);
@@ -1015,6 +1032,8 @@ struct Places {
     stopping: bool,
     linger_timeout: Duration,
     max_closing: usize,
+    /// With `Config::max_per_address`: the open connections of each address.
+    per_address: HashMap<IpAddr, usize>,
     /// To wake the main thread for a deadline earlier than it sleeps until,
     /// or for the last thread of a stop.
     poller: Arc<Poller>,
@@ -1024,6 +1043,8 @@ struct Places {
 struct Place {
     link: Arc<Link>,
     origin: Origin,
+    /// The address it is counted under, with `Config::max_per_address`.
+    address: Option<IpAddr>,
     /// Tells this place from a later one in the same slot.
     serial: u64,
     closing: bool,
@@ -1040,19 +1061,44 @@ impl Places {
             stopping: false,
             linger_timeout: config.linger_timeout,
             max_closing: config.max_closing,
+            per_address: HashMap::new(),
             poller: Arc::clone(poller),
         }
     }
 
+    /// Open connections from `ip`, where addresses are counted.
+    fn open_from_address(&self, ip: IpAddr) -> usize {
+        self.per_address.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// `place` no longer counts as open.
+    fn uncount(per_address: &mut HashMap<IpAddr, usize>, open: &mut usize, place: &Place) {
+        if place.origin != Origin::Connected {
+            *open -= 1;
+        }
+        if let Some(ip) = place.address {
+            if let Entry::Occupied(mut count) = per_address.entry(ip) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+        }
+    }
+
     /// A place for a new, open connection.
-    fn insert(&mut self, link: Arc<Link>, origin: Origin) -> usize {
+    fn insert(&mut self, link: Arc<Link>, origin: Origin, address: Option<IpAddr>) -> usize {
         self.next_serial += 1;
         if origin != Origin::Connected {
             self.open += 1;
         }
+        if let Some(ip) = address {
+            *self.per_address.entry(ip).or_default() += 1;
+        }
         self.places.insert(Place {
             link,
             origin,
+            address,
             serial: self.next_serial,
             closing: false,
         })
@@ -1071,9 +1117,7 @@ impl Places {
         }
         let crowded = self.closing >= self.max_closing && !self.stopping;
         place.closing = true;
-        if place.origin != Origin::Connected {
-            self.open -= 1;
-        }
+        Places::uncount(&mut self.per_address, &mut self.open, place);
         self.closing += 1;
         if crowded {
             return false;
@@ -1133,8 +1177,8 @@ impl Places {
         let place = self.places.remove(key);
         if place.closing {
             self.closing -= 1;
-        } else if place.origin != Origin::Connected {
-            self.open -= 1;
+        } else {
+            Places::uncount(&mut self.per_address, &mut self.open, &place);
         }
         if self.stopping && self.places.is_empty() {
             // The main thread waits for this in its stop.
@@ -1490,7 +1534,7 @@ impl Context for Core {
         };
         let link = Arc::new(Link::new(None, tls));
         let outbox = Arc::new(Outbox::new(link.tls.is_some()));
-        let key = recover(self.places.lock()).insert(Arc::clone(&link), Origin::Connected);
+        let key = recover(self.places.lock()).insert(Arc::clone(&link), Origin::Connected, None);
         let id = self.insert(
             key,
             Origin::Connected,

@@ -22,7 +22,7 @@ use reactor::rustls::{self, ClientConnection, StreamOwned};
 use reactor::threaded::Threaded;
 use reactor::{
     CloseReason, Config, ConnId, Connect, Context, Driver, Endpoint, Handle, Handler, ListenerId,
-    Origin, Reactor,
+    Origin, Reactor, Refusal,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -88,8 +88,11 @@ impl Handler for Probe {
         }
     }
 
-    fn refusal(&self, listener: ListenerId) -> Option<Bytes> {
-        Some(Bytes::from(format!("ERR busy on {listener:?}\n")))
+    fn refusal(&self, listener: ListenerId, why: Refusal) -> Option<Bytes> {
+        Some(match why {
+            Refusal::Full => Bytes::from(format!("ERR busy on {listener:?}\n")),
+            Refusal::FromAddress => Bytes::from_static(b"ERR too many from your address\n"),
+        })
     }
 }
 
@@ -647,6 +650,38 @@ fn an_outbound_connection_over_tls_to_the_wrong_name_fails_with_tls(which: Which
     assert_eq!(server.closed(), (id, CloseReason::Tls));
 }
 
+fn one_address_is_held_to_its_limit_from_the_accept(which: Which) {
+    let (server_tls, client_tls) = tls_configs();
+    let config = Config {
+        max_per_address: 2,
+        ..Config::default()
+    };
+    let server = serve(which, config, vec![Endpoint::tls(server_tls)]);
+    // Two clients that never begin their handshake hold the address's two
+    // places: the handler has not heard of them, but the limit has.
+    let stalled = server.connect(0);
+    let _other = server.connect(0);
+    let mut third = tls_connect(server.addrs[0], &client_tls);
+    assert_eq!(
+        read_to_eof(&mut third).unwrap(),
+        b"ERR too many from your address\n"
+    );
+    // One goes; its place comes back (once the server has seen it go,
+    // which a refusal answered at once bounds the retrying of).
+    drop(stalled);
+    for _ in 0..100 {
+        let mut next = tls_connect(server.addrs[0], &client_tls);
+        next.write_all(b"in").unwrap();
+        let mut answer = [0; 2];
+        next.read_exact(&mut answer).unwrap();
+        if &answer == b"in" {
+            return;
+        }
+        assert_eq!(&answer, b"ER", "served or refused, nothing else");
+    }
+    panic!("the address's place never came back");
+}
+
 /// Runs each test once on each driver.
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -676,4 +711,5 @@ on_both_drivers!(
     an_outbound_connection_closed_while_it_connects_is_told_once,
     tls_echoes_a_mebibyte_byte_exact,
     an_outbound_connection_over_tls_to_the_wrong_name_fails_with_tls,
+    one_address_is_held_to_its_limit_from_the_accept,
 );

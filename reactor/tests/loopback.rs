@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reactor::threaded::Threaded;
-use reactor::{CloseReason, Config, ConnId, Context, Error, Handle, Handler, ListenerId, Reactor};
+use reactor::{
+    CloseReason, Config, ConnId, Context, Error, Handle, Handler, ListenerId, Reactor, Refusal,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -88,7 +90,7 @@ impl Handler for Probe {
         self.seen.send(Seen::Stop).unwrap();
     }
 
-    fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
+    fn refusal(&self, _listener: ListenerId, _why: Refusal) -> Option<Bytes> {
         Some(Bytes::from_static(b"ERR busy\n"))
     }
 }

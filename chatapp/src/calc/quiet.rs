@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, TimerId};
+use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, Refusal, TimerId};
 
 /// How long input without a line end must be followed by nothing to be
 /// taken as a line: well under the 2 s the original assignment's client
@@ -132,8 +132,8 @@ impl<H: Handler> Handler for EndLines<H> {
         self.inner.on_stop(cx);
     }
 
-    fn refusal(&self, listener: ListenerId) -> Option<Bytes> {
-        self.inner.refusal(listener)
+    fn refusal(&self, listener: ListenerId, why: Refusal) -> Option<Bytes> {
+        self.inner.refusal(listener, why)
     }
 }
 

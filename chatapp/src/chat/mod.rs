@@ -26,14 +26,12 @@ mod nick;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, TimerId};
+use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, Refusal, TimerId};
 
 use crate::lines::{next_line, LineTooLong};
 use crate::telnet;
@@ -49,7 +47,8 @@ const SAY_HI: &[u8] = b"ERR say Hi first\n";
 const GREETING_TIMEOUT: &[u8] = b"ERR timeout: say Hi first\n";
 /// Sent to a client the operator kicks.
 const KICKED: &[u8] = b"ERR kicked by the operator\n";
-/// Sent to a client whose address already has `max_per_ip` connections.
+/// Sent to a client whose address already has `--max-per-ip` connections
+/// (`Config::max_per_address`).
 const TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR busy: too many connections from your address\n";
 /// Sent to everyone when the server stops.
 const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
@@ -112,10 +111,6 @@ pub struct ChatConfig {
     /// The whole line, without its `\n`, sent to a client the server is too
     /// full to serve; it should start with `ERR busy: `.
     pub busy_message: String,
-    /// How many connections one IP address may have open at once; one more
-    /// is sent `ERR busy: too many connections from your address` and
-    /// closed. `None`: no limit.
-    pub max_per_ip: Option<usize>,
     /// Joins and leaves are told to the room only while it has at most this
     /// many participants, counting the one who comes or goes; the transcript
     /// has them all. In a bigger room they would be most of the traffic:
@@ -140,7 +135,6 @@ impl Default for ChatConfig {
             max_line: 4096,
             greeting_timeout: Duration::from_secs(10),
             busy_message: "ERR busy: too many clients, try again later".to_string(),
-            max_per_ip: None,
             announce_limit: 200,
             // A person typing, or pasting a few dozen lines, never notices;
             // a script that sends thousands of lines is slowed to what a
@@ -172,10 +166,6 @@ pub struct Client {
     /// arrival time of [`flood`]); `None` before its first line, which
     /// finds a full budget. Unused with flood control off.
     next_line: Option<Instant>,
-    /// With `max_per_ip`, the address it was counted under, to uncount it
-    /// when it goes: by then the driver no longer knows its peer. `None`
-    /// if it was not counted.
-    address: Option<IpAddr>,
 }
 
 /// How far a connection has got.
@@ -239,8 +229,6 @@ pub struct Chat {
     refusal: Bytes,
     /// The flood budget from `config`; `None` with flood control off.
     flood: Option<Budget>,
-    /// With `max_per_ip`: the open connections of each address.
-    per_ip: HashMap<IpAddr, usize>,
     /// Where everything said in the room is written for the operator.
     transcript: Box<dyn Write + Send>,
 }
@@ -261,43 +249,7 @@ impl Chat {
             last_user: 0,
             refusal,
             flood,
-            per_ip: HashMap::new(),
             transcript,
-        }
-    }
-
-    /// Counts `id` against its address's `max_per_ip`, and notes the address
-    /// in `client`; `false` if the address already has that many. A
-    /// connection with no address (not a network one) is not counted.
-    fn admit(&mut self, cx: &dyn Context, id: ConnId, client: &mut Client) -> bool {
-        let Some(max) = self.config.max_per_ip else {
-            return true;
-        };
-        // Canonical, so that an IPv4 client counts the same whether it came
-        // in over IPv4 or as a v4-mapped address on a dual-stack listener.
-        let Some(ip) = cx.peer_addr(id).map(|addr| addr.ip().to_canonical()) else {
-            return true;
-        };
-        let open = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if open >= max {
-            return false;
-        }
-        self.per_ip.insert(ip, open + 1);
-        client.address = Some(ip);
-        true
-    }
-
-    /// Gives back the place a client counted under `address` took from its
-    /// `max_per_ip`.
-    fn uncount(&mut self, address: Option<IpAddr>) {
-        let Some(ip) = address else {
-            return;
-        };
-        if let Entry::Occupied(mut open) = self.per_ip.entry(ip) {
-            *open.get_mut() -= 1;
-            if *open.get() == 0 {
-                open.remove();
-            }
         }
     }
 
@@ -664,12 +616,6 @@ impl Handler for Chat {
     type Conn = Client;
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, client: &mut Client) {
-        if !self.admit(cx, id, client) {
-            // Not a client: closed before it can greet, it is never in the room.
-            cx.send(id, Bytes::from_static(TOO_MANY_FROM_ADDRESS));
-            cx.close(id);
-            return;
-        }
         if let Stage::Greeting(greeting) = &mut client.stage {
             let timeout = self.config.greeting_timeout;
             greeting.deadline = Some(cx.set_conn_timer(id, timeout, DEADLINE));
@@ -713,9 +659,8 @@ impl Handler for Chat {
         }
     }
 
-    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, client: Client, reason: CloseReason) {
-        // Its timers ended with it; its place for its address is given back.
-        self.uncount(client.address);
+    fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, _client: Client, reason: CloseReason) {
+        // Its timers ended with it.
         // A client this handler closed has left the room already; this one
         // went away by itself, or the server is stopping and everyone is
         // going at once.
@@ -752,8 +697,14 @@ impl Handler for Chat {
         self.broadcast(cx, &Bytes::from_static(SHUTTING_DOWN), None);
     }
 
-    fn refusal(&self, _listener: ListenerId) -> Option<Bytes> {
-        Some(self.refusal.clone())
+    /// The driver counts connections, by address too (`--max-per-ip` is
+    /// the loop's `Config::max_per_address`, applied at the accept, before
+    /// a TLS handshake); the chat says which limit in its own words.
+    fn refusal(&self, _listener: ListenerId, why: Refusal) -> Option<Bytes> {
+        Some(match why {
+            Refusal::Full => self.refusal.clone(),
+            Refusal::FromAddress => Bytes::from_static(TOO_MANY_FROM_ADDRESS),
+        })
     }
 }
 

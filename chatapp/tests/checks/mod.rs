@@ -395,9 +395,6 @@ pub fn check_chat(ops: &[ChatOp]) {
     let transcript = Shared::default();
     let config = ChatConfig {
         max_line: CHAT_MAX_LINE,
-        // Every harness connection comes from 127.0.0.1: a fifth open one
-        // is refused, which the checks below see as an `ERR` first line.
-        max_per_ip: Some(4),
         // A small flood budget, so that scripts often run past it: a client
         // whose input is paused must keep every promise too.
         flood_burst: 8,

@@ -47,7 +47,7 @@ impl<H: Handler> Reactor<H> {
         if owed_close {
             self.untold.push((id, reason));
         }
-        self.uncount(origin);
+        self.uncount(id.slot(), origin);
         self.closing += 1;
         self.linger_deadlines.push_back((id, at));
         // Even with nothing to write, the flush is what moves it on.
@@ -87,7 +87,7 @@ impl<H: Handler> Reactor<H> {
         }
         self.dead.push(id.slot());
         if was_open {
-            self.uncount(origin);
+            self.uncount(id.slot(), origin);
         } else {
             self.closing -= 1;
         }

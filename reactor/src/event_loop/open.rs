@@ -2,6 +2,8 @@
 //! refusing past their limits), streams attached or handed over, outbound
 //! connects, and telling the handler once a connection is established.
 
+use std::collections::hash_map::Entry;
+
 use super::*;
 
 impl<H: Handler> Reactor<H> {
@@ -57,9 +59,20 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// `origin` no longer counts as served: it has started closing.
-    pub(super) fn uncount(&mut self, origin: Origin) {
+    pub(super) fn uncount(&mut self, slot: usize, origin: Origin) {
         if origin != Origin::Connected {
             self.open -= 1;
+        }
+        // Only with `max_per_address`: otherwise nothing is counted here.
+        if !self.addresses.is_empty() {
+            if let Some(ip) = self.addresses.remove(&slot) {
+                if let Entry::Occupied(mut open) = self.per_address.entry(ip) {
+                    *open.get_mut() -= 1;
+                    if *open.get() == 0 {
+                        open.remove();
+                    }
+                }
+            }
         }
         if let Origin::Accepted(listener) = origin {
             // The listeners are gone once a stop has begun.
@@ -153,8 +166,26 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let from = ListenerId(index as u32);
-        let over_limit = self.open >= self.config.max_connections
+        let full = self.open >= self.config.max_connections
             || listener.open >= listener.endpoint.max_connections;
+        // Its address, where addresses are counted: at the accept, so that
+        // a TLS client is held to it from before its handshake. Canonical:
+        // an IPv4 client counts the same whether it came in over IPv4 or as
+        // a v4-mapped address on a dual-stack listener.
+        let address = (self.config.max_per_address != usize::MAX)
+            .then(|| stream.peer_addr().ok().map(|a| a.ip().to_canonical()))
+            .flatten();
+        let crowded = address.is_some_and(|ip| {
+            self.per_address.get(&ip).copied().unwrap_or(0) >= self.config.max_per_address
+        });
+        let refused = if full {
+            Some(Refusal::Full)
+        } else if crowded {
+            Some(Refusal::FromAddress)
+        } else {
+            None
+        };
+        let over_limit = refused.is_some();
         // Refusals may take half the closing places at most: one address
         // connecting hundreds of times a second must not crowd out the last
         // lines (`Bye`) of clients that were served.
@@ -178,12 +209,16 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
         };
+        if let (Some(ip), None) = (address, refused) {
+            *self.per_address.entry(ip).or_default() += 1;
+            self.addresses.insert(id.slot(), ip);
+        }
         let conn = &mut self.conns[id.slot()];
-        if over_limit {
+        if let Some(why) = refused {
             // The refusal goes through the transport like any output: a
             // TLS client reads it once its handshake is done.
             conn.refused = true;
-            if let Some(refusal) = handler.refusal(from) {
+            if let Some(refusal) = handler.refusal(from, why) {
                 conn.bufs().output.push(&refusal);
             }
             self.begin_close(id, CloseReason::Requested);

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tls::Certs;
+use common::tls::{self, Certs, Tls};
 use common::{ChatClient, Server, TIMEOUT};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -118,21 +118,9 @@ impl Drop for Watched {
     }
 }
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// A TLS connection to `addr` for `localhost`, its handshake not begun.
-fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
-    let tcp = common::connect(addr);
-    let name = ServerName::try_from("localhost").unwrap();
-    StreamOwned::new(
-        ClientConnection::new(Arc::clone(config), name).unwrap(),
-        tcp,
-    )
-}
-
 /// A TLS connection to `addr` whose handshake is done.
 fn tls_established(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
-    let mut tls = tls_connect(addr, config);
+    let mut tls = tls::connect(addr, config);
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock).expect("a handshake");
     }
@@ -262,7 +250,7 @@ fn a_close_notify_alone_is_answered_and_the_connection_closed() {
 
 /// Says `Hi` over TLS and reads `Hello` and the welcome.
 fn tls_join(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
-    let mut tls = tls_connect(addr, config);
+    let mut tls = tls::connect(addr, config);
     tls.write_all(b"Hi\n").unwrap();
     tls.flush().unwrap();
     assert_eq!(tls_line(&mut tls), "Hello\n");
@@ -299,7 +287,7 @@ fn idle_tls_costs_no_cpu(bin: &str) {
     // whole first flight waits in its socket) nor sent its `Finished`.
     let mut unread = Vec::new();
     for _ in 0..5 {
-        let mut tls = tls_connect(server.tls_addr, &config);
+        let mut tls = tls::connect(server.tls_addr, &config);
         tls.conn.write_tls(&mut tls.sock).unwrap();
         unread.push(tls);
     }
@@ -539,7 +527,7 @@ fn the_last_words_over_tls_end_with_close_notify(bin: &str) {
     let server = serve(&certs, bin, &["--max-clients", "1"]);
     let mut member = tls_join(server.tls_addr(), &config);
     // Over the limit: told so through TLS, then closed cleanly.
-    let mut refused = tls_connect(server.tls_addr(), &config);
+    let mut refused = tls::connect(server.tls_addr(), &config);
     let mut said = String::new();
     refused.sock.set_read_timeout(Some(TIMEOUT)).unwrap();
     refused

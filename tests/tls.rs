@@ -9,16 +9,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tls::Certs;
+use common::tls::{self, Certs, Tls};
 use common::{ChatClient, TIMEOUT};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::ClientConfig;
 
 const SERVER2: &str = env!("CARGO_BIN_EXE_server2");
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
@@ -26,18 +25,6 @@ const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
 fn path(path: PathBuf) -> String {
     path.display().to_string()
-}
-
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// A TLS connection to `addr` for `localhost`.
-fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
-    let tcp = common::connect(addr);
-    let name = ServerName::try_from("localhost").unwrap();
-    StreamOwned::new(
-        ClientConnection::new(Arc::clone(config), name).unwrap(),
-        tcp,
-    )
 }
 
 /// A chat participant over TLS.
@@ -48,7 +35,7 @@ struct TlsChat {
 impl TlsChat {
     fn join(addr: SocketAddr, config: &Arc<ClientConfig>) -> (TlsChat, String) {
         let mut chat = TlsChat {
-            stream: BufReader::new(tls_connect(addr, config)),
+            stream: BufReader::new(tls::connect(addr, config)),
         };
         chat.send("Hi");
         assert_eq!(chat.line(), "Hello");
@@ -119,7 +106,7 @@ fn the_plain_endpoint_is_announced_first_and_unchanged() {
 fn a_mebibyte_echoed_over_tls_comes_back_byte_exact() {
     let cert = Certs::new();
     let server = cert.serve(SERVER4, &["--raw"]);
-    let mut tls = tls_connect(server.tls_addr(), &cert.client_config());
+    let mut tls = tls::connect(server.tls_addr(), &cert.client_config());
     let sent: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();

@@ -71,7 +71,7 @@ use slab::Slab;
 
 use crate::conn::{Conn, Phase, NEVER, NOT_OVER};
 use crate::handle::{Command, Handle, Mailbox};
-use crate::listeners::{Listeners, ACCEPT_BATCH};
+use crate::listeners::{self, Listeners, ACCEPT_BATCH};
 use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Interest, Key, Registered};
@@ -79,7 +79,7 @@ use crate::timers::{deadline, Timers};
 use crate::transport::{is_tls_error, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
-    Refusal, Stream, TimerId,
+    Stream, TimerId,
 };
 use close::close_reason;
 use input::READ_BUFFER;

@@ -3,7 +3,7 @@
 //! listener for a while.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use polling::Poller;
 
 use crate::sys::{self, Interest, Registered};
 use crate::timers::deadline;
-use crate::{Endpoint, Error, ListenerId};
+use crate::{Endpoint, Error, ListenerId, Refusal};
 
 /// Connections accepted from one listener per wake-up, so that a storm of
 /// new connections cannot starve the ones already being served (nor, on
@@ -137,5 +137,29 @@ impl Listeners {
                 listener.paused_until = None;
             }
         }
+    }
+}
+
+/// The address a new connection from `peer` is counted under, where
+/// addresses are counted (`max_per_address` is set): at the accept, so that
+/// a TLS client is held to it from before its handshake. Canonical: an IPv4
+/// client counts the same whether it came in over IPv4 or as a v4-mapped
+/// address on a dual-stack listener.
+pub(crate) fn counted_address(max_per_address: usize, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    (max_per_address != usize::MAX)
+        .then(|| peer.map(|a| a.ip().to_canonical()))
+        .flatten()
+}
+
+/// Which limit, if any, a new connection is over: `full` (the loop's or
+/// its listener's `max_connections`), or its address's `open` connections
+/// against `max_per_address`.
+pub(crate) fn refusal(full: bool, open: Option<usize>, max_per_address: usize) -> Option<Refusal> {
+    if full {
+        Some(Refusal::Full)
+    } else if open.is_some_and(|open| open >= max_per_address) {
+        Some(Refusal::FromAddress)
+    } else {
+        None
     }
 }

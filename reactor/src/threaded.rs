@@ -109,7 +109,7 @@ use polling::{Events, Poller};
 use slab::Slab;
 
 use crate::handle::{Command, Handle, Mailbox};
-use crate::listeners::{Listeners, ACCEPT_BATCH};
+use crate::listeners::{self, Listeners, ACCEPT_BATCH};
 use crate::output::Output;
 use crate::signals::SignalPipe;
 use crate::sys::{self, Key, Registered};
@@ -489,20 +489,9 @@ impl<M: Send + 'static> Threaded<M> {
         let mut places = shared.places();
         let full = places.open >= config.max_connections
             || places.open_from(from) >= endpoint.max_connections;
-        // Counted at the accept, as on the reactor: a TLS client is held to
-        // its address's places from before its handshake.
-        let address = (config.max_per_address != usize::MAX)
-            .then(|| socket.peer_addr().map(|a| a.ip().to_canonical()))
-            .flatten();
-        let crowded =
-            address.is_some_and(|ip| places.open_from_address(ip) >= config.max_per_address);
-        let refused = if full {
-            Some(Refusal::Full)
-        } else if crowded {
-            Some(Refusal::FromAddress)
-        } else {
-            None
-        };
+        let address = listeners::counted_address(config.max_per_address, socket.peer_addr());
+        let open = address.map(|ip| places.open_from_address(ip));
+        let refused = listeners::refusal(full, open, config.max_per_address);
         if refused.is_some() && places.closing >= config.max_closing / 2 {
             return;
         }

@@ -5,16 +5,31 @@
 //! TLS servers and clients written in a test.
 
 use std::fs;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, StreamOwned};
 
 use super::Server;
+
+/// A blocking TLS client connection.
+pub type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// A TLS connection to `addr` for `localhost` with `config`; its handshake
+/// happens with the first read or write.
+pub fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
+    let tcp = super::connect(addr);
+    let name = ServerName::try_from("localhost").unwrap();
+    StreamOwned::new(
+        ClientConnection::new(Arc::clone(config), name).unwrap(),
+        tcp,
+    )
+}
 
 /// The names the server certificate is valid for.
 pub const NAMES: [&str; 2] = ["localhost", "127.0.0.1"];

@@ -168,23 +168,10 @@ impl<H: Handler> Reactor<H> {
         let from = ListenerId(index as u32);
         let full = self.open >= self.config.max_connections
             || listener.open >= listener.endpoint.max_connections;
-        // Its address, where addresses are counted: at the accept, so that
-        // a TLS client is held to it from before its handshake. Canonical:
-        // an IPv4 client counts the same whether it came in over IPv4 or as
-        // a v4-mapped address on a dual-stack listener.
-        let address = (self.config.max_per_address != usize::MAX)
-            .then(|| stream.peer_addr().ok().map(|a| a.ip().to_canonical()))
-            .flatten();
-        let crowded = address.is_some_and(|ip| {
-            self.per_address.get(&ip).copied().unwrap_or(0) >= self.config.max_per_address
-        });
-        let refused = if full {
-            Some(Refusal::Full)
-        } else if crowded {
-            Some(Refusal::FromAddress)
-        } else {
-            None
-        };
+        let max_per_address = self.config.max_per_address;
+        let address = listeners::counted_address(max_per_address, stream.peer_addr().ok());
+        let open = address.map(|ip| self.per_address.get(&ip).copied().unwrap_or(0));
+        let refused = listeners::refusal(full, open, max_per_address);
         let over_limit = refused.is_some();
         // Refusals may take half the closing places at most: one address
         // connecting hundreds of times a second must not crowd out the last

@@ -58,7 +58,9 @@ impl<H: Handler> Reactor<H> {
         Ok(id)
     }
 
-    /// `origin` no longer counts as served: it has started closing.
+    /// The connection in `slot`, from `origin`, no longer counts as served
+    /// (it has started closing): against the client limits, its listener's,
+    /// and its address's.
     pub(super) fn uncount(&mut self, slot: usize, origin: Origin) {
         if origin != Origin::Connected {
             self.open -= 1;

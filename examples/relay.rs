@@ -70,7 +70,7 @@ impl Handler for Relay {
             }
             Err(e) => {
                 // No attempt was made (out of descriptors, say).
-                cx.send(id, unreachable_line(&e));
+                cx.send(id, &unreachable_line(&e));
                 cx.close(id);
             }
         }
@@ -93,10 +93,9 @@ impl Handler for Relay {
         let Some(last) = input.iter().rposition(|&b| b == b'\n') else {
             return;
         };
-        // A copy: `input` may be the loop's shared read buffer, which a
-        // queued slice of it would pin. (`send`, not `send_slice`, which
-        // writes through at once: `to` may still be connecting.)
-        cx.send(to, Bytes::copy_from_slice(&input[..=last]));
+        // The driver keeps its own copy of what it cannot write yet (`to`
+        // may still be connecting): `input` can be let go of at once.
+        cx.send(to, &input[..=last]);
         input.advance(last + 1);
     }
 
@@ -107,7 +106,7 @@ impl Handler for Relay {
         };
         self.other.remove(&other);
         if let CloseReason::ConnectFailed(kind) = reason {
-            cx.send(other, unreachable_line(&kind.into()));
+            cx.send(other, &unreachable_line(&kind.into()));
         }
         // Written first: lines forwarded to `other` are not lost.
         cx.close(other);

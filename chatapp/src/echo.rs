@@ -68,7 +68,7 @@ impl Handler for Echo {
         // not take is copied. Not `input.split().freeze()`: `input` may be a
         // slice of the loop's 64 KiB read buffer, and a slice waiting in the
         // queue of a slow reader would keep that whole block alive.
-        cx.send_slice(id, &input[..end]);
+        cx.send(id, &input[..end]);
         input.clear();
         if bye.is_some() {
             // Closes once the echo of `bye` has been written.

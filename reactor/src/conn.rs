@@ -79,6 +79,9 @@ pub(crate) struct Conn<S> {
     pub(crate) interest: Interest,
     /// On the loop's list of connections to flush after this batch.
     pub(crate) flush_queued: bool,
+    /// The turn in which a send was last written through (see
+    /// `Context::send`): later sends of that turn are queued.
+    pub(crate) written_through: u32,
     /// The loop's tick (whole seconds) of the last input, for the idle timeout.
     pub(crate) last_active: u32,
     /// Seconds without input after which it is closed, or `NEVER`.
@@ -115,6 +118,7 @@ impl<S: Default> Conn<S> {
             held_for_output: false,
             interest: Interest::READ,
             flush_queued: false,
+            written_through: NEVER,
             last_active: tick,
             idle_limit: NEVER,
             soft_since: NOT_OVER,

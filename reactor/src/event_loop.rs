@@ -72,7 +72,7 @@ use slab::Slab;
 use crate::conn::{Conn, Phase, NEVER, NOT_OVER};
 use crate::handle::{Command, Handle, Mailbox};
 use crate::listeners::{self, Listeners, ACCEPT_BATCH};
-use crate::output::Output;
+use crate::output::{Output, COPY_MAX};
 use crate::signals::SignalPipe;
 use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
@@ -97,7 +97,7 @@ const EVENT_CAPACITY: usize = 1024;
 /// #     type Message = ();
 /// #     type Conn = ();
 /// #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
-/// #         cx.send_slice(id, input);
+/// #         cx.send(id, input);
 /// #         input.clear();
 /// #     }
 /// # }
@@ -155,6 +155,9 @@ pub struct Reactor<H: Handler> {
     per_address: HashMap<IpAddr, usize>,
     addresses: HashMap<usize, IpAddr>,
     next_gen: u32,
+    /// Turns taken, wrapping: what `Context::send` tells one turn from the
+    /// next by.
+    turns: u32,
     start: Instant,
     now: Instant,
     /// Whole seconds since `start`: the coarse clock of idle and soft-limit
@@ -216,6 +219,7 @@ impl<H: Handler> Reactor<H> {
             per_address: HashMap::new(),
             addresses: HashMap::new(),
             next_gen: 1,
+            turns: 0,
             start: now,
             now,
             tick: 0,
@@ -313,6 +317,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn turn_with(&mut self, handler: &mut H, events: &mut Events) -> Result<bool, Error> {
+        self.turns = self.turns.wrapping_add(1);
         self.announce(handler);
         events.clear();
         self.poller.wait(events, self.timeout())?;

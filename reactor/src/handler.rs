@@ -113,27 +113,21 @@ pub trait Context {
     /// `Instant::now()` so that tests can control time.
     fn now(&self) -> Instant;
 
-    /// Queues `data` for `to`. It is written when the callback returns, in
-    /// order. Short messages are copied into the connection's contiguous
-    /// output buffer (many small lines then cost their bytes and leave in one
-    /// `write`); long ones are shared, not copied, when sent to several
-    /// connections. Returns `false`, dropping `data`, if `to` is closed or
-    /// closing — or if `data` would take its queue past
-    /// [`Config::max_output`](crate::Config::max_output): `to` is then closed
-    /// at once with [`CloseReason::OutputLimit`].
-    fn send(&mut self, to: ConnId, data: Bytes) -> bool;
-
-    /// Sends a copy of `data` to `to`, written through at once where the
-    /// driver can: the reactor writes it to the socket before returning if
-    /// nothing is queued ahead of it, and copies only what the socket does
-    /// not take. So answering from the input costs neither an allocation nor
-    /// a copy. At least one system call per call: for one answer per
-    /// callback (an echo); many small pieces are cheaper queued with `send`
-    /// and written together. Returns `false` if `to` is closed or closing,
-    /// or the write found the connection broken (it is then closing).
-    fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
-        self.send(to, Bytes::copy_from_slice(data))
-    }
+    /// Sends `data` to `to`, after what was sent to it before. Borrowed:
+    /// the driver keeps a copy of what it cannot write at once, so a handler
+    /// may send straight from its input, and nothing it sends can pin the
+    /// loop's read buffer. On the reactor, the first send to a connection
+    /// in a turn, with nothing queued ahead of it, is written through
+    /// before `send` returns (an echo then costs neither an allocation nor
+    /// a copy); what the socket does not take, and every later send of the
+    /// turn, is queued — short messages copied into the connection's
+    /// contiguous output buffer — and written together when the callbacks
+    /// are done, in one `writev`. Returns `false`, dropping `data`, if `to`
+    /// is closed or closing, if the write found it broken (it is then
+    /// closing), or if `data` would take its queue past
+    /// [`Config::max_output`](crate::Config::max_output): `to` is then
+    /// closed at once with [`CloseReason::OutputLimit`].
+    fn send(&mut self, to: ConnId, data: &[u8]) -> bool;
 
     /// Whether `id` owes its peer more than [`Config::high_water`] (or is
     /// closed or closing). A handler that answers input should then stop
@@ -156,8 +150,11 @@ pub trait Context {
     fn pause_input(&mut self, id: ConnId, duration: Duration);
 
     /// Sends the same bytes to each of `to`; returns how many took them.
-    fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
-        to.iter().filter(|&&id| self.send(id, data.clone())).count()
+    /// Never written through: a fan-out turn's messages to one recipient
+    /// leave in one write. A long message is copied once and shared by
+    /// every recipient's queue.
+    fn send_many(&mut self, to: &[ConnId], data: &[u8]) -> usize {
+        to.iter().filter(|&&id| self.send(id, data)).count()
     }
 
     /// Closes `to` once what was sent to it has been written. Its input is

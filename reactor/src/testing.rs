@@ -10,7 +10,7 @@
 //! #     type Message = ();
 //! #     type Conn = ();
 //! #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
-//! #         cx.send_slice(id, input);
+//! #         cx.send(id, input);
 //! #         input.clear();
 //! #     }
 //! # }
@@ -45,7 +45,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::timers::Timers;
 use crate::{CloseReason, Config, ConnId, Connect, Context, Handler, ListenerId, Origin, TimerId};
@@ -176,7 +176,7 @@ impl Context for MemoryContext {
         self.now
     }
 
-    fn send(&mut self, to: ConnId, data: Bytes) -> bool {
+    fn send(&mut self, to: ConnId, data: &[u8]) -> bool {
         let max_output = self.max_output;
         let Some(conn) = self.conns.get_mut(&to) else {
             return false;
@@ -188,7 +188,7 @@ impl Context for MemoryContext {
             conn.closing = Some(CloseReason::OutputLimit);
             return false;
         }
-        conn.output.extend_from_slice(&data);
+        conn.output.extend_from_slice(data);
         true
     }
 
@@ -599,7 +599,7 @@ mod tests {
                 let Some(end) = input.iter().position(|&b| b == b'\n') else {
                     return;
                 };
-                let line = input.split_to(end + 1).freeze();
+                let line = input.split_to(end + 1);
                 match &line[..] {
                     b"pause\n" => {
                         cx.pause_input(id, Duration::from_secs(1));
@@ -610,7 +610,7 @@ mod tests {
                     }
                     _ => {
                         for _ in 0..self.copies {
-                            cx.send(id, line.clone());
+                            cx.send(id, &line);
                         }
                     }
                 }

@@ -110,7 +110,7 @@ use slab::Slab;
 
 use crate::handle::{Command, Handle, Mailbox};
 use crate::listeners::{self, Listeners, ACCEPT_BATCH};
-use crate::output::Output;
+use crate::output::{Output, COPY_MAX};
 use crate::signals::SignalPipe;
 use crate::sys::{self, Key, Registered};
 use crate::timers::{deadline, Timers};
@@ -1309,6 +1309,40 @@ struct Core {
 }
 
 impl Core {
+    /// Queues `len` bytes for `to` with `push`, checking the limits at the
+    /// moment of the send, as the reactor does: no outbox grows past
+    /// `max_output` plus one message. Its writer is woken when the callback
+    /// returns (`to_wake`).
+    fn enqueue(&mut self, to: ConnId, len: usize, push: impl FnOnce(&mut Output)) -> bool {
+        let Some(peer) = self.get(to) else {
+            return false;
+        };
+        let mut q = peer.outbox.lock();
+        if q.cost().saturating_add(len) > self.config.max_output {
+            drop(q);
+            self.cut_off(to);
+            return false;
+        }
+        push(&mut q.out);
+        let cost = q.cost();
+        if cost > self.config.high_water {
+            // Set here, not when the reader looks: the writer may have
+            // drained the queue by then, and the input the handler left
+            // for being backlogged must still be handed back.
+            q.held_for_output = true;
+        }
+        if q.soft_since.is_none() && cost > self.config.soft_output {
+            q.soft_since = Some(Instant::now());
+        }
+        if !q.wake_due {
+            q.wake_due = true;
+            drop(q);
+            let outbox = Arc::clone(&peer.outbox);
+            self.to_wake.push(outbox);
+        }
+        true
+    }
+
     fn insert(
         &mut self,
         key: usize,
@@ -1425,39 +1459,22 @@ impl Context for Core {
         Instant::now()
     }
 
-    /// Checks the limits at the moment of the send, as the reactor does:
-    /// no outbox grows past `max_output` plus one message.
-    fn send(&mut self, to: ConnId, data: Bytes) -> bool {
-        let Some(peer) = self.get(to) else {
-            return false;
-        };
+    fn send(&mut self, to: ConnId, data: &[u8]) -> bool {
         if data.is_empty() {
-            return true;
+            return self.get(to).is_some();
         }
-        let mut q = peer.outbox.lock();
-        if q.cost().saturating_add(data.len()) > self.config.max_output {
-            drop(q);
-            self.cut_off(to);
-            return false;
+        self.enqueue(to, data.len(), |output| output.push_slice(data))
+    }
+
+    fn send_many(&mut self, to: &[ConnId], data: &[u8]) -> usize {
+        if data.len() <= COPY_MAX {
+            return to.iter().filter(|&&id| self.send(id, data)).count();
         }
-        q.out.push(&data);
-        let cost = q.cost();
-        if cost > self.config.high_water {
-            // Set here, not when the reader looks: the writer may have
-            // drained the queue by then, and the input the handler left
-            // for being backlogged must still be handed back.
-            q.held_for_output = true;
-        }
-        if q.soft_since.is_none() && cost > self.config.soft_output {
-            q.soft_since = Some(Instant::now());
-        }
-        if !q.wake_due {
-            q.wake_due = true;
-            drop(q);
-            let outbox = Arc::clone(&peer.outbox);
-            self.to_wake.push(outbox);
-        }
-        true
+        // Long: one copy, shared by every queue that takes it.
+        let shared = Bytes::copy_from_slice(data);
+        to.iter()
+            .filter(|&&id| self.enqueue(id, data.len(), |output| output.push(&shared)))
+            .count()
     }
 
     fn backlogged(&self, id: ConnId) -> bool {

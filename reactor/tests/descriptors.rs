@@ -39,7 +39,7 @@ impl Handler for Echo {
     }
 
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
-        cx.send_slice(id, input);
+        cx.send(id, input);
         input.clear();
     }
 }

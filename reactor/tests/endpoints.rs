@@ -66,7 +66,7 @@ impl Handler for Probe {
         if &input[..] == b"quit" {
             cx.close(id);
         } else if cx.origin(id) != Some(Origin::Connected) {
-            cx.send(id, Bytes::copy_from_slice(input));
+            cx.send(id, input);
         }
         input.clear();
     }
@@ -80,7 +80,7 @@ impl Handler for Probe {
             Msg::Dial(to, greeting) => {
                 let dialed = cx.connect(to).map_err(|e| e.kind());
                 if let Ok(id) = dialed {
-                    assert!(cx.send(id, Bytes::from_static(greeting)));
+                    assert!(cx.send(id, greeting));
                 }
                 self.seen.send(Seen::Dialed(dialed)).unwrap();
             }

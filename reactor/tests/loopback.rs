@@ -57,8 +57,7 @@ impl Handler for Probe {
             "a handler bug in on_open"
         );
         for &old in &self.past {
-            self.stale_sends
-                .push(cx.send(old, Bytes::from_static(b"ghost\n")));
+            self.stale_sends.push(cx.send(old, b"ghost\n"));
         }
         self.seen.send(Seen::Open(id)).unwrap();
     }
@@ -204,7 +203,7 @@ impl Drop for Running {
 }
 
 fn echo(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-    cx.send(id, Bytes::copy_from_slice(input));
+    cx.send(id, input);
     input.clear();
 }
 
@@ -258,7 +257,7 @@ fn large_output_survives_partial_writes_in_order(driver: Driver) {
         let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
         let chunk = Bytes::from(chunk);
         for _ in 0..128 {
-            cx.send(id, chunk.clone());
+            cx.send(id, &chunk);
         }
     }
     let config = Config {
@@ -280,7 +279,7 @@ fn input_echoed_without_copying_stays_intact_while_queued(driver: Driver) {
     // 8 MiB before reading any, so the server must hold echoed output
     // while later reads need buffer space: that space must never be theirs.
     fn echo_in_place(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        cx.send(id, input.split().freeze());
+        cx.send(id, &input.split());
     }
     const LEN: usize = 8 << 20;
     // No backpressure either: the server must go on reading while it holds
@@ -310,13 +309,13 @@ fn slices_written_through_keep_their_order_with_queued_output(driver: Driver) {
         match input.split().as_ref() {
             b"1" => {
                 let big: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 251) as u8).collect();
-                cx.send_slice(id, &big);
-                cx.send(id, Bytes::from_static(b"<queued>"));
-                cx.send_slice(id, b"<slice>");
+                cx.send(id, &big);
+                cx.send(id, b"<queued>");
+                cx.send(id, b"<slice>");
             }
             _ => {
-                cx.send(id, Bytes::from_static(b"<queued>"));
-                cx.send_slice(id, b"<slice>");
+                cx.send(id, b"<queued>");
+                cx.send(id, b"<slice>");
             }
         }
     }
@@ -339,10 +338,10 @@ fn a_peer_that_does_not_read_is_cut_off_and_others_are_served(driver: Driver) {
     fn flood(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         if input.as_ref() == b"flood" {
             for _ in 0..64 {
-                cx.send(id, Bytes::from(vec![b'x'; 256 * 1024]));
+                cx.send(id, &vec![b'x'; 256 * 1024]);
             }
         } else {
-            cx.send(id, Bytes::copy_from_slice(input));
+            cx.send(id, input);
         }
         input.clear();
     }
@@ -381,7 +380,7 @@ fn closing_after_an_error_line_does_not_lose_it(driver: Driver) {
     // client could lose the error line.
     fn refuse(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         input.clear();
-        cx.send(id, Bytes::from_static(b"ERR go away\n"));
+        cx.send(id, b"ERR go away\n");
         cx.close(id);
     }
     let server = serve(driver, Config::default(), refuse);
@@ -410,7 +409,7 @@ fn what_a_callback_sends_leaves_after_the_rest_of_it(driver: Driver) {
     // reconnects on seeing it would be refused. (The threaded driver woke
     // the writer at the send.)
     fn last_word_then_work(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
-        cx.send(id, Bytes::from_static(b"bye\n"));
+        cx.send(id, b"bye\n");
         thread::sleep(Duration::from_millis(300));
         cx.close(id);
         input.clear();
@@ -494,7 +493,7 @@ fn idle_connections_are_closed(driver: Driver) {
 fn posted_messages_arrive_and_stop_is_graceful(driver: Driver) {
     fn last_word(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         input.clear();
-        cx.send(id, Bytes::from_static(b"queued\n"));
+        cx.send(id, b"queued\n");
     }
     let server = serve(driver, Config::default(), last_word);
     let mut client = server.connect();
@@ -629,7 +628,7 @@ impl Handler for FanOut {
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut ()) {
         self.conns.push(id);
-        cx.send(id, Bytes::from_static(b"ok\n"));
+        cx.send(id, b"ok\n");
     }
 
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
@@ -697,7 +696,7 @@ impl Handler for Limited {
     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
         input.clear();
         let piece = Bytes::from(vec![b'x'; 200 * 1024]);
-        let taken = (0..1000).take_while(|_| cx.send(id, piece.clone())).count();
+        let taken = (0..1000).take_while(|_| cx.send(id, &piece)).count();
         let _ = self.told.send((taken, cx.backlogged(id)));
     }
 }
@@ -790,7 +789,7 @@ fn answer_each_byte_unless_backlogged(cx: &mut dyn Context, id: ConnId, input: &
     static REPLY: [u8; 64 * 1024] = [b'r'; 64 * 1024];
     while !input.is_empty() && !cx.backlogged(id) {
         let _ = input.split_to(1);
-        assert!(cx.send(id, Bytes::from_static(&REPLY)), "cut off");
+        assert!(cx.send(id, &REPLY), "cut off");
     }
 }
 
@@ -823,7 +822,7 @@ fn backpressure_on_short_answers_below_a_small_mark_resumes(driver: Driver) {
         static REPLY: [u8; 500] = [b's'; 500];
         while !input.is_empty() && !cx.backlogged(id) {
             let _ = input.split_to(1);
-            assert!(cx.send(id, Bytes::from_static(&REPLY)), "cut off");
+            assert!(cx.send(id, &REPLY), "cut off");
         }
     }
     const REQUESTS: usize = 2000;
@@ -927,7 +926,7 @@ fn paused_input_is_delayed_then_handed_back_in_order(driver: Driver) {
     /// once replaced by `PAUSE`.
     fn one_line_then_pause(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         if let Some(end) = input.iter().position(|&b| b == b'\n') {
-            cx.send(id, input.split_to(end + 1).freeze());
+            cx.send(id, &input.split_to(end + 1));
             cx.pause_input(id, Duration::from_secs(60));
             cx.pause_input(id, PAUSE);
         }
@@ -952,7 +951,7 @@ fn a_closed_peer_that_keeps_its_socket_lingers_briefly_and_takes_no_place(driver
     fn echo_unless_bye(cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
         if input.as_ref() == b"bye" {
             input.clear();
-            cx.send(id, Bytes::from_static(b"Bye\n"));
+            cx.send(id, b"Bye\n");
             cx.close(id);
         } else {
             echo(cx, id, input);
@@ -994,7 +993,7 @@ fn a_peer_over_the_soft_limit_for_too_long_is_cut_off(driver: Driver) {
         input.clear();
         let chunk = Bytes::from(vec![b'x'; 256 * 1024]);
         for _ in 0..64 {
-            cx.send(id, chunk.clone());
+            cx.send(id, &chunk);
         }
     }
     let config = Config {

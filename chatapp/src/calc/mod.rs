@@ -53,13 +53,13 @@ impl Handler for Calc {
             let line = match line {
                 Ok(line) => line,
                 Err(LineTooLong) => {
-                    cx.send(id, too_long());
+                    cx.send(id, &too_long());
                     cx.close(id);
                     return;
                 }
             };
             let Ok(text) = std::str::from_utf8(&line) else {
-                cx.send(id, Bytes::from_static(b"ERR line is not valid UTF-8\n"));
+                cx.send(id, b"ERR line is not valid UTF-8\n");
                 continue;
             };
             let command = text.trim();
@@ -67,7 +67,7 @@ impl Handler for Calc {
                 continue;
             }
             if command.eq_ignore_ascii_case("bye") {
-                cx.send(id, Bytes::from_static(b"Bye\n"));
+                cx.send(id, b"Bye\n");
                 // Lines after `bye` in the same read are left unanswered:
                 // once closing, the connection's input is discarded.
                 cx.close(id);
@@ -82,7 +82,7 @@ impl Handler for Calc {
                     Err(e) => format!("ERR {e}"),
                 }
             };
-            cx.send(id, Bytes::from(reply + "\n"));
+            cx.send(id, (reply + "\n").as_bytes());
         }
     }
 }

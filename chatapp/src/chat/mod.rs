@@ -359,7 +359,7 @@ impl Chat {
             "Hello\n* welcome, you are {nick}; lines up to {} bytes; /help lists commands\n",
             self.config.max_line
         );
-        cx.send(id, Bytes::from(welcome));
+        cx.send(id, welcome.as_bytes());
         // Told to the room before joining it: the newcomer has its welcome.
         let joined = Bytes::from(format!("* {nick} joined\n"));
         self.announce(cx, &joined, &joined);
@@ -400,14 +400,14 @@ impl Chat {
         match name.to_ascii_lowercase().as_str() {
             "nick" => return self.rename(cx, id, nick, args),
             "who" => {
-                cx.send(id, self.who());
+                cx.send(id, &self.who());
             }
             "msg" => self.private(cx, id, nick, args),
             "help" => {
-                cx.send(id, Bytes::from_static(HELP));
+                cx.send(id, HELP);
             }
             _ => {
-                cx.send(id, unknown_command(name));
+                cx.send(id, &unknown_command(name));
             }
         }
         1
@@ -418,12 +418,12 @@ impl Chat {
     /// [`RENAME_COST`].
     fn rename(&mut self, cx: &mut dyn Context, id: ConnId, nick: &mut Box<str>, new: &str) -> u32 {
         if let Err(why) = nick::check(new) {
-            cx.send(id, Bytes::from(format!("ERR {why}\n")));
+            cx.send(id, format!("ERR {why}\n").as_bytes());
             return 1;
         }
         // Taken by someone else, that is: changing the case of one's own is fine.
         if self.find(new).is_some_and(|holder| holder != id) {
-            cx.send(id, Bytes::from(format!("ERR nick {new} is taken\n")));
+            cx.send(id, format!("ERR nick {new} is taken\n").as_bytes());
             return 1;
         }
         let old = std::mem::replace(nick, new.into());
@@ -438,7 +438,7 @@ impl Chat {
         if self.room.len() <= self.config.announce_limit {
             self.broadcast(cx, &notice, None);
         } else {
-            cx.send(id, notice.clone());
+            cx.send(id, &notice);
             self.transcribe(&notice);
         }
         RENAME_COST
@@ -448,16 +448,16 @@ impl Chat {
     /// private, and not in the transcript.
     fn private(&mut self, cx: &mut dyn Context, from: ConnId, nick: &str, args: &str) {
         let Some((to, text)) = args.split_once(char::is_whitespace) else {
-            cx.send(from, Bytes::from_static(b"ERR usage: /msg NICK text\n"));
+            cx.send(from, b"ERR usage: /msg NICK text\n");
             return;
         };
         let Some(to_id) = self.find(to) else {
-            cx.send(from, Bytes::from(format!("ERR no such nick: {to}\n")));
+            cx.send(from, format!("ERR no such nick: {to}\n").as_bytes());
             return;
         };
         cx.send(
             to_id,
-            exact(format!("<{nick}> (private) {}\n", text.trim_start())),
+            &exact(format!("<{nick}> (private) {}\n", text.trim_start())),
         );
     }
 
@@ -505,7 +505,7 @@ impl Chat {
         }
         match self.find(nick) {
             Some(id) => {
-                cx.send(id, Bytes::from_static(KICKED));
+                cx.send(id, KICKED);
                 cx.close(id);
                 self.leave(cx, id, "was kicked", None);
             }
@@ -518,7 +518,7 @@ impl Chat {
     /// reports the close, which may be seconds later, and the transcript
     /// why, if there is an `aside` to say.
     fn dismiss(&mut self, cx: &mut dyn Context, id: ConnId, last: Bytes, aside: Option<&str>) {
-        cx.send(id, last);
+        cx.send(id, &last);
         cx.close(id);
         self.leave(cx, id, "left", aside);
     }
@@ -640,7 +640,7 @@ impl Handler for Chat {
             // At once, not after the lines: telnet shows nothing it receives
             // until its `DO TIMING-MARK` is answered, so a late answer would
             // hide the answers to the lines that follow it.
-            cx.send_slice(id, &telnet.replies);
+            cx.send(id, &telnet.replies);
         }
         if telnet.unfinished == 0 {
             self.take_lines(cx, id, client, input);

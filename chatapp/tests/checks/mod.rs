@@ -14,7 +14,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use chatapp::chat::{Chat, ChatConfig, ConsoleLine};
 use chatapp::echo::Echo;
 use chatapp::lines::{next_line, LineTooLong};
@@ -175,7 +175,7 @@ impl Context for Watch<'_> {
         self.cx.now()
     }
 
-    fn send(&mut self, to: ConnId, data: Bytes) -> bool {
+    fn send(&mut self, to: ConnId, data: &[u8]) -> bool {
         let taken = self.cx.send(to, data);
         if !taken {
             self.refused.push(to);

@@ -7,34 +7,24 @@ impl<H: Handler> Context for Reactor<H> {
         self.now
     }
 
-    fn send(&mut self, to: ConnId, data: Bytes) -> bool {
-        if data.is_empty() {
-            return self.live(to).is_some_and(|c| c.is_open());
-        }
-        self.enqueue(to, data.len(), |output| output.push(&data))
-    }
-
-    fn send_many(&mut self, to: &[ConnId], data: &Bytes) -> usize {
-        if data.is_empty() {
-            return to.iter().filter(|&&id| self.send(id, Bytes::new())).count();
-        }
-        to.iter()
-            .filter(|&&id| self.enqueue(id, data.len(), |output| output.push(data)))
-            .count()
-    }
-
-    fn send_slice(&mut self, to: ConnId, data: &[u8]) -> bool {
+    fn send(&mut self, to: ConnId, data: &[u8]) -> bool {
+        let turn = self.turns;
         let Some(conn) = self.live(to).filter(|c| c.is_open()) else {
             return false;
         };
         if data.is_empty() {
             return true;
         }
-        // Only with nothing queued: written now, it would overtake that.
-        // Only in plain: TLS must encrypt it first. And not while
-        // connecting: the socket would answer for the connect.
-        let through = !conn.connecting && matches!(conn.transport, Transport::Plain);
-        let written = if conn.output_len() == 0 && through {
+        // Written through only with nothing queued (it would overtake
+        // that), once a turn (later sends of the turn wait, and leave
+        // together), in plain (TLS must encrypt it first), and not while
+        // connecting (the socket would answer for the connect).
+        let through = conn.output_len() == 0
+            && conn.written_through != turn
+            && !conn.connecting
+            && matches!(conn.transport, Transport::Plain);
+        let written = if through {
+            conn.written_through = turn;
             match conn.write_now(data) {
                 Ok(n) => n,
                 Err(e) => {
@@ -48,6 +38,23 @@ impl<H: Handler> Context for Reactor<H> {
         };
         let rest = &data[written..];
         rest.is_empty() || self.enqueue(to, rest.len(), |output| output.push_slice(rest))
+    }
+
+    fn send_many(&mut self, to: &[ConnId], data: &[u8]) -> usize {
+        if data.is_empty() {
+            return to.iter().filter(|&&id| self.send(id, data)).count();
+        }
+        if data.len() <= COPY_MAX {
+            return to
+                .iter()
+                .filter(|&&id| self.enqueue(id, data.len(), |output| output.push_slice(data)))
+                .count();
+        }
+        // Long: one copy, shared by every queue that takes it.
+        let shared = Bytes::copy_from_slice(data);
+        to.iter()
+            .filter(|&&id| self.enqueue(id, data.len(), |output| output.push(&shared)))
+            .count()
     }
 
     fn backlogged(&self, id: ConnId) -> bool {

@@ -275,8 +275,8 @@ impl<H: Handler> Reactor<H> {
 
     /// Makes the scratch buffer whole again once it is nearly used up.
     ///
-    /// Usually every slice split off it has been dropped by now (echo writes
-    /// its input through with `send_slice`, chat copies its lines), so the
+    /// Usually every slice split off it has been dropped by now (what
+    /// handlers send is copied or written through, never kept), so the
     /// same allocation is taken back. Allocating afresh instead costs more
     /// than the allocator: glibc returns a freed 64 KiB to the kernel, and
     /// the next buffer is faulted in page by page. The memory is zeroed again

@@ -300,16 +300,6 @@ fn every_id_is_closed_exactly_once<D: Driver<Recorder> + Send + 'static>() {
     check_exactly_once(&events.all);
 }
 
-#[test]
-fn every_id_is_closed_exactly_once_on_the_reactor() {
-    every_id_is_closed_exactly_once::<Reactor<Recorder>>();
-}
-
-#[test]
-fn every_id_is_closed_exactly_once_on_the_threaded_driver() {
-    every_id_is_closed_exactly_once::<Threaded<Do>>();
-}
-
 /// A connect the loop cannot even start (an address of the wrong family
 /// for nothing to route, port 0) is an error from `connect` or a
 /// `ConnectFailed`, never a panic nor a hang.
@@ -385,16 +375,6 @@ fn a_stop_is_not_held_up_by_a_connect<D: Driver<Recorder> + Send + 'static>() {
     let took = stopping.elapsed();
     check_exactly_once(&events.all);
     assert!(took < Duration::from_secs(2), "the stop took {took:?}");
-}
-
-#[test]
-fn a_stop_is_not_held_up_by_a_connect_on_the_reactor() {
-    a_stop_is_not_held_up_by_a_connect::<Reactor<Recorder>>();
-}
-
-#[test]
-fn a_stop_is_not_held_up_by_a_connect_on_the_threaded_driver() {
-    a_stop_is_not_held_up_by_a_connect::<Threaded<Do>>();
 }
 
 /// Keeps all its input (a frame that never ends), and reports how much it
@@ -476,16 +456,6 @@ where
     );
 }
 
-#[test]
-fn one_byte_past_the_input_limit_closes_the_connection_on_the_reactor() {
-    one_byte_past_the_input_limit_closes_the_connection::<Reactor<Hoarder>>();
-}
-
-#[test]
-fn one_byte_past_the_input_limit_closes_the_connection_on_the_threaded_driver() {
-    one_byte_past_the_input_limit_closes_the_connection::<Threaded<Do>>();
-}
-
 /// An outbound TLS connection whose server accepts and never answers the
 /// handshake fails at `Connect::timeout`, which bounds the handshake too.
 fn a_mute_tls_server_times_the_connect_out<D: Driver<Recorder> + Send + 'static>() {
@@ -518,12 +488,22 @@ fn a_mute_tls_server_times_the_connect_out<D: Driver<Recorder> + Send + 'static>
     check_exactly_once(&events.all);
 }
 
-#[test]
-fn a_mute_tls_server_times_the_connect_out_on_the_reactor() {
-    a_mute_tls_server_times_the_connect_out::<Reactor<Recorder>>();
+/// Runs each test, generic over its driver `D` (handler `H`), once on each
+/// driver, as `NAME_on_the_reactor` and `NAME_on_the_threaded_driver`.
+macro_rules! on_both_drivers {
+    ($($name:ident: $handler:ty),* $(,)?) => {
+        mod on_the_reactor {
+            $( #[test] fn $name() { super::$name::<reactor::Reactor<$handler>>() } )*
+        }
+        mod on_the_threaded_driver {
+            $( #[test] fn $name() { super::$name::<reactor::threaded::Threaded<super::Do>>() } )*
+        }
+    };
 }
 
-#[test]
-fn a_mute_tls_server_times_the_connect_out_on_the_threaded_driver() {
-    a_mute_tls_server_times_the_connect_out::<Threaded<Do>>();
-}
+on_both_drivers!(
+    every_id_is_closed_exactly_once: super::Recorder,
+    a_stop_is_not_held_up_by_a_connect: super::Recorder,
+    one_byte_past_the_input_limit_closes_the_connection: super::Hoarder,
+    a_mute_tls_server_times_the_connect_out: super::Recorder,
+);

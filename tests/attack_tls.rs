@@ -500,7 +500,7 @@ fn a_stalled_handshake_holds_little_memory_however_big_its_clienthello() {
     let mut stalled = Vec::new();
     for _ in 0..clients {
         let mut tcp = common::connect(server.tls_addr);
-        // Past 16 KiB of handshake the server closes the connection, so a
+        // Past 8 KiB of handshake the server closes the connection, so a
         // later write may find it reset: that is the server protecting
         // itself, and what this test is about.
         for part in [&record, &next, &next] {

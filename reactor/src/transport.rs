@@ -64,7 +64,11 @@ pub(crate) struct Tls {
 /// is a few hundred bytes to a few KiB (post-quantum key shares included);
 /// rustls alone would hold up to 64 KiB of one, for as long as the
 /// handshake deadline allows, for each of `max_connections` clients.
-const MAX_HANDSHAKE_INPUT: usize = 16 * 1024;
+const MAX_HANDSHAKE_INPUT: usize = 8 * 1024;
+
+/// The most rustls's `read_tls` takes in one call (its deframer's
+/// `READ_SIZE`).
+const RUSTLS_READ: usize = 4096;
 
 impl Transport {
     /// The server side of TLS with `config`.
@@ -175,16 +179,20 @@ impl Transport {
             // plaintext buffer never fills. An empty slice reads as the
             // end of the stream, which is what it is when `cipher` is empty.
             let (before, handshaking) = (rest.len(), tls.session.is_handshaking());
-            tls.session.read_tls(&mut rest)?;
             if server && handshaking {
-                // Counted a portion at a time: the one that ends the
-                // handshake may bring the first data with it, which is
-                // no longer the handshake's.
-                tls.handshake_input += before - rest.len();
-                if tls.handshake_input > MAX_HANDSHAKE_INPUT {
+                // Counted a portion at a time, before rustls takes it (it
+                // would keep it until the deadline): the portion that ends
+                // the handshake may bring the first data with it, which is
+                // no longer the handshake's once it is done.
+                let portion = rest.len().min(RUSTLS_READ);
+                if tls.handshake_input + portion > MAX_HANDSHAKE_INPUT {
                     let why = "the client's handshake is too large";
                     return Err(tls_error(rustls::Error::General(why.into())));
                 }
+            }
+            tls.session.read_tls(&mut rest)?;
+            if server && handshaking {
+                tls.handshake_input += before - rest.len();
             }
             tls.session.process_new_packets().map_err(tls_error)?;
             // A full `plain` would read as `Ok(0)`, the end of the stream.

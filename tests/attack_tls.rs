@@ -483,7 +483,7 @@ fn garbage_after_the_handshake_costs_only_that_client_on_server2() {
 /// about 4 KiB on the chat servers), not sixteen times as much: with the
 /// default 10,000 clients, 49 KiB each is half a gigabyte. A real
 /// ClientHello is a few KiB even with post-quantum key shares; one past
-/// 16 KiB can be refused.
+/// 8 KiB can be refused.
 #[test]
 fn a_stalled_handshake_holds_little_memory_however_big_its_clienthello() {
     let certs = Certs::new();

@@ -1223,7 +1223,13 @@ impl<H: Handler> State<'_, H> {
     /// Wakes the writers that the last callback sent output to.
     fn wake_writers(&mut self) {
         for outbox in self.core.to_wake.drain(..) {
-            outbox.lock().wake_due = false;
+            let mut q = outbox.lock();
+            q.wake_due = false;
+            // Woken, if not yet running: no longer idle, or a callback that
+            // comes before it runs would hold it back again, and a sender
+            // calling back and back could starve it.
+            q.writer_idle = false;
+            drop(q);
             outbox.to_writer.notify_one();
         }
     }
@@ -1334,7 +1340,7 @@ impl Core {
         if q.soft_since.is_none() && cost > self.config.soft_output {
             q.soft_since = Some(Instant::now());
         }
-        if !q.wake_due {
+        if q.writer_idle && !q.wake_due {
             q.wake_due = true;
             drop(q);
             let outbox = Arc::clone(&peer.outbox);
@@ -1581,9 +1587,12 @@ struct OutQueue {
     in_flight: usize,
     /// The writer waits for output: a send must wake it.
     writer_idle: bool,
-    /// A callback running now has sent output: the writer leaves the queue
-    /// alone (it may be awake, between two writes) until the callback has
-    /// returned and wakes it (`Core::to_wake`).
+    /// A callback running now has sent output to an idle writer: the
+    /// writer leaves the queue alone until the callback has returned and
+    /// wakes it (`Core::to_wake`), so the peer sees nothing of a callback
+    /// before all of it has happened. A writer that is busy writing takes
+    /// on what comes meanwhile, so that a sender that calls back and back
+    /// cannot starve it.
     wake_due: bool,
     /// A send took output past `high_water`, and the reader has not yet
     /// seen it drained to `low_water`: the reader waits, and the writer
@@ -1652,6 +1661,9 @@ impl Outbox {
             queue: Mutex::new(OutQueue {
                 handshaking: tls,
                 tls_turn: tls,
+                // Idle until it first looks: what is sent before then waits
+                // for its callback to end, like what is sent to it later.
+                writer_idle: true,
                 ..OutQueue::default()
             }),
             to_writer: Condvar::new(),

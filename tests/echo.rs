@@ -3,12 +3,15 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{connect, echo_round_trip, expect_bytes, expect_closed, run, Server, TIMEOUT};
+use common::{
+    connect, echo_round_trip, expect_bytes, expect_closed, run, write_until_stopped, Server,
+    TIMEOUT,
+};
 
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
@@ -131,26 +134,7 @@ fn a_client_that_never_reads_is_slowed_not_cut_off_and_others_are_served() {
     // reading it, and TCP stops the hog: a write blocks.
     hog.set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let chunk = noise(64 * 1024);
-    // What went out, exactly: a write that the timeout cuts short has sent
-    // only the front of the chunk, and the next one starts it again.
-    let mut sent = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        assert!(Instant::now() < deadline, "the hog was never slowed down");
-        match hog.write(&chunk) {
-            Ok(n) => sent.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => panic!("the hog was cut off after {} bytes: {e}", sent.len()),
-        }
-    }
+    let sent = write_until_stopped(&mut hog, &noise(64 * 1024), "the hog");
     // Meanwhile the well-behaved client is answered.
     echo_round_trip(&mut reader, b"while the hog waits\n");
 

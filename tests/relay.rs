@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{connect, expect_bytes, ChatClient, Server, TIMEOUT};
+use common::{connect, expect_bytes, write_until_stopped, ChatClient, Server, TIMEOUT};
 
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
@@ -223,24 +223,7 @@ fn a_client_that_does_not_read_slows_its_upstream_and_loses_nothing() {
         .set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let lines: String = (0..8_000).map(|i| format!("line {i}\n")).collect();
-    let chunk = lines.as_bytes();
-    let mut sent = Vec::new();
-    loop {
-        // Far more than the sockets and the relay's queue hold.
-        assert!(sent.len() < 16 << 20, "the upstream was never slowed down");
-        match upstream.write(chunk) {
-            Ok(n) => sent.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => panic!("the relay gave up after {} bytes: {e}", sent.len()),
-        }
-    }
+    let sent = write_until_stopped(&mut upstream, lines.as_bytes(), "the upstream");
     // Once the client reads, it gets every whole line the upstream wrote
     // (a line the last write cut short waits for its end).
     let end = sent

@@ -283,6 +283,36 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Writes `chunk` to `stream` again and again, as a peer that never reads
+/// its answers would, until a write blocks past the stream's write timeout
+/// (set one first): the server has stopped reading it, and TCP has stopped
+/// the writer. Returns exactly what went out: a write the timeout cut short
+/// sent only the front of `chunk`, and the next one starts it again. Fails
+/// if the writer is never stopped (within `TIMEOUT` and 16 MiB) or the
+/// connection breaks; `who` names the writer in the failure.
+pub fn write_until_stopped(stream: &mut TcpStream, chunk: &[u8], who: &str) -> Vec<u8> {
+    let mut sent = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            Instant::now() < deadline && sent.len() < 16 << 20,
+            "{who} was never slowed down"
+        );
+        match stream.write(chunk) {
+            Ok(n) => sent.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return sent
+            }
+            Err(e) => panic!("{who} was cut off after {} bytes: {e}", sent.len()),
+        }
+    }
+}
+
 /// Reads exactly `expected.len()` bytes within `timeout` and checks they
 /// are `expected`.
 pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], timeout: Duration) {

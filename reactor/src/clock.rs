@@ -1,0 +1,73 @@
+//! A driver's notion of "now": the time read once at the start of each
+//! turn, which everything done in the turn shares, the coarse clock of
+//! whole seconds that idle and soft-limit timeouts count in, and when the
+//! once-a-second sweep is due.
+
+use std::time::{Duration, Instant};
+
+/// How often a driver sweeps its connections for timeouts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The clock of a driver's turns.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+    next_sweep: Instant,
+}
+
+/// The time of one turn.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now {
+    pub(crate) at: Instant,
+    /// Whole seconds since the clock started, rounded down, wrapping after
+    /// 136 years.
+    pub(crate) tick: u32,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        let start = Instant::now();
+        Clock {
+            start,
+            next_sweep: start + SWEEP_EVERY,
+        }
+    }
+
+    /// The time, read once for a turn.
+    pub(crate) fn read(&self) -> Now {
+        let at = Instant::now();
+        let tick = at.duration_since(self.start).as_secs() as u32;
+        Now { at, tick }
+    }
+
+    /// When the next sweep is due.
+    pub(crate) fn next_sweep(&self) -> Instant {
+        self.next_sweep
+    }
+
+    /// Whether a sweep is due at `now`; if so, the next is a second later.
+    pub(crate) fn sweep_due(&mut self, now: Instant) -> bool {
+        let due = now >= self.next_sweep;
+        if due {
+            self.next_sweep = now + SWEEP_EVERY;
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_is_due_once_a_second() {
+        let mut clock = Clock::new();
+        let t0 = clock.start;
+        assert_eq!(clock.read().tick, 0);
+        assert!(!clock.sweep_due(t0));
+        let t1 = t0 + SWEEP_EVERY;
+        assert!(clock.sweep_due(t1));
+        assert!(!clock.sweep_due(t1), "not again in the same second");
+        assert_eq!(clock.next_sweep(), t1 + SWEEP_EVERY);
+    }
+}

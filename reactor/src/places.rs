@@ -21,18 +21,14 @@ use std::time::Instant;
 use crate::listeners::{counted_address, refusal};
 use crate::{Config, Endpoint, ListenerId, Origin, Refusal};
 
-/// What to do with a connection just accepted.
+/// How a connection just accepted is to be served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Admission {
-    /// Serve it, counted under this address (with `max_per_address`).
-    Serve(Option<IpAddr>),
-    /// Send it the refusal and close it: it is over this limit.
-    Refuse(Refusal),
-    /// Close it without a word: it is over a limit, and half of
-    /// `max_closing` are closing already — one address connecting hundreds
-    /// of times a second must not crowd out the last lines (`Bye`) of
-    /// clients that were served.
-    Drop,
+pub(crate) struct Admission {
+    /// The limit it is over, if any: it is then sent the refusal and
+    /// closed, and counted as closing from the start.
+    pub(crate) refusal: Option<Refusal>,
+    /// The address it is counted under, if served (with `max_per_address`).
+    pub(crate) address: Option<IpAddr>,
 }
 
 /// The counts of one driver's connections, and its limits on them.
@@ -81,25 +77,34 @@ impl Places {
         self.closing
     }
 
-    /// What to do with a connection from `peer` just accepted from
-    /// `listener` (whose policy is `endpoint`): refused when the driver
-    /// serves `max_connections` in all or the listener its own, or when its
-    /// address has `max_per_address` served already.
+    /// How to serve a connection from `peer` just accepted from `listener`
+    /// (whose policy is `endpoint`): refused when the driver serves
+    /// `max_connections` in all or the listener its own, or when its
+    /// address has `max_per_address` served already. `None`: close it
+    /// without a word, as it is over a limit and half of `max_closing` are
+    /// closing already — one address connecting hundreds of times a second
+    /// must not crowd out the last lines (`Bye`) of clients that were served.
     pub(crate) fn admit(
         &self,
         listener: ListenerId,
         endpoint: &Endpoint,
         peer: Option<SocketAddr>,
-    ) -> Admission {
+    ) -> Option<Admission> {
         let from_listener = self.by_listener.get(listener.index()).copied();
         let full = self.open >= self.max_connections
             || from_listener.unwrap_or(0) >= endpoint.max_connections;
         let address = counted_address(self.max_per_address, peer);
         let open = address.map(|ip| self.per_address.get(&ip).copied().unwrap_or(0));
         match refusal(full, open, self.max_per_address) {
-            None => Admission::Serve(address),
-            Some(_) if self.closing >= self.max_closing / 2 => Admission::Drop,
-            Some(why) => Admission::Refuse(why),
+            None => Some(Admission {
+                refusal: None,
+                address,
+            }),
+            Some(_) if self.closing >= self.max_closing / 2 => None,
+            refusal => Some(Admission {
+                refusal,
+                address: None,
+            }),
         }
     }
 
@@ -149,6 +154,11 @@ impl Places {
     /// however many there are.
     pub(crate) fn begin_stop(&mut self) {
         self.stopping = true;
+    }
+
+    /// Whether a graceful stop has begun.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Gives back the places `count_in` took.
@@ -239,16 +249,34 @@ mod tests {
         Some(SocketAddr::from((Ipv4Addr::new(10, 0, 0, last), 4000)))
     }
 
-    /// Admits and counts in a connection from `peer` on `listener` at `key`.
-    fn accept(places: &mut Places, key: usize, listener: ListenerId, from: u8) -> Admission {
+    fn serve(address: Option<IpAddr>) -> Option<Admission> {
+        Some(Admission {
+            refusal: None,
+            address,
+        })
+    }
+
+    fn refuse(why: Refusal) -> Option<Admission> {
+        Some(Admission {
+            refusal: Some(why),
+            address: None,
+        })
+    }
+
+    /// Admits a connection from `peer` on `listener` at `key` and counts it
+    /// in as the drivers do: a refusal closing from the start.
+    fn accept(
+        places: &mut Places,
+        key: usize,
+        listener: ListenerId,
+        from: u8,
+    ) -> Option<Admission> {
         let admission = places.admit(listener, &Endpoint::plain(), peer(from));
-        match admission {
-            Admission::Serve(address) => places.count_in(key, Origin::Accepted(listener), address),
-            Admission::Refuse(_) => {
-                places.count_in(key, Origin::Accepted(listener), None);
+        if let Some(Admission { refusal, address }) = admission {
+            places.count_in(key, Origin::Accepted(listener), address);
+            if refusal.is_some() {
                 places.start_closing(key, Origin::Accepted(listener));
             }
-            Admission::Drop => {}
         }
         admission
     }
@@ -277,12 +305,12 @@ mod tests {
     #[test]
     fn refusals_stop_at_half_of_max_closing() {
         let mut places = places(1, 4, usize::MAX);
-        assert_eq!(accept(&mut places, 0, L0, 1), Admission::Serve(None));
-        let refused = Admission::Refuse(Refusal::Full);
+        assert_eq!(accept(&mut places, 0, L0, 1), serve(None));
+        let refused = refuse(Refusal::Full);
         assert_eq!(accept(&mut places, 1, L0, 2), refused);
         assert_eq!(accept(&mut places, 2, L0, 3), refused);
         assert_eq!(places.closing(), 2);
-        assert_eq!(accept(&mut places, 3, L0, 4), Admission::Drop);
+        assert_eq!(accept(&mut places, 3, L0, 4), None);
         assert_eq!((places.open(), places.closing()), (1, 2));
     }
 
@@ -294,27 +322,27 @@ mod tests {
             ..Endpoint::plain()
         };
         places.count_in(0, Origin::Accepted(L0), None);
-        let full = Admission::Refuse(Refusal::Full);
+        let full = refuse(Refusal::Full);
         assert_eq!(places.admit(L0, &one, peer(1)), full);
-        assert_eq!(places.admit(L1, &one, peer(1)), Admission::Serve(None));
+        assert_eq!(places.admit(L1, &one, peer(1)), serve(None));
         // Given back when it starts closing, and not again when it goes.
         places.start_closing(0, Origin::Accepted(L0));
-        assert_eq!(places.admit(L0, &one, peer(1)), Admission::Serve(None));
+        assert_eq!(places.admit(L0, &one, peer(1)), serve(None));
         places.remove(0, Origin::Accepted(L0), true);
         places.count_in(1, Origin::Accepted(L0), None);
         assert_eq!(places.admit(L0, &one, peer(1)), full);
         // Given back by a connection removed without closing, too.
         places.remove(1, Origin::Accepted(L0), false);
-        assert_eq!(places.admit(L0, &one, peer(1)), Admission::Serve(None));
+        assert_eq!(places.admit(L0, &one, peer(1)), serve(None));
     }
 
     #[test]
     fn an_address_gets_its_places_back_however_its_connections_end() {
         let mut places = places(100, 100, 2);
         let ip = peer(7).map(|a| a.ip());
-        assert_eq!(accept(&mut places, 0, L0, 7), Admission::Serve(ip));
-        assert_eq!(accept(&mut places, 1, L1, 7), Admission::Serve(ip));
-        let refused = Admission::Refuse(Refusal::FromAddress);
+        assert_eq!(accept(&mut places, 0, L0, 7), serve(ip));
+        assert_eq!(accept(&mut places, 1, L1, 7), serve(ip));
+        let refused = refuse(Refusal::FromAddress);
         assert_eq!(
             accept(&mut places, 2, L0, 7),
             refused,
@@ -322,7 +350,7 @@ mod tests {
         );
         assert_eq!(
             accept(&mut places, 3, L0, 8),
-            Admission::Serve(peer(8).map(|a| a.ip()))
+            serve(peer(8).map(|a| a.ip()))
         );
         // The refusal took no place of the address's: it ends, nothing changes.
         places.remove(2, Origin::Accepted(L0), true);
@@ -330,10 +358,10 @@ mod tests {
         places.remove(4, Origin::Accepted(L0), true);
         // One closes gracefully, one is removed at once.
         places.start_closing(0, Origin::Accepted(L0));
-        assert_eq!(accept(&mut places, 5, L0, 7), Admission::Serve(ip));
+        assert_eq!(accept(&mut places, 5, L0, 7), serve(ip));
         places.remove(1, Origin::Accepted(L1), false);
         places.remove(0, Origin::Accepted(L0), true);
-        assert_eq!(accept(&mut places, 6, L0, 7), Admission::Serve(ip));
+        assert_eq!(accept(&mut places, 6, L0, 7), serve(ip));
         assert_eq!(accept(&mut places, 7, L0, 7), refused);
         assert_eq!(places.open(), 3);
     }
@@ -343,10 +371,7 @@ mod tests {
         let mut places = places(1, 100, usize::MAX);
         places.count_in(0, Origin::Connected, None);
         assert_eq!(places.open(), 0);
-        assert_eq!(
-            places.admit(L0, &Endpoint::plain(), peer(1)),
-            Admission::Serve(None)
-        );
+        assert_eq!(places.admit(L0, &Endpoint::plain(), peer(1)), serve(None));
         assert!(places.start_closing(0, Origin::Connected));
         places.remove(0, Origin::Connected, true);
         assert_eq!((places.open(), places.closing()), (0, 0));

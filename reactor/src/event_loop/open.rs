@@ -141,15 +141,12 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let from = ListenerId(index as u32);
-        let (refused, address) =
-            match self
-                .places
-                .admit(from, &listener.endpoint, stream.peer_addr().ok())
-            {
-                Admission::Serve(address) => (None, address),
-                Admission::Refuse(why) => (Some(why), None),
-                Admission::Drop => return, // closed without a word
-            };
+        let peer = stream.peer_addr().ok();
+        let Some(Admission { refusal, address }) =
+            self.places.admit(from, &listener.endpoint, peer)
+        else {
+            return; // dropped: closed without a word
+        };
         let handshake = listener.endpoint.handshake_timeout;
         let transport = match &listener.endpoint.tls {
             Some(config) => Transport::tls_server(config),
@@ -169,7 +166,7 @@ impl<H: Handler> Reactor<H> {
             }
         };
         let conn = &mut self.conns[id.slot()];
-        if let Some(why) = refused {
+        if let Some(why) = refusal {
             // The refusal goes through the transport like any output: a
             // TLS client reads it once its handshake is done.
             conn.refused = true;

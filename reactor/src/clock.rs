@@ -2,6 +2,14 @@
 //! turn, which everything done in the turn shares, the coarse clock of
 //! whole seconds that idle and soft-limit timeouts count in, and when the
 //! once-a-second sweep is due.
+//!
+//! The reactor reads it once per turn: every callback of a turn sees the
+//! same `Context::now`, and the timers, deadlines and idle ticks of the
+//! turn agree with it. The threaded driver's main thread reads it once per
+//! round, for its timers, linger deadlines, accept pauses, sweep and stop;
+//! its callbacks, though, run on many threads at any moment, not in turns
+//! that share a start, so there `Context::now` (and whatever a callback
+//! sets a deadline from) is the wall clock at the call.
 
 use std::time::{Duration, Instant};
 

@@ -1264,7 +1264,7 @@ impl Core {
             q.held_for_output = true;
         }
         if q.soft_since.is_none() && cost > self.config.soft_output {
-            q.soft_since = Some(Instant::now());
+            q.soft_since = Some(self.now());
         }
         if q.writer_idle && !q.wake_due {
             q.wake_due = true;
@@ -1370,6 +1370,8 @@ fn end_now(peer: &Peer) {
 }
 
 impl Context for Core {
+    /// The wall clock, read at each call: callbacks run on many threads, at
+    /// any time, not in turns that share one start time (see `Clock`).
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -1402,7 +1404,7 @@ impl Context for Core {
         let Some(peer) = self.get(id) else {
             return;
         };
-        peer.outbox.lock().paused_until = Some(deadline(Instant::now(), duration));
+        peer.outbox.lock().paused_until = Some(deadline(self.now(), duration));
         // A reader waiting out an earlier pause waits for this one instead.
         peer.outbox.to_reader.notify_all();
     }
@@ -1412,7 +1414,7 @@ impl Context for Core {
     }
 
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        let at = deadline(Instant::now(), after);
+        let at = deadline(self.now(), after);
         if self.timers.next_deadline().is_none_or(|next| at < next) {
             // The main thread may be asleep until a later deadline.
             let _ = self.poller.notify();
@@ -1421,7 +1423,7 @@ impl Context for Core {
     }
 
     fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
-        let at = deadline(Instant::now(), after);
+        let at = deadline(self.now(), after);
         if self.timers.next_deadline().is_none_or(|next| at < next) {
             let _ = self.poller.notify();
         }

@@ -364,6 +364,11 @@ mod tests {
         assert_eq!(accept(&mut places, 6, L0, 7), serve(ip));
         assert_eq!(accept(&mut places, 7, L0, 7), refused);
         assert_eq!(places.open(), 3);
+        // A slot given back is given to another: its address is not the
+        // one counted for the slot before.
+        places.count_in(0, Origin::Attached, None);
+        places.start_closing(0, Origin::Attached);
+        assert_eq!(accept(&mut places, 8, L0, 7), refused);
     }
 
     #[test]

@@ -49,8 +49,8 @@
 //! - **Linger deadlines are kept by the main thread.** A socket's receive
 //!   timeout set while a thread is already blocked in `recv` does not apply
 //!   to that call, so a closing connection's threads are bounded from
-//!   outside: the main thread keeps the closing connections' deadlines (a
-//!   FIFO, like the reactor's) and shuts the socket down both ways when one
+//!   outside: the main thread keeps the closing connections' deadlines (the
+//!   reactor's FIFO, `Linger`) and shuts the socket down both ways when one
 //!   passes, which wakes both threads.
 //! - **Idle timeouts are the socket's receive timeout**, set before the
 //!   first read; a connection whose input is held is not reading, so it is

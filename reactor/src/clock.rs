@@ -32,6 +32,18 @@ pub(crate) struct Now {
     pub(crate) tick: u32,
 }
 
+/// How long a driver's wait may sleep: until the earliest of `deadlines`
+/// (whichever are set), or until woken if none is.
+pub(crate) fn sleep_until(
+    deadlines: impl IntoIterator<Item = Option<Instant>>,
+) -> Option<Duration> {
+    deadlines
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
+}
+
 impl Clock {
     pub(crate) fn new() -> Clock {
         let start = Instant::now();
@@ -77,5 +89,15 @@ mod tests {
         assert!(clock.sweep_due(t1));
         assert!(!clock.sweep_due(t1), "not again in the same second");
         assert_eq!(clock.next_sweep(), t1 + SWEEP_EVERY);
+    }
+
+    #[test]
+    fn a_wait_sleeps_until_the_earliest_deadline_set() {
+        assert_eq!(sleep_until([None, None]), None, "until woken");
+        let soon = Instant::now() + Duration::from_secs(5);
+        let sleep = sleep_until([Some(soon + SWEEP_EVERY), None, Some(soon)]).expect("a deadline");
+        assert!(sleep <= Duration::from_secs(5) && sleep > Duration::from_secs(4));
+        let past = Instant::now() - SWEEP_EVERY;
+        assert_eq!(sleep_until([Some(soon), Some(past)]), Some(Duration::ZERO));
     }
 }

@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 
-use crate::clock::Clock;
+use crate::clock::{sleep_until, Clock};
 use crate::conn::{Conn, Phase, NEVER, NOT_OVER};
 use crate::handle::{Command, Handle, Mailbox};
 use crate::listeners::{Listeners, ACCEPT_BATCH};
@@ -369,17 +369,13 @@ impl<H: Handler> Reactor<H> {
         }
         let sweep = (!self.conns.is_empty()).then_some(self.clock.next_sweep());
         let paused = self.listeners.next_resume();
-        [
+        sleep_until([
             self.timers.next_deadline(),
             self.linger_deadlines.next(),
             sweep,
             paused,
             self.stop.deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(Instant::now()))
+        ])
     }
 
     /// Messages posted from other threads, at most `MAILBOX_BATCH` a turn.

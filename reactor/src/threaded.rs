@@ -105,7 +105,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
 
-use crate::clock::Clock;
+use crate::clock::{sleep_until, Clock};
 use crate::handle::{Command, Handle, Mailbox};
 use crate::listeners::{Listeners, ACCEPT_BATCH};
 use crate::output::{Output, COPY_MAX};
@@ -291,11 +291,7 @@ impl<M: Send + 'static> Threaded<M> {
             (clients.linger.next(), sweep)
         };
         let paused = self.listeners.next_resume();
-        [next_timer, linger, sweep, paused, stop_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(Instant::now()))
+        sleep_until([next_timer, linger, sweep, paused, stop_deadline])
     }
 
     fn on_signal<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::output::Output;
+use crate::slots::Generation;
 use crate::sys::{Interest, Registered};
 use crate::transport::Transport;
 use crate::{CloseReason, Origin, Stream};
@@ -94,6 +95,12 @@ pub(crate) struct Conn<S> {
     /// its place only while a callback about this connection runs, and for
     /// good once `on_close` has it.
     pub(crate) state: Option<S>,
+}
+
+impl<S> Generation for Conn<S> {
+    fn generation(&self) -> u32 {
+        self.gen
+    }
 }
 
 impl<S: Default> Conn<S> {

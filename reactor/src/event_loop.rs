@@ -57,23 +57,25 @@ mod flush;
 mod input;
 mod open;
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
-use slab::Slab;
 
+use crate::clock::{sleep_until, Clock};
 use crate::conn::{Conn, Phase, NEVER, NOT_OVER};
 use crate::handle::{Command, Handle, Mailbox};
-use crate::listeners::{self, Listeners, ACCEPT_BATCH};
+use crate::listeners::{Listeners, ACCEPT_BATCH};
 use crate::output::{Output, COPY_MAX};
+use crate::places::{Admission, Linger, Places};
 use crate::signals::SignalPipe;
+use crate::slots::Slots;
+use crate::stop::{Step, Stop};
 use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
 use crate::transport::{is_tls_error, Transport, MAX_RECORD};
@@ -114,7 +116,7 @@ pub struct Reactor<H: Handler> {
     /// nothing; out of place only during a turn.
     events: Option<Events>,
     config: Config,
-    conns: Slab<Conn<H::Conn>>,
+    conns: Slots<Conn<H::Conn>>,
     /// Every listener, by `ListenerId`; all dropped when a stop begins.
     listeners: Listeners,
     signals: Option<Registered<SignalPipe>>,
@@ -137,38 +139,23 @@ pub struct Reactor<H: Handler> {
     /// Connections that closed during this callback, whose handler is told
     /// (`on_close`) as soon as the callback returns.
     untold: Vec<(ConnId, CloseReason)>,
-    /// When each closing connection must be gone, in the order they began
-    /// closing. They all wait the same `linger_timeout`, so this order is
-    /// also the order of their deadlines: the front is always the next.
-    /// Entries of connections that finished earlier are skipped. An open
-    /// connection whose peer finished sending while its input was held has
-    /// an entry too: the time by which the handler must have taken it.
-    linger_deadlines: VecDeque<(ConnId, Instant)>,
-    /// Connections served: those open, not those closing, and not the
-    /// handler's own outbound ones. A connection stops counting against
-    /// `max_connections` as soon as it starts closing.
-    open: usize,
-    /// Connections closing: flushing, lingering, refusals.
-    closing: usize,
-    /// With `Config::max_per_address`: the connections served from each
-    /// address, and the address of each, by slot, to give its place back.
-    per_address: HashMap<IpAddr, usize>,
-    addresses: HashMap<usize, IpAddr>,
-    next_gen: u32,
+    /// When each closing connection must be gone. An open connection whose
+    /// peer finished sending while its input was held has an entry too:
+    /// the time by which the handler must have taken it.
+    linger_deadlines: Linger<ConnId>,
+    /// The connections served and closing, against the limits; counted
+    /// by slot.
+    places: Places,
     /// Turns taken, wrapping: what `Context::send` tells one turn from the
     /// next by.
     turns: u32,
-    start: Instant,
+    clock: Clock,
+    /// The time of this turn, read once (see `Clock`).
     now: Instant,
-    /// Whole seconds since `start`: the coarse clock of idle and soft-limit
-    /// timeouts.
+    /// Whole seconds since the clock started: the coarse clock of idle and
+    /// soft-limit timeouts.
     tick: u32,
-    next_sweep: Instant,
-    stop_requested: bool,
-    /// Set once a graceful stop has begun: the time by which it must end.
-    stop_deadline: Option<Instant>,
-    /// Whether the operator has been told what the stop is waiting for.
-    stop_explained: bool,
+    stop: Stop,
 }
 
 /// What a timer of the loop's own queue is for.
@@ -196,13 +183,15 @@ impl<H: Handler> Reactor<H> {
             )));
         }
         let poller = Arc::new(poller);
-        let now = Instant::now();
+        let clock = Clock::new();
+        let now = clock.read();
         Ok(Reactor {
             listeners: Listeners::new(&poller),
             poller,
             events: None,
+            places: Places::new(&config),
             config,
-            conns: Slab::new(),
+            conns: Slots::new(),
             signals: None,
             timers: Timers::default(),
             mailbox: Mailbox::new(),
@@ -213,20 +202,12 @@ impl<H: Handler> Reactor<H> {
             dead: Vec::new(),
             unannounced: Vec::new(),
             untold: Vec::new(),
-            linger_deadlines: VecDeque::new(),
-            open: 0,
-            closing: 0,
-            per_address: HashMap::new(),
-            addresses: HashMap::new(),
-            next_gen: 1,
+            linger_deadlines: Linger::new(),
             turns: 0,
-            start: now,
-            now,
-            tick: 0,
-            next_sweep: now + Duration::from_secs(1),
-            stop_requested: false,
-            stop_deadline: None,
-            stop_explained: false,
+            clock,
+            now: now.at,
+            tick: now.tick,
+            stop: Stop::default(),
         })
     }
 
@@ -259,7 +240,13 @@ impl<H: Handler> Reactor<H> {
         let stream = stream.into();
         stream.prepare()?;
         let id = self
-            .register(stream, Transport::Plain, Origin::Attached, Interest::READ)
+            .register(
+                stream,
+                Transport::Plain,
+                Origin::Attached,
+                Interest::READ,
+                None,
+            )
             .map_err(|e| {
                 // epoll answers EPERM for descriptors that are always ready.
                 if e.kind() == io::ErrorKind::PermissionDenied {
@@ -287,7 +274,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Connections served: open ones, not those closing.
     pub fn connections(&self) -> usize {
-        self.open
+        self.places.open()
     }
 
     /// Runs until stopped (signal, [`Context::stop`], [`Handle::stop`]) and
@@ -321,8 +308,8 @@ impl<H: Handler> Reactor<H> {
         self.announce(handler);
         events.clear();
         self.poller.wait(events, self.timeout())?;
-        self.now = Instant::now();
-        self.tick = self.now.duration_since(self.start).as_secs() as u32;
+        let now = self.clock.read();
+        (self.now, self.tick) = (now.at, now.tick);
 
         for event in events.iter() {
             match Key::of(event.key) {
@@ -356,11 +343,11 @@ impl<H: Handler> Reactor<H> {
         self.hand_back_input(handler);
         self.listeners.resume(self.now);
         self.expire_lingering();
-        if self.now >= self.next_sweep {
+        if self.clock.sweep_due(self.now) {
             self.sweep();
         }
         self.tell_closed(handler);
-        if self.stop_requested && self.stop_deadline.is_none() {
+        if self.stop.due() {
             self.begin_stop(handler);
         }
         self.flush_all(handler);
@@ -376,24 +363,19 @@ impl<H: Handler> Reactor<H> {
         if !self.flush_list.is_empty()
             || !self.redeliver.is_empty()
             || self.mailbox.has_more()
-            || (self.stop_requested && self.stop_deadline.is_none())
+            || self.stop.due()
         {
             return Some(Duration::ZERO);
         }
-        let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
+        let sweep = (!self.conns.is_empty()).then_some(self.clock.next_sweep());
         let paused = self.listeners.next_resume();
-        let linger = self.linger_deadlines.front().map(|&(_, at)| at);
-        [
+        sleep_until([
             self.timers.next_deadline(),
-            linger,
+            self.linger_deadlines.next(),
             sweep,
             paused,
-            self.stop_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(Instant::now()))
+            self.stop.deadline(),
+        ])
     }
 
     /// Messages posted from other threads, at most `MAILBOX_BATCH` a turn.
@@ -404,7 +386,7 @@ impl<H: Handler> Reactor<H> {
                 Command::Message(msg) => {
                     self.guarded(handler, "on_wake", |h, cx| h.on_wake(cx, msg))
                 }
-                Command::Stop => self.stop_requested = true,
+                Command::Stop => self.stop.request(),
                 Command::Attach(stream) => self.adopt(handler, stream),
             }
             self.tell_closed(handler);
@@ -458,10 +440,8 @@ impl<H: Handler> Reactor<H> {
     ) -> Option<R> {
         let mut state = live_in(&mut self.conns, id)?.state.take()?;
         let result = call(self, &mut state);
-        if let Some(conn) = self.conns.get_mut(id.slot()) {
-            if conn.gen == id.gen() {
-                conn.state = Some(state);
-            }
+        if let Some(conn) = self.conns.by_id_mut(id) {
+            conn.state = Some(state);
         }
         Some(result)
     }
@@ -483,24 +463,15 @@ impl<H: Handler> Reactor<H> {
 
     fn on_signal(&mut self) {
         let Some(signals) = &self.signals else { return };
-        if signals.source().drain() == 0 {
-            return;
-        }
-        if self.stop_deadline.is_some() {
-            log::info!("second signal: stopping now");
-            self.stop_deadline = Some(self.now);
-        } else {
-            log::info!("signal received: stopping");
-            self.stop_requested = true;
+        if signals.source().drain() > 0 {
+            self.stop.signal(self.now);
         }
     }
 }
 
 /// The connection `id` names in `conns`, unless it is stale or released.
-fn live_in<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
-    conns
-        .get_mut(id.slot())
-        .filter(|c| c.gen == id.gen() && c.phase != Phase::Dead)
+fn live_in<S>(conns: &mut Slots<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
+    conns.by_id_mut(id).filter(|c| c.phase != Phase::Dead)
 }
 
 /// A duration in whole seconds, rounded up, for the coarse tick clock.

@@ -12,6 +12,7 @@
 //! function there, `Reactor::turn`, with the parts it calls in the modules
 //! under `event_loop/`.
 
+mod clock;
 mod config;
 mod conn;
 mod driver;
@@ -23,7 +24,10 @@ mod handler;
 mod id;
 mod listeners;
 mod output;
+mod places;
 mod signals;
+mod slots;
+mod stop;
 mod stream;
 mod sys;
 pub mod testing;

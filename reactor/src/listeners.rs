@@ -30,9 +30,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 pub(crate) struct Listener {
     io: Registered<TcpListener>,
     pub(crate) endpoint: Endpoint,
-    /// Its connections being served (not those closing), where the driver
-    /// counts them here.
-    pub(crate) open: usize,
     paused_until: Option<Instant>,
 }
 
@@ -61,7 +58,6 @@ impl Listeners {
         self.list.push(Listener {
             io: sys::watch_listener(&self.poller, listener, index)?,
             endpoint,
-            open: 0,
             paused_until: None,
         });
         Ok(ListenerId(index as u32))
@@ -74,10 +70,6 @@ impl Listeners {
 
     pub(crate) fn get(&self, index: usize) -> Option<&Listener> {
         self.list.get(index)
-    }
-
-    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut Listener> {
-        self.list.get_mut(index)
     }
 
     /// Stops listening, on every listener: a stop has begun.

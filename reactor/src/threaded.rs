@@ -49,8 +49,8 @@
 //! - **Linger deadlines are kept by the main thread.** A socket's receive
 //!   timeout set while a thread is already blocked in `recv` does not apply
 //!   to that call, so a closing connection's threads are bounded from
-//!   outside: the main thread keeps the closing connections' deadlines (a
-//!   FIFO, like the reactor's) and shuts the socket down both ways when one
+//!   outside: the main thread keeps the closing connections' deadlines (the
+//!   reactor's FIFO, `Linger`) and shuts the socket down both ways when one
 //!   passes, which wakes both threads.
 //! - **Idle timeouts are the socket's receive timeout**, set before the
 //!   first read; a connection whose input is held is not reading, so it is
@@ -93,8 +93,6 @@
 //!
 //! [`Reactor`]: crate::Reactor
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::mem;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -106,12 +104,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use polling::{Events, Poller};
-use slab::Slab;
 
+use crate::clock::{sleep_until, Clock};
 use crate::handle::{Command, Handle, Mailbox};
-use crate::listeners::{self, Listeners, ACCEPT_BATCH};
+use crate::listeners::{Listeners, ACCEPT_BATCH};
 use crate::output::{Output, COPY_MAX};
+use crate::places::{Admission, Linger, Places};
 use crate::signals::SignalPipe;
+use crate::slots::{Generation, Slots};
+use crate::stop::{Step, Stop};
 use crate::sys::{self, Key, Registered};
 use crate::timers::{deadline, Timers};
 use crate::transport::{is_tls_error, Transport, MAX_RECORD};
@@ -125,9 +126,6 @@ const STACK_SIZE: usize = 256 * 1024;
 /// Bytes read at once: `Config::max_read`'s default. A blocking reader
 /// cannot bound one turn's work (there are no turns), so it is fixed.
 const READ_BUFFER: usize = 16 * 1024;
-/// How often the main thread looks for connections too long over the soft
-/// output limit.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A thread-per-connection server for one [`Handler`].
 pub struct Threaded<M> {
@@ -137,11 +135,8 @@ pub struct Threaded<M> {
     signals: Option<Registered<SignalPipe>>,
     config: Config,
     mailbox: Mailbox<M>,
-    next_sweep: Instant,
-    /// Set once a graceful stop has begun: the time by which it must end.
-    stop_deadline: Option<Instant>,
-    /// Whether the operator has been told what the stop is waiting for.
-    stop_explained: bool,
+    /// The main thread's rounds' time (not the callbacks': see `Context::now`).
+    clock: Clock,
 }
 
 impl<M: Send + 'static> Threaded<M> {
@@ -168,9 +163,7 @@ impl<M: Send + 'static> Threaded<M> {
             signals: None,
             config,
             mailbox: Mailbox::new(),
-            next_sweep: Instant::now(),
-            stop_deadline: None,
-            stop_explained: false,
+            clock: Clock::new(),
         })
     }
 
@@ -212,27 +205,26 @@ impl<M: Send + 'static> Threaded<M> {
         H: Handler<Message = M> + Send,
         H::Conn: Send,
     {
-        let places = Arc::new(Mutex::new(Places::new(&self.config, &self.poller)));
+        let clients = Arc::new(Mutex::new(Clients::new(&self.config, &self.poller)));
         let shared = Shared {
             state: Mutex::new(State {
                 handler,
                 states: Vec::new(),
                 core: Core {
-                    peers: Slab::new(),
-                    next_gen: 1,
+                    peers: Slots::new(),
                     timers: Timers::default(),
                     closing: Vec::new(),
-                    stop_requested: false,
+                    stop: Stop::default(),
                     config: self.config.clone(),
                     poller: Arc::clone(&self.poller),
-                    places: Arc::clone(&places),
+                    clients: Arc::clone(&clients),
                     dials: Vec::new(),
                     to_wake: Vec::new(),
                 },
             }),
-            places,
+            clients,
         };
-        self.next_sweep = deadline(Instant::now(), SWEEP_EVERY);
+        self.clock = Clock::new();
         thread::scope(|scope| {
             let mut events = Events::new();
             while !self.round(scope, &shared, &mut events)? {}
@@ -256,7 +248,7 @@ impl<M: Send + 'static> Threaded<M> {
     {
         events.clear();
         self.poller.wait(events, self.timeout(shared))?;
-        let now = Instant::now();
+        let now = self.clock.read().at;
         for event in events.iter() {
             match Key::of(event.key) {
                 Key::Listener(index) => self.accept(scope, shared, index, now),
@@ -268,11 +260,11 @@ impl<M: Send + 'static> Threaded<M> {
         fire_timers(shared, now);
         start_dials(scope, shared);
         self.listeners.resume(now);
-        shared.places().expire(now);
-        if now >= self.next_sweep {
+        shared.clients().expire(now);
+        if self.clock.sweep_due(now) {
             self.sweep(shared, now);
         }
-        if shared.lock().core.stop_requested && self.stop_deadline.is_none() {
+        if shared.lock().core.stop.due() {
             self.begin_stop(shared, now);
         }
         Ok(self.stopped(shared, now))
@@ -281,37 +273,31 @@ impl<M: Send + 'static> Threaded<M> {
     /// How long the next wait may sleep: until the earliest thing that must
     /// happen without an event.
     fn timeout<H: Handler>(&self, shared: &Shared<'_, H>) -> Option<Duration> {
-        let (next_timer, stop_requested) = {
+        let (next_timer, stop_due, stop_deadline) = {
             let state = shared.lock();
-            (state.core.timers.next_deadline(), state.core.stop_requested)
+            let stop = &state.core.stop;
+            (
+                state.core.timers.next_deadline(),
+                stop.due(),
+                stop.deadline(),
+            )
         };
-        if self.mailbox.has_more() || (stop_requested && self.stop_deadline.is_none()) {
+        if self.mailbox.has_more() || stop_due {
             return Some(Duration::ZERO);
         }
         let (linger, sweep) = {
-            let places = shared.places();
-            let sweep = (!places.places.is_empty()).then_some(self.next_sweep);
-            (places.next_deadline(), sweep)
+            let clients = shared.clients();
+            let sweep = (!clients.places.is_empty()).then_some(self.clock.next_sweep());
+            (clients.linger.next(), sweep)
         };
         let paused = self.listeners.next_resume();
-        [next_timer, linger, sweep, paused, self.stop_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(Instant::now()))
+        sleep_until([next_timer, linger, sweep, paused, stop_deadline])
     }
 
     fn on_signal<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
         let signalled = self.signals.as_ref().map_or(0, |s| s.source().drain());
-        if signalled == 0 {
-            return;
-        }
-        if self.stop_deadline.is_some() {
-            log::info!("second signal: stopping now");
-            self.stop_deadline = Some(now);
-        } else {
-            log::info!("signal received: stopping");
-            shared.lock().core.stop_requested = true;
+        if signalled > 0 {
+            shared.lock().core.stop.signal(now);
         }
     }
 
@@ -334,7 +320,7 @@ impl<M: Send + 'static> Threaded<M> {
                         .lock()
                         .call_guarded("on_wake", |h, cx| h.on_wake(cx, msg));
                 }
-                Command::Stop => shared.lock().core.stop_requested = true,
+                Command::Stop => shared.lock().core.stop.request(),
                 Command::Attach(stream) => self.adopt(scope, shared, stream),
             }
         }
@@ -361,7 +347,7 @@ impl<M: Send + 'static> Threaded<M> {
         };
         let link = Arc::new(Link::new(Some(socket), None));
         let key = shared
-            .places()
+            .clients()
             .insert(Arc::clone(&link), Origin::Attached, None);
         let client = Client {
             key,
@@ -376,14 +362,13 @@ impl<M: Send + 'static> Threaded<M> {
             client.serve(scope, shared);
         });
         if spawned.is_err() {
-            shared.places().remove(key);
+            shared.clients().remove(key);
         }
     }
 
     /// Once a second: connections over `soft_output` for longer than
     /// `soft_output_time` are cut off.
     fn sweep<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
-        self.next_sweep = deadline(now, SWEEP_EVERY);
         let soft_time = self.config.soft_output_time;
         let mut state = shared.lock();
         let slow: Vec<ConnId> = state
@@ -406,17 +391,13 @@ impl<M: Send + 'static> Threaded<M> {
     /// Begins a graceful stop: no more accepting, a last word from the
     /// handler, then every connection flushed and closed.
     fn begin_stop<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) {
-        self.stop_deadline = Some(deadline(now, self.config.shutdown_timeout));
         self.listeners.clear();
         // Before the closes: a graceful stop lingers whoever is closing.
-        {
-            let mut places = shared.places();
-            places.stopping = true;
-            places.end_handshakes();
-        }
+        shared.clients().begin_stop();
         let mut state = shared.lock();
+        state.core.stop.begin(now, self.config.shutdown_timeout);
         state.call_guarded("on_stop", |h, cx| h.on_stop(cx));
-        for id in state.core.ids() {
+        for id in state.core.peers.ids() {
             state.core.begin_close(id, CloseReason::Shutdown);
         }
         state.tell_closed();
@@ -427,22 +408,20 @@ impl<M: Send + 'static> Threaded<M> {
     /// scope joins them). The first round of a stop that still waits says
     /// what for, as the reactor does.
     fn stopped<H: Handler>(&mut self, shared: &Shared<'_, H>, now: Instant) -> bool {
-        let Some(deadline) = self.stop_deadline else {
-            return false;
-        };
-        let left = shared.places().places.len();
-        if left == 0 {
-            return true;
+        let left = shared.clients().places.len();
+        let step = shared.lock().core.stop.step(now, left);
+        match step {
+            Step::Wait => false,
+            Step::Explain => {
+                self.config.explain_stop(left);
+                false
+            }
+            Step::CutOff => {
+                shared.cut_off_all();
+                true
+            }
+            Step::Done => true,
         }
-        if now >= deadline {
-            shared.cut_off_all();
-            return true;
-        }
-        if !self.stop_explained {
-            self.stop_explained = true;
-            self.config.explain_stop(left);
-        }
-        false
     }
 
     fn accept<'scope, H>(
@@ -481,20 +460,16 @@ impl<M: Send + 'static> Threaded<M> {
         H: Handler<Message = M> + Send,
         H::Conn: Send,
     {
-        let config = &self.config;
         let Some(endpoint) = self.listeners.get(from.index()).map(|l| &l.endpoint) else {
             return;
         };
         let handshake_by = deadline(Instant::now(), endpoint.handshake_timeout);
-        let mut places = shared.places();
-        let full = places.open >= config.max_connections
-            || places.open_from(from) >= endpoint.max_connections;
-        let address = listeners::counted_address(config.max_per_address, socket.peer_addr());
-        let open = address.map(|ip| places.open_from_address(ip));
-        let refused = listeners::refusal(full, open, config.max_per_address);
-        if refused.is_some() && places.closing >= config.max_closing / 2 {
+        let mut clients = shared.clients();
+        let Some(Admission { refusal, address }) =
+            clients.count.admit(from, endpoint, socket.peer_addr())
+        else {
             return;
-        }
+        };
         // Not before: a connection dropped unanswered needs no session.
         let tls = match endpoint.tls.as_ref().map(Transport::tls_server).transpose() {
             Ok(tls) => tls,
@@ -504,22 +479,21 @@ impl<M: Send + 'static> Threaded<M> {
             }
         };
         let link = Arc::new(Link::new(Some(socket), tls));
-        let counted = if refused.is_none() { address } else { None };
-        let key = places.insert(Arc::clone(&link), Origin::Accepted(from), counted);
-        if refused.is_some() {
-            places.start_closing(key);
+        let key = clients.insert(Arc::clone(&link), Origin::Accepted(from), address);
+        if refusal.is_some() {
+            clients.start_closing(key);
         }
-        drop(places);
+        drop(clients);
         let client = Client {
             key,
             outbox: Arc::new(Outbox::new(link.tls.is_some())),
             link,
-            start: match refused {
+            start: match refusal {
                 Some(why) => Start::Refused(from, why),
                 None => Start::Accepted(from),
             },
             handshake_by,
-            idle: config.idle_timeout,
+            idle: self.config.idle_timeout,
         };
         let spawned = spawn(scope, move || {
             // However the thread ends, its place is given back.
@@ -527,7 +501,7 @@ impl<M: Send + 'static> Threaded<M> {
             client.serve(scope, shared);
         });
         if spawned.is_err() {
-            shared.places().remove(key);
+            shared.clients().remove(key);
         }
     }
 }
@@ -546,7 +520,7 @@ where
         let (id, key) = (dial.id, dial.key);
         if dial.outbox.lock().aborted {
             // Closed before it was started: the handler has been told.
-            shared.places().remove(key);
+            shared.clients().remove(key);
             continue;
         }
         let spawned = spawn(scope, move || {
@@ -561,7 +535,7 @@ where
             shared
                 .lock()
                 .release(id, CloseReason::ConnectFailed(e.kind()));
-            shared.places().remove(key);
+            shared.clients().remove(key);
         }
     }
 }
@@ -605,7 +579,7 @@ struct ThreadDone<'a, 'h, H: Handler> {
 
 impl<H: Handler> Drop for ThreadDone<'_, '_, H> {
     fn drop(&mut self) {
-        self.shared.places().remove(self.key);
+        self.shared.clients().remove(self.key);
     }
 }
 
@@ -626,7 +600,7 @@ enum Start {
 
 /// What a client's thread starts with, once it has a socket.
 struct Client {
-    /// Its place in `Places`.
+    /// Its place in `Clients`.
     key: usize,
     link: Arc<Link>,
     outbox: Arc<Outbox>,
@@ -755,7 +729,7 @@ impl Client {
             return;
         }
         log::debug!("no TLS handshake: {e}");
-        if tls && shared.places().start_closing(self.key) {
+        if tls && shared.clients().start_closing(self.key) {
             self.outbox.fail();
         } else {
             self.outbox.abort();
@@ -781,15 +755,15 @@ impl Client {
             }
             Start::Connected(id) => {
                 // Gone if the handler closed it meanwhile (it was told then).
-                let peer = state.core.get_mut(id)?;
+                let peer = state.core.peers.by_id_mut(id)?;
                 peer.pending = false;
                 id
             }
-            Start::Accepted(_) | Start::Attached if state.core.stop_requested => {
+            Start::Accepted(_) | Start::Attached if state.core.stop.requested() => {
                 // Arrived as the server stops: closed unserved, but gently,
                 // so that unread input (a `Hi` already sent) does not reset it.
                 drop(state);
-                if shared.places().start_closing(self.key) {
+                if shared.clients().start_closing(self.key) {
                     self.outbox.finish();
                 } else {
                     self.outbox.abort();
@@ -969,11 +943,11 @@ fn spawn<'scope>(
     }
 }
 
-/// Everything the threads share. Lock order: `state`, then `places`, then
+/// Everything the threads share. Lock order: `state`, then `clients`, then
 /// an outbox; never the other way round.
 struct Shared<'h, H: Handler> {
     state: Mutex<State<'h, H>>,
-    places: Arc<Mutex<Places>>,
+    clients: Arc<Mutex<Clients>>,
 }
 
 impl<'h, H: Handler> Shared<'h, H> {
@@ -981,48 +955,39 @@ impl<'h, H: Handler> Shared<'h, H> {
         recover(self.state.lock())
     }
 
-    fn places(&self) -> MutexGuard<'_, Places> {
-        recover(self.places.lock())
+    fn clients(&self) -> MutexGuard<'_, Clients> {
+        recover(self.clients.lock())
     }
 
     /// The stop deadline passed: everyone is ended now, those already
     /// closing too, so that every client thread wakes and ends.
     fn cut_off_all(&self) {
         let mut state = self.lock();
-        for id in state.core.ids() {
+        for id in state.core.peers.ids() {
             state.release(id, CloseReason::Shutdown);
         }
         drop(state);
-        for (_, place) in &self.places().places {
+        for (_, place) in self.clients().places.iter() {
             place.link.shutdown(Shutdown::Both);
         }
     }
 }
 
-/// The places of the client threads still running, kept apart from the
-/// handler's lock so that accepting never waits for a callback.
-///
-/// A connection counts against `max_connections` while open (unless the
-/// handler opened it: `Origin::Connected`), and against
-/// `max_closing` from the moment it starts closing (refusals from the
-/// start) until its thread ends. Closing connections must be gone by
-/// `linger_timeout` after they began: `linger` holds their deadlines in the
-/// order they began closing, which, since they all wait the same time, is
-/// also the order of the deadlines (the reactor's `linger_deadlines`).
-struct Places {
-    places: Slab<Place>,
-    open: usize,
-    closing: usize,
-    /// (key, serial, deadline) of each closing connection; entries of
-    /// places gone since are skipped.
-    linger: VecDeque<(usize, u64, Instant)>,
-    next_serial: u64,
-    /// A graceful stop has begun: closing connections are not crowded out.
-    stopping: bool,
+/// The client threads still running, each in a place of its own, kept
+/// apart from the handler's lock so that accepting never waits for a
+/// callback; their places counted against the limits (`Places`, as on the
+/// reactor). A place counts as open until it starts closing (refusals from
+/// the start), and as closing from then until its thread ends. Closing
+/// connections must be gone by `linger_timeout` after they began: `linger`
+/// holds their deadlines (the reactor's `linger_deadlines`), which the main
+/// thread keeps.
+struct Clients {
+    places: Slots<Place>,
+    count: Places,
+    /// The closing places, by id (slot and generation): those gone since
+    /// are skipped.
+    linger: Linger<ConnId>,
     linger_timeout: Duration,
-    max_closing: usize,
-    /// With `Config::max_per_address`: the open connections of each address.
-    per_address: HashMap<IpAddr, usize>,
     /// To wake the main thread for a deadline earlier than it sleeps until,
     /// or for the last thread of a stop.
     poller: Arc<Poller>,
@@ -1032,65 +997,39 @@ struct Places {
 struct Place {
     link: Arc<Link>,
     origin: Origin,
-    /// The address it is counted under, with `Config::max_per_address`.
-    address: Option<IpAddr>,
     /// Tells this place from a later one in the same slot.
-    serial: u64,
+    gen: u32,
     closing: bool,
 }
 
-impl Places {
-    fn new(config: &Config, poller: &Arc<Poller>) -> Places {
-        Places {
-            places: Slab::new(),
-            open: 0,
-            closing: 0,
-            linger: VecDeque::new(),
-            next_serial: 0,
-            stopping: false,
+impl Generation for Place {
+    fn generation(&self) -> u32 {
+        self.gen
+    }
+}
+
+impl Clients {
+    fn new(config: &Config, poller: &Arc<Poller>) -> Clients {
+        Clients {
+            places: Slots::new(),
+            count: Places::new(config),
+            linger: Linger::new(),
             linger_timeout: config.linger_timeout,
-            max_closing: config.max_closing,
-            per_address: HashMap::new(),
             poller: Arc::clone(poller),
         }
     }
 
-    /// Open connections from `ip`, where addresses are counted.
-    fn open_from_address(&self, ip: IpAddr) -> usize {
-        self.per_address.get(&ip).copied().unwrap_or(0)
-    }
-
-    /// `place` no longer counts as open.
-    fn uncount(per_address: &mut HashMap<IpAddr, usize>, open: &mut usize, place: &Place) {
-        if place.origin != Origin::Connected {
-            *open -= 1;
-        }
-        if let Some(ip) = place.address {
-            if let Entry::Occupied(mut count) = per_address.entry(ip) {
-                *count.get_mut() -= 1;
-                if *count.get() == 0 {
-                    count.remove();
-                }
-            }
-        }
-    }
-
-    /// A place for a new, open connection.
+    /// A place for a new, open connection, counted under `address`.
     fn insert(&mut self, link: Arc<Link>, origin: Origin, address: Option<IpAddr>) -> usize {
-        self.next_serial += 1;
-        if origin != Origin::Connected {
-            self.open += 1;
-        }
-        if let Some(ip) = address {
-            *self.per_address.entry(ip).or_default() += 1;
-        }
-        self.places.insert(Place {
+        let (id, entry) = self.places.vacant();
+        entry.insert(Place {
             link,
             origin,
-            address,
-            serial: self.next_serial,
+            gen: id.gen(),
             closing: false,
-        })
+        });
+        self.count.count_in(id.slot(), origin, address);
+        id.slot()
     }
 
     /// `key` starts closing: it stops counting as open and must be gone by
@@ -1104,11 +1043,8 @@ impl Places {
         if place.closing {
             return true;
         }
-        let crowded = self.closing >= self.max_closing && !self.stopping;
         place.closing = true;
-        Places::uncount(&mut self.per_address, &mut self.open, place);
-        self.closing += 1;
-        if crowded {
+        if !self.count.start_closing(key, place.origin) {
             return false;
         }
         if self.linger.is_empty() {
@@ -1116,44 +1052,29 @@ impl Places {
             let _ = self.poller.notify();
         }
         let at = deadline(Instant::now(), self.linger_timeout);
-        self.linger.push_back((key, place.serial, at));
+        self.linger.push_back((ConnId::new(key, place.gen), at));
         true
-    }
-
-    /// Open connections from `listener`.
-    fn open_from(&self, listener: ListenerId) -> usize {
-        self.places
-            .iter()
-            .filter(|(_, p)| p.origin == Origin::Accepted(listener) && !p.closing)
-            .count()
-    }
-
-    /// The next linger deadline (perhaps of a place gone since).
-    fn next_deadline(&self) -> Option<Instant> {
-        self.linger.front().map(|&(_, _, at)| at)
     }
 
     /// Shuts down both ways the sockets of closing connections whose
     /// deadline has passed: their reader (blocked in `read`) and writer
     /// (blocked in `writev` to a peer that does not read) wake and end.
     fn expire(&mut self, now: Instant) {
-        while let Some(&(key, serial, at)) = self.linger.front() {
-            if at > now {
-                return;
-            }
-            self.linger.pop_front();
-            if let Some(place) = self.places.get(key).filter(|p| p.serial == serial) {
+        while let Some(id) = self.linger.pop_due(now) {
+            if let Some(place) = self.places.by_id(id) {
                 log::debug!("a connection did not finish closing in time: cut off");
                 place.link.shutdown(Shutdown::Both);
             }
         }
     }
 
-    /// A graceful stop has begun: TLS clients still in their handshake are
-    /// ended now, unannounced, as on the reactor, rather than waited for
-    /// until their handshake deadline.
-    fn end_handshakes(&self) {
-        for (_, place) in &self.places {
+    /// A graceful stop has begun: closing connections linger however many
+    /// there are, and TLS clients still in their handshake are ended now,
+    /// unannounced, as on the reactor, rather than waited for until their
+    /// handshake deadline.
+    fn begin_stop(&mut self) {
+        self.count.begin_stop();
+        for (_, place) in self.places.iter() {
             let tls = place.link.tls.as_ref();
             if !place.closing && tls.is_some_and(|tls| recover(tls.lock()).handshaking()) {
                 place.link.shutdown(Shutdown::Both);
@@ -1164,12 +1085,8 @@ impl Places {
     /// A client thread has ended.
     fn remove(&mut self, key: usize) {
         let place = self.places.remove(key);
-        if place.closing {
-            self.closing -= 1;
-        } else {
-            Places::uncount(&mut self.per_address, &mut self.open, &place);
-        }
-        if self.stopping && self.places.is_empty() {
+        self.count.remove(key, place.origin, place.closing);
+        if self.count.stopping() && self.places.is_empty() {
             // The main thread waits for this in its stop.
             let _ = self.poller.notify();
         }
@@ -1285,7 +1202,7 @@ enum Due {
 struct Peer {
     gen: u32,
     origin: Origin,
-    /// Its place in `Places`.
+    /// Its place in `Clients`.
     key: usize,
     link: Arc<Link>,
     outbox: Arc<Outbox>,
@@ -1294,17 +1211,22 @@ struct Peer {
     pending: bool,
 }
 
+impl Generation for Peer {
+    fn generation(&self) -> u32 {
+        self.gen
+    }
+}
+
 /// The driver's side of the context.
 struct Core {
-    peers: Slab<Peer>,
-    next_gen: u32,
+    peers: Slots<Peer>,
     timers: Timers<Due>,
     /// Connections that began closing in the current callback.
     closing: Vec<(ConnId, CloseReason)>,
-    stop_requested: bool,
+    stop: Stop,
     config: Config,
     poller: Arc<Poller>,
-    places: Arc<Mutex<Places>>,
+    clients: Arc<Mutex<Clients>>,
     /// Outbound connections asked for, for the main thread to start.
     dials: Vec<Dial>,
     /// The writers of the connections the current callback sent output to,
@@ -1338,7 +1260,7 @@ impl Core {
             q.held_for_output = true;
         }
         if q.soft_since.is_none() && cost > self.config.soft_output {
-            q.soft_since = Some(Instant::now());
+            q.soft_since = Some(self.now());
         }
         if q.writer_idle && !q.wake_due {
             q.wake_due = true;
@@ -1356,46 +1278,29 @@ impl Core {
         link: Arc<Link>,
         outbox: Arc<Outbox>,
     ) -> ConnId {
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
-        let slot = self.peers.insert(Peer {
-            gen,
+        let (id, entry) = self.peers.vacant();
+        entry.insert(Peer {
+            gen: id.gen(),
             origin,
             key,
             link,
             outbox,
             pending: false,
         });
-        ConnId::new(slot, gen)
+        id
     }
 
     fn get(&self, id: ConnId) -> Option<&Peer> {
-        self.peers.get(id.slot()).filter(|p| p.gen == id.gen())
-    }
-
-    fn get_mut(&mut self, id: ConnId) -> Option<&mut Peer> {
-        self.peers.get_mut(id.slot()).filter(|p| p.gen == id.gen())
-    }
-
-    fn remove(&mut self, id: ConnId) -> Option<Peer> {
-        self.get(id)?;
-        Some(self.peers.remove(id.slot()))
-    }
-
-    fn ids(&self) -> Vec<ConnId> {
-        self.peers
-            .iter()
-            .map(|(slot, p)| ConnId::new(slot, p.gen))
-            .collect()
+        self.peers.by_id(id)
     }
 
     /// Ends `id` at once: nothing more is written, and shutting the socket
     /// down both ways wakes its reader and writer threads.
     fn abort(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(peer) = self.remove(id) {
+        if let Some(peer) = self.peers.remove_id(id) {
             // Counted as closing until its threads end, which the shutdown
             // below makes prompt.
-            recover(self.places.lock()).start_closing(peer.key);
+            recover(self.clients.lock()).start_closing(peer.key);
             end_now(&peer);
             self.closing.push((id, reason));
         }
@@ -1409,16 +1314,16 @@ impl Core {
             self.abort(id, reason);
             return;
         }
-        let Some(peer) = self.remove(id) else {
+        let Some(peer) = self.peers.remove_id(id) else {
             return;
         };
-        let mut places = recover(self.places.lock());
-        if places.start_closing(peer.key) {
+        let mut clients = recover(self.clients.lock());
+        if clients.start_closing(peer.key) {
             peer.outbox.finish();
         } else {
             log::debug!(
                 "{id}: closed at once: {} connections are closing",
-                places.closing
+                clients.count.closing() - 1
             );
             end_now(&peer);
         }
@@ -1429,10 +1334,10 @@ impl Core {
     /// queued, if any, and stops; its reader then shuts the socket down. By
     /// the linger deadline, like any close; past `max_closing`, at once.
     fn fail(&mut self, id: ConnId, reason: CloseReason) {
-        let Some(peer) = self.remove(id) else {
+        let Some(peer) = self.peers.remove_id(id) else {
             return;
         };
-        if recover(self.places.lock()).start_closing(peer.key) {
+        if recover(self.clients.lock()).start_closing(peer.key) {
             peer.outbox.fail();
         } else {
             end_now(&peer);
@@ -1461,6 +1366,8 @@ fn end_now(peer: &Peer) {
 }
 
 impl Context for Core {
+    /// The wall clock, read at each call: callbacks run on many threads, at
+    /// any time, not in turns that share one start time (see `Clock`).
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -1493,7 +1400,7 @@ impl Context for Core {
         let Some(peer) = self.get(id) else {
             return;
         };
-        peer.outbox.lock().paused_until = Some(deadline(Instant::now(), duration));
+        peer.outbox.lock().paused_until = Some(deadline(self.now(), duration));
         // A reader waiting out an earlier pause waits for this one instead.
         peer.outbox.to_reader.notify_all();
     }
@@ -1503,7 +1410,7 @@ impl Context for Core {
     }
 
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        let at = deadline(Instant::now(), after);
+        let at = deadline(self.now(), after);
         if self.timers.next_deadline().is_none_or(|next| at < next) {
             // The main thread may be asleep until a later deadline.
             let _ = self.poller.notify();
@@ -1512,7 +1419,7 @@ impl Context for Core {
     }
 
     fn set_conn_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
-        let at = deadline(Instant::now(), after);
+        let at = deadline(self.now(), after);
         if self.timers.next_deadline().is_none_or(|next| at < next) {
             let _ = self.poller.notify();
         }
@@ -1524,7 +1431,7 @@ impl Context for Core {
     }
 
     fn stop(&mut self) {
-        self.stop_requested = true;
+        self.stop.request();
         let _ = self.poller.notify();
     }
 
@@ -1546,14 +1453,14 @@ impl Context for Core {
         };
         let link = Arc::new(Link::new(None, tls));
         let outbox = Arc::new(Outbox::new(link.tls.is_some()));
-        let key = recover(self.places.lock()).insert(Arc::clone(&link), Origin::Connected, None);
+        let key = recover(self.clients.lock()).insert(Arc::clone(&link), Origin::Connected, None);
         let id = self.insert(
             key,
             Origin::Connected,
             Arc::clone(&link),
             Arc::clone(&outbox),
         );
-        if let Some(peer) = self.get_mut(id) {
+        if let Some(peer) = self.peers.by_id_mut(id) {
             peer.pending = true;
         }
         self.dials.push(Dial {

@@ -21,8 +21,7 @@ impl<H: Handler> Reactor<H> {
     /// everyone at once) it is closed at once instead.
     pub(super) fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
         let at = deadline(self.now, self.config.linger_timeout);
-        let crowded = self.closing >= self.config.max_closing && self.stop_deadline.is_none();
-        let Some(conn) = self.live(id).filter(|c| c.is_open()) else {
+        let Some(conn) = live_in(&mut self.conns, id).filter(|c| c.is_open()) else {
             return;
         };
         if conn.pending_open {
@@ -30,25 +29,23 @@ impl<H: Handler> Reactor<H> {
             self.release(id, reason);
             return;
         }
-        if crowded {
+        conn.phase = Phase::Closing(reason);
+        if !self.places.start_closing(id.slot(), conn.origin) {
             log::debug!(
                 "{id}: closed at once: {} connections are closing",
-                self.closing
+                self.places.closing() - 1
             );
+            // Closing: the release gives back its closing place.
             self.release(id, reason);
             return;
         }
-        conn.phase = Phase::Closing(reason);
         if let Some(bufs) = &mut conn.bufs {
             bufs.input = BytesMut::new();
             bufs.paused_until = None;
         }
-        let (owed_close, origin) = (conn.owed_close, conn.origin);
-        if owed_close {
+        if conn.owed_close {
             self.untold.push((id, reason));
         }
-        self.uncount(id.slot(), origin);
-        self.closing += 1;
         self.linger_deadlines.push_back((id, at));
         // Even with nothing to write, the flush is what moves it on.
         self.queue_flush(id);
@@ -58,10 +55,10 @@ impl<H: Handler> Reactor<H> {
     /// callback. Those calls may close more; they are told too.
     pub(super) fn tell_closed(&mut self, handler: &mut H) {
         while let Some((id, reason)) = self.untold.pop() {
-            let Some(conn) = self.conns.get_mut(id.slot()) else {
+            let Some(conn) = self.conns.by_id_mut(id) else {
                 continue;
             };
-            if conn.gen == id.gen() && conn.owed_close {
+            if conn.owed_close {
                 conn.owed_close = false;
                 // Out of the slot for good: the handler has it back.
                 let state = conn.state.take().unwrap_or_default();
@@ -77,30 +74,23 @@ impl<H: Handler> Reactor<H> {
     /// batch, and the handler, if it has not been told, is told when the
     /// current callback returns.
     pub(super) fn release(&mut self, id: ConnId, reason: CloseReason) {
-        let Some(conn) = self.live(id) else { return };
-        let was_open = conn.is_open();
-        let origin = conn.origin;
+        let Some(conn) = live_in(&mut self.conns, id) else {
+            return;
+        };
+        let closing = !conn.is_open();
         conn.phase = Phase::Dead;
         conn.bufs = None;
         if conn.owed_close {
             self.untold.push((id, reason));
         }
         self.dead.push(id.slot());
-        if was_open {
-            self.uncount(id.slot(), origin);
-        } else {
-            self.closing -= 1;
-        }
+        self.places.remove(id.slot(), conn.origin, closing);
     }
 
     /// Ends the closing connections whose linger deadline has passed, and
     /// open ones that finished sending and still hold input then.
     pub(super) fn expire_lingering(&mut self) {
-        while let Some(&(id, at)) = self.linger_deadlines.front() {
-            if at > self.now {
-                return;
-            }
-            self.linger_deadlines.pop_front();
+        while let Some(id) = self.linger_deadlines.pop_due(self.now) {
             if let Some(conn) = self.live(id) {
                 match conn.phase {
                     Phase::Closing(reason) | Phase::Lingering(reason) => self.release(id, reason),
@@ -128,32 +118,28 @@ impl<H: Handler> Reactor<H> {
     /// passed (then whoever is left is cut off). The first turn of a stop
     /// that still waits says what for.
     pub(super) fn stopped(&mut self, handler: &mut H) -> bool {
-        let Some(deadline) = self.stop_deadline else {
-            return false;
-        };
-        if self.conns.is_empty() {
-            return true;
+        match self.stop.step(self.now, self.conns.len()) {
+            Step::Wait => false,
+            Step::Explain => {
+                self.config.explain_stop(self.conns.len());
+                false
+            }
+            Step::CutOff => {
+                self.cut_off_all(handler);
+                true
+            }
+            Step::Done => true,
         }
-        if self.now >= deadline {
-            self.cut_off_all(handler);
-            return true;
-        }
-        if !self.stop_explained {
-            self.stop_explained = true;
-            self.config.explain_stop(self.conns.len());
-        }
-        false
     }
 
     /// Once a second: idle timeouts, connections too long over the soft
     /// output limit, and giving back the buffers of connections with nothing
     /// in flight.
     pub(super) fn sweep(&mut self) {
-        self.next_sweep = self.now + Duration::from_secs(1);
         let soft_time = secs_ceil(self.config.soft_output_time);
         let mut idle = Vec::new();
         let mut slow = Vec::new();
-        for (slot, conn) in &mut self.conns {
+        for (slot, conn) in self.conns.iter_mut() {
             if conn.is_open() {
                 let id = ConnId::new(slot, conn.gen);
                 // `>`, not `>=`: both ticks are whole seconds rounded down,
@@ -180,22 +166,14 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// The ids of every connection in the slab.
-    pub(super) fn ids(&self) -> Vec<ConnId> {
-        self.conns
-            .iter()
-            .map(|(slot, c)| ConnId::new(slot, c.gen))
-            .collect()
-    }
-
     /// Begins a graceful stop: no more accepting, a last word from the
     /// handler, then every connection flushed and closed.
     pub(super) fn begin_stop(&mut self, handler: &mut H) {
-        self.stop_deadline = Some(deadline(self.now, self.config.shutdown_timeout));
+        self.stop.begin(self.now, self.config.shutdown_timeout);
+        self.places.begin_stop();
         self.listeners.clear();
         self.guarded(handler, "on_stop", |h, cx| h.on_stop(cx));
-        let ids = self.ids();
-        for id in ids {
+        for id in self.conns.ids() {
             self.begin_close(id, CloseReason::Shutdown);
         }
         self.tell_closed(handler);
@@ -203,8 +181,7 @@ impl<H: Handler> Reactor<H> {
 
     /// The stop deadline passed: whoever is still there is cut off.
     pub(super) fn cut_off_all(&mut self, handler: &mut H) {
-        let ids = self.ids();
-        for id in ids {
+        for id in self.conns.ids() {
             self.release(id, CloseReason::Shutdown);
         }
         self.tell_closed(handler);

@@ -61,8 +61,8 @@ impl<H: Handler> Context for Reactor<H> {
         // The hold itself, so that a handler that stops for it is sure to be
         // handed its input back when it ends.
         self.conns
-            .get(id.slot())
-            .is_none_or(|c| c.gen != id.gen() || !c.is_open() || c.held_for_output)
+            .by_id(id)
+            .is_none_or(|c| !c.is_open() || c.held_for_output)
     }
 
     fn pause_input(&mut self, id: ConnId, duration: Duration) {
@@ -95,17 +95,16 @@ impl<H: Handler> Context for Reactor<H> {
     }
 
     fn stop(&mut self) {
-        self.stop_requested = true;
+        self.stop.request();
     }
 
     fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        let conn = self.conns.get(id.slot())?;
-        (conn.gen == id.gen() && conn.is_open()).then(|| conn.io.source().peer_addr())?
+        let conn = self.conns.by_id(id).filter(|c| c.is_open())?;
+        conn.io.source().peer_addr()
     }
 
     fn origin(&self, id: ConnId) -> Option<Origin> {
-        let conn = self.conns.get(id.slot())?;
-        (conn.gen == id.gen() && conn.is_open()).then_some(conn.origin)
+        Some(self.conns.by_id(id).filter(|c| c.is_open())?.origin)
     }
 
     fn connect(&mut self, to: Connect) -> io::Result<ConnId> {
@@ -117,7 +116,7 @@ impl<H: Handler> Context for Reactor<H> {
         let stream = Stream::Tcp(stream);
         stream.prepare()?;
         // Watched for writability: that is how the end of a connect is told.
-        let id = self.register(stream, transport, Origin::Connected, Interest::WRITE)?;
+        let id = self.register(stream, transport, Origin::Connected, Interest::WRITE, None)?;
         let conn = &mut self.conns[id.slot()];
         conn.connecting = true;
         conn.pending_open = true;

@@ -2,7 +2,7 @@
 //! refusing past their limits), streams attached or handed over, outbound
 //! connects, and telling the handler once a connection is established.
 
-use std::collections::hash_map::Entry;
+use std::net::{IpAddr, TcpStream};
 
 use super::*;
 
@@ -29,65 +29,38 @@ impl<H: Handler> Reactor<H> {
         self.tell_closed(handler);
     }
 
-    /// Puts `stream` in a slot, watched for input, and counts it where it
-    /// counts: against the client limits unless it is the handler's own.
+    /// Puts `stream` in a slot, watched for input, and counts it in its
+    /// places (under `address`, if addresses are counted).
     pub(super) fn register(
         &mut self,
         stream: Stream,
         transport: Transport,
         origin: Origin,
         interest: Interest,
+        address: Option<IpAddr>,
     ) -> io::Result<ConnId> {
-        let entry = self.conns.vacant_entry();
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
-        let id = ConnId::new(entry.key(), gen);
-        let io = Registered::new(&self.poller, stream, entry.key(), interest)?;
-        let mut conn = Conn::new(io, transport, gen, origin, self.tick);
+        let (id, entry) = self.conns.vacant();
+        let io = Registered::new(&self.poller, stream, id.slot(), interest)?;
+        let mut conn = Conn::new(io, transport, id.gen(), origin, self.tick);
         conn.interest = interest;
         if origin != Origin::Connected {
             conn.idle_limit = self.config.idle_timeout.map_or(NEVER, secs_ceil);
-            self.open += 1;
-        }
-        if let Origin::Accepted(listener) = origin {
-            if let Some(listener) = self.listeners.get_mut(listener.index()) {
-                listener.open += 1;
-            }
         }
         entry.insert(conn);
+        self.places.count_in(id.slot(), origin, address);
         Ok(id)
-    }
-
-    /// The connection in `slot`, from `origin`, no longer counts as served
-    /// (it has started closing): against the client limits, its listener's,
-    /// and its address's.
-    pub(super) fn uncount(&mut self, slot: usize, origin: Origin) {
-        if origin != Origin::Connected {
-            self.open -= 1;
-        }
-        // Only with `max_per_address`: otherwise nothing is counted here.
-        if !self.addresses.is_empty() {
-            if let Some(ip) = self.addresses.remove(&slot) {
-                if let Entry::Occupied(mut open) = self.per_address.entry(ip) {
-                    *open.get_mut() -= 1;
-                    if *open.get() == 0 {
-                        open.remove();
-                    }
-                }
-            }
-        }
-        if let Origin::Accepted(listener) = origin {
-            // The listeners are gone once a stop has begun.
-            if let Some(listener) = self.listeners.get_mut(listener.index()) {
-                listener.open -= 1;
-            }
-        }
     }
 
     /// Serves a stream handed over through a [`Handle`]: it is opened at once.
     pub(super) fn adopt(&mut self, handler: &mut H, stream: Stream) {
         let registered = stream.prepare().and_then(|()| {
-            self.register(stream, Transport::Plain, Origin::Attached, Interest::READ)
+            self.register(
+                stream,
+                Transport::Plain,
+                Origin::Attached,
+                Interest::READ,
+                None,
+            )
         });
         match registered {
             Ok(id) => {
@@ -163,24 +136,17 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    pub(super) fn admit(&mut self, handler: &mut H, index: usize, stream: std::net::TcpStream) {
+    pub(super) fn admit(&mut self, handler: &mut H, index: usize, stream: TcpStream) {
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
         let from = ListenerId(index as u32);
-        let full = self.open >= self.config.max_connections
-            || listener.open >= listener.endpoint.max_connections;
-        let max_per_address = self.config.max_per_address;
-        let address = listeners::counted_address(max_per_address, stream.peer_addr().ok());
-        let open = address.map(|ip| self.per_address.get(&ip).copied().unwrap_or(0));
-        let refused = listeners::refusal(full, open, max_per_address);
-        let over_limit = refused.is_some();
-        // Refusals may take half the closing places at most: one address
-        // connecting hundreds of times a second must not crowd out the last
-        // lines (`Bye`) of clients that were served.
-        if over_limit && self.closing >= self.config.max_closing / 2 {
+        let peer = stream.peer_addr().ok();
+        let Some(Admission { refusal, address }) =
+            self.places.admit(from, &listener.endpoint, peer)
+        else {
             return; // dropped: closed without a word
-        }
+        };
         let handshake = listener.endpoint.handshake_timeout;
         let transport = match &listener.endpoint.tls {
             Some(config) => Transport::tls_server(config),
@@ -189,7 +155,8 @@ impl<H: Handler> Reactor<H> {
         let stream = Stream::Tcp(stream);
         let registered = transport.and_then(|transport| {
             stream.prepare()?;
-            self.register(stream, transport, Origin::Accepted(from), Interest::READ)
+            let origin = Origin::Accepted(from);
+            self.register(stream, transport, origin, Interest::READ, address)
         });
         let id = match registered {
             Ok(id) => id,
@@ -198,12 +165,8 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
         };
-        if let (Some(ip), None) = (address, refused) {
-            *self.per_address.entry(ip).or_default() += 1;
-            self.addresses.insert(id.slot(), ip);
-        }
         let conn = &mut self.conns[id.slot()];
-        if let Some(why) = refused {
+        if let Some(why) = refusal {
             // The refusal goes through the transport like any output: a
             // TLS client reads it once its handshake is done.
             conn.refused = true;

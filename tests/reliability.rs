@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{connect, expect_bytes, Server, TIMEOUT};
+use common::{connect, expect_bytes, signal, wait_with_timeout, Server, TIMEOUT};
 
 const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
@@ -226,10 +226,16 @@ impl Watched {
         }
     }
 
-    /// Everything the server wrote to stderr; kills it first.
+    /// Everything the server wrote to stderr; stops it first. Gracefully:
+    /// its log is written by a thread of its own, and a SIGKILL would lose
+    /// what that thread had not written yet (on a loaded machine, even the
+    /// warning of the start). Killed if it has not stopped by `TIMEOUT`.
     fn stderr(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        signal(self.child.id(), libc::SIGTERM);
+        if wait_with_timeout(&mut self.child, TIMEOUT).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
         self.stderr
             .take()
             .map(|t| t.join().expect("the stderr reader does not panic"))
@@ -698,6 +704,8 @@ fn with_few_descriptors_the_client_limit_fits_them_and_the_rest_are_told_busy() 
     assert!(server.open_files() < MAX_FILES as usize);
     alice.send("still served\n");
     bob.skip_to(&format!("<{alice_nick}> still served"));
+    // Gone before the stop, which would otherwise linger for them.
+    drop((alice, bob, crowd));
     let stderr = server.stderr();
     assert!(
         stderr.contains(&format!(

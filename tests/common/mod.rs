@@ -257,7 +257,7 @@ impl Drop for Program {
 }
 
 /// Waits up to `timeout` for `child` to exit.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -362,7 +362,7 @@ pub fn echo_round_trip(stream: &mut TcpStream, msg: &[u8]) {
 
 /// Sends `sig` to the process `pid`, which must be a child not yet waited
 /// for (so that the pid cannot have been reused).
-fn signal(pid: u32, sig: libc::c_int) {
+pub fn signal(pid: u32, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
     // SAFETY: kill takes no pointers; it has no effect on this process's memory.
     let rc = unsafe { libc::kill(pid, sig) };

@@ -23,6 +23,7 @@ mod handler;
 mod id;
 mod listeners;
 mod output;
+mod received;
 mod signals;
 mod stream;
 mod sys;
@@ -39,6 +40,7 @@ pub use event_loop::Reactor;
 pub use handle::Handle;
 pub use handler::{CloseReason, Context, Handler, Refusal};
 pub use id::{ConnId, ListenerId, TimerId};
+pub use received::{Input, LineTooLong};
 /// The TLS library the transports use, so that configurations can be made
 /// with the same version.
 pub use rustls;

@@ -2,6 +2,7 @@
 //! it to the handler, and holds on input (backpressure, pauses) ending.
 
 use super::*;
+use crate::Input;
 
 /// Size of the read buffer the whole loop shares.
 pub(super) const READ_BUFFER: usize = 64 * 1024;
@@ -238,7 +239,9 @@ impl<H: Handler> Reactor<H> {
         // Input comes from strangers: a handler bug it triggers costs that
         // one connection, not every client of the loop.
         let outcome = self.with_state(id, |cx, conn| {
-            panic::catch_unwind(AssertUnwindSafe(|| handler.on_data(cx, id, conn, input)))
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.on_data(cx, id, conn, &mut Input::new(input))
+            }))
         });
         if matches!(outcome, Some(Err(_))) {
             log::error!("{id}: the handler panicked on this connection's input; closing it");

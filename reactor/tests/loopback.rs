@@ -299,6 +299,32 @@ fn input_echoed_without_copying_stays_intact_while_queued(driver: Driver) {
     assert_eq!(first_bad, None);
 }
 
+fn lines_taken_from_the_input_are_gone_and_the_rest_comes_back(driver: Driver) {
+    /// Answers each whole line with its length, and leaves a partial one.
+    fn lengths(cx: &mut dyn Context, id: ConnId, input: &mut Input<'_>) {
+        while let Some(Ok(line)) = input.next_line(100) {
+            cx.send(id, format!("{}\n", line.len()).as_bytes());
+        }
+    }
+    let server = serve(driver, Config::default(), lengths);
+    let mut client = server.connect();
+    let id = server.opened();
+    // What each write makes the handler see, and its answer: the lines it
+    // took are gone by the next call, what it left comes first.
+    for (write, seen, answer) in [
+        (&b"ab"[..], &b"ab"[..], &b""[..]),
+        (b"c\r\nde", b"abc\r\nde", b"3\n"),
+        (b"f\ng\n", b"def\ng\n", b"3\n1\n"),
+    ] {
+        client.write_all(write).unwrap();
+        assert_eq!(
+            server.expect(|s| matches!(s, Seen::Data(..))),
+            Seen::Data(id, seen.to_vec())
+        );
+        assert_eq!(read_exact_n(&mut client, answer.len()), answer);
+    }
+}
+
 fn slices_written_through_keep_their_order_with_queued_output(driver: Driver) {
     // `1`: 4 MiB is more than the socket takes at once, so the first slice
     // is partly written through, and its rest and what follows must queue
@@ -1235,6 +1261,7 @@ on_both_drivers!(
     a_stale_id_reaches_nobody,
     large_output_survives_partial_writes_in_order,
     input_echoed_without_copying_stays_intact_while_queued,
+    lines_taken_from_the_input_are_gone_and_the_rest_comes_back,
     slices_written_through_keep_their_order_with_queued_output,
     a_peer_that_does_not_read_is_cut_off_and_others_are_served,
     input_the_handler_does_not_consume_is_limited,

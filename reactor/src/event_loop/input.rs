@@ -278,18 +278,18 @@ impl<H: Handler> Reactor<H> {
 
     /// Makes the scratch buffer whole again once it is nearly used up.
     ///
-    /// Usually every slice split off it has been dropped by now (what
-    /// handlers send is copied or written through, never kept), so the
-    /// same allocation is taken back. Allocating afresh instead costs more
+    /// Every slice split off it has been dropped by now — a handler is
+    /// only lent its input ([`Input`]), what it sends is copied or written
+    /// through, and what it leaves is copied into its connection's buffer —
+    /// so the same allocation is taken back. Allocating afresh instead costs more
     /// than the allocator: glibc returns a freed 64 KiB to the kernel, and
     /// the next buffer is faulted in page by page. The memory is zeroed again
     /// either way, because safe code may only read into initialised bytes.
     pub(super) fn renew_scratch(&mut self) {
         self.scratch.clear();
         if !self.scratch.try_reclaim(READ_BUFFER) {
-            // A handler still holds a slice (a frame it kept, output not yet
-            // written): that keeps the old allocation alive only as long as
-            // the slice lives.
+            // A slice outlived its read after all: it keeps the old
+            // allocation alive only as long as it lives.
             self.scratch = BytesMut::with_capacity(READ_BUFFER);
         }
         self.scratch.resize(READ_BUFFER, 0);

@@ -32,8 +32,8 @@ use std::error::Error;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use reactor::{CloseReason, Config, ConnId, Connect, Context, Handler, Origin, Reactor};
+use bytes::Bytes;
+use reactor::{CloseReason, Config, ConnId, Connect, Context, Handler, Input, Origin, Reactor};
 
 /// How long the upstream may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,7 +76,7 @@ impl Handler for Relay {
         }
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut Input<'_>) {
         // Every open end has its other end: the two entries go only in
         // `on_close`, which closes this end too, and a closing end gets no
         // input.
@@ -96,7 +96,7 @@ impl Handler for Relay {
         // The driver keeps its own copy of what it cannot write yet (`to`
         // may still be connecting): `input` can be let go of at once.
         cx.send(to, &input[..=last]);
-        input.advance(last + 1);
+        input.consume(last + 1);
     }
 
     fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {

@@ -1,8 +1,7 @@
 //! The echo server's handler (server4): every byte received goes straight
 //! back, and a line saying `bye` ends the connection.
 
-use bytes::BytesMut;
-use reactor::{ConnId, Context, Handler};
+use reactor::{ConnId, Context, Handler, Input};
 
 /// Echoes a stream byte for byte, at once: no framing, no waiting for a
 /// newline, binary data welcome.
@@ -57,7 +56,13 @@ impl Handler for Echo {
     /// Where the connection's current line stands; untouched when `raw`.
     type Conn = Line;
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, line: &mut Line, input: &mut BytesMut) {
+    fn on_data(
+        &mut self,
+        cx: &mut dyn Context,
+        id: ConnId,
+        line: &mut Line,
+        input: &mut Input<'_>,
+    ) {
         let bye = if self.raw {
             None
         } else {
@@ -65,9 +70,7 @@ impl Handler for Echo {
         };
         let end = bye.unwrap_or(input.len());
         // Written through from the input itself; only what the socket does
-        // not take is copied. Not `input.split().freeze()`: `input` may be a
-        // slice of the loop's 64 KiB read buffer, and a slice waiting in the
-        // queue of a slow reader would keep that whole block alive.
+        // not take is copied.
         cx.send(id, &input[..end]);
         input.clear();
         if bye.is_some() {

@@ -3,8 +3,8 @@
 //! of docs/extending.md). Each is tested through `reactor::testing` with no
 //! socket. [`cli`] holds the plumbing every server binary shares,
 //! [`console`] the operator's stdin and the transcript, and [`client`] the
-//! client's session. [`lines`] frames the text protocols' input, and
-//! [`telnet`] takes telnet's commands out of the chat's.
+//! client's session. [`telnet`] takes telnet's commands out of the chat's
+//! input; lines are framed by `reactor::Input::next_line`.
 
 pub mod calc;
 pub mod chat;
@@ -12,6 +12,5 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod echo;
-pub mod lines;
 pub mod telnet;
 pub mod tls;

@@ -32,7 +32,7 @@
 //! [`MAX_UNFINISHED`] bytes, even in the middle of a subnegotiation of any
 //! length, whose contents are thrown away as they come.
 
-use bytes::BytesMut;
+use reactor::Input;
 
 /// "Interpret as command": the byte that starts every telnet command.
 const IAC: u8 = 0xFF;
@@ -87,7 +87,7 @@ pub struct Stripped {
 ///
 /// Input with no 0xFF in it, the usual case, costs one `memchr` and is left
 /// as it is.
-pub fn strip(input: &mut BytesMut) -> Stripped {
+pub fn strip(input: &mut Input<'_>) -> Stripped {
     let mut stripped = Stripped::default();
     let Some(first) = memchr::memchr(IAC, input) else {
         return stripped;
@@ -219,6 +219,7 @@ fn subnegotiation(input: &[u8]) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     /// What telnet sends after Ctrl-C: interrupt, and "tell me when you got
     /// here".
@@ -230,7 +231,7 @@ mod tests {
         let Stripped {
             replies,
             unfinished,
-        } = strip(&mut input);
+        } = strip(&mut Input::new(&mut input));
         (input.to_vec(), replies, unfinished)
     }
 
@@ -242,7 +243,7 @@ mod tests {
         let mut replies = Vec::new();
         for part in parts {
             input.extend_from_slice(part);
-            let stripped = strip(&mut input);
+            let stripped = strip(&mut Input::new(&mut input));
             assert!(stripped.unfinished <= MAX_UNFINISHED);
             replies.extend(stripped.replies);
         }
@@ -253,7 +254,7 @@ mod tests {
     fn input_without_iac_is_left_as_it_is() {
         let mut input = BytesMut::from(&b"hello, room\r\n\xfe\xc3"[..]);
         let (at, len) = (input.as_ptr(), input.len());
-        assert_eq!(strip(&mut input), Stripped::default());
+        assert_eq!(strip(&mut Input::new(&mut input)), Stripped::default());
         assert_eq!((input.as_ptr(), input.len()), (at, len), "not moved");
     }
 

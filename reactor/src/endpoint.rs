@@ -22,7 +22,7 @@ use crate::ListenerId;
 /// # impl Handler for Chat {
 /// #     type Message = ();
 /// #     type Conn = ();
-/// #     fn on_data(&mut self, _: &mut dyn Context, _: ConnId, _: &mut (), _: &mut bytes::BytesMut) {}
+/// #     fn on_data(&mut self, _: &mut dyn Context, _: ConnId, _: &mut (), _: &mut reactor::Input<'_>) {}
 /// # }
 /// let mut reactor: Reactor<Chat> = Reactor::new(Config::default())?;
 /// let plain = reactor.listen(std::net::TcpListener::bind("127.0.0.1:5000")?)?;

@@ -92,13 +92,12 @@ const EVENT_CAPACITY: usize = 1024;
 /// A single-threaded event loop serving connections to one [`Handler`].
 ///
 /// ```no_run
-/// # use reactor::{Reactor, Config, Handler, Context, ConnId};
-/// # use bytes::BytesMut;
+/// # use reactor::{Reactor, Config, Handler, Context, ConnId, Input};
 /// # struct Echo;
 /// # impl Handler for Echo {
 /// #     type Message = ();
 /// #     type Conn = ();
-/// #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+/// #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut Input<'_>) {
 /// #         cx.send(id, input);
 /// #         input.clear();
 /// #     }

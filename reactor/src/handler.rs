@@ -6,9 +6,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::{ConnId, Connect, ListenerId, Origin, TimerId};
+use crate::{ConnId, Connect, Input, ListenerId, Origin, TimerId};
 
 /// An application: the callbacks a driver (the [`Reactor`](crate::Reactor),
 /// the [`threaded`](crate::threaded) driver, or the in-memory
@@ -38,9 +38,11 @@ pub trait Handler {
     }
 
     /// Bytes arrived. `input` holds everything received and not yet consumed:
-    /// take the complete frames from its front (`split_to`) and leave any
-    /// partial one, which is kept and handed back, grown, with the next read.
-    /// `input` may share the loop's read buffer: copy out what you keep.
+    /// take the complete frames from its front ([`Input::next_line`],
+    /// [`Input::consume`]) and leave any partial one, which is kept and
+    /// handed back, grown, with the next read. `input` is only lent, and may
+    /// lie in the loop's read buffer: what is kept past the callback is
+    /// copied out of it, so nothing a handler keeps can pin that buffer.
     ///
     /// A handler may also leave complete frames: while `id` is
     /// [`backlogged`](Context::backlogged) or after
@@ -53,7 +55,7 @@ pub trait Handler {
         cx: &mut dyn Context,
         id: ConnId,
         conn: &mut Self::Conn,
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     );
 
     /// The connection is gone for the handler: `id` is stale from now on.

@@ -25,6 +25,7 @@ mod id;
 mod listeners;
 mod output;
 mod places;
+mod received;
 mod signals;
 mod slots;
 mod stop;
@@ -43,6 +44,7 @@ pub use event_loop::Reactor;
 pub use handle::Handle;
 pub use handler::{CloseReason, Context, Handler, Refusal};
 pub use id::{ConnId, ListenerId, TimerId};
+pub use received::{Input, LineTooLong};
 /// The TLS library the transports use, so that configurations can be made
 /// with the same version.
 pub use rustls;

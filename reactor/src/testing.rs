@@ -3,13 +3,12 @@
 //!
 //! ```
 //! use reactor::testing::Harness;
-//! # use reactor::{Handler, Context, ConnId};
-//! # use bytes::BytesMut;
+//! # use reactor::{Handler, Context, ConnId, Input};
 //! # struct Echo;
 //! # impl Handler for Echo {
 //! #     type Message = ();
 //! #     type Conn = ();
-//! #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+//! #     fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut Input<'_>) {
 //! #         cx.send(id, input);
 //! #         input.clear();
 //! #     }
@@ -48,7 +47,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::timers::Timers;
-use crate::{CloseReason, Config, ConnId, Connect, Context, Handler, ListenerId, Origin, TimerId};
+use crate::{
+    CloseReason, Config, ConnId, Connect, Context, Handler, Input, ListenerId, Origin, TimerId,
+};
 
 /// One pretend connection.
 #[derive(Debug)]
@@ -495,7 +496,8 @@ impl<H: Handler> Harness<H> {
         };
         let mut input = std::mem::take(&mut conn.input);
         let state = self.states.entry(id).or_default();
-        self.handler.on_data(&mut self.cx, id, state, &mut input);
+        self.handler
+            .on_data(&mut self.cx, id, state, &mut Input::new(&mut input));
         let backlogged = self.cx.backlogged(id);
         let Some(conn) = self.cx.conns.get_mut(&id) else {
             return;
@@ -593,27 +595,28 @@ mod tests {
             cx: &mut dyn Context,
             id: ConnId,
             _conn: &mut (),
-            input: &mut BytesMut,
+            input: &mut Input<'_>,
         ) {
             while !cx.backlogged(id) {
                 let Some(end) = input.iter().position(|&b| b == b'\n') else {
                     return;
                 };
-                let line = input.split_to(end + 1);
-                match &line[..] {
+                match &input[..=end] {
                     b"pause\n" => {
+                        input.consume(end + 1);
                         cx.pause_input(id, Duration::from_secs(1));
                         return;
                     }
                     b"tick\n" => {
                         cx.set_timer(Duration::ZERO, 0);
                     }
-                    _ => {
+                    line => {
                         for _ in 0..self.copies {
-                            cx.send(id, &line);
+                            cx.send(id, line);
                         }
                     }
                 }
+                input.consume(end + 1);
             }
         }
 

@@ -1937,7 +1937,11 @@ fn deliver<H: Handler>(
         return false; // closing: discard
     }
     // As on the reactor: a panic on one client's input costs that client.
-    let call = || state.call_on(id, |h, cx, conn| h.on_data(cx, id, conn, input));
+    let call = || {
+        state.call_on(id, |h, cx, conn| {
+            h.on_data(cx, id, conn, &mut crate::Input::new(input))
+        })
+    };
     if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
         log::error!("{id}: the handler panicked on this connection's input; closing it");
         state.release(id, CloseReason::HandlerPanicked);

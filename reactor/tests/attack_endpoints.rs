@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use reactor::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use reactor::rustls::{self, ClientConfig, ServerConfig};
 use reactor::threaded::Threaded;
 use reactor::{
-    CloseReason, Config, ConnId, Connect, Context, Driver, Endpoint, Handler, Origin, Reactor,
+    CloseReason, Config, ConnId, Connect, Context, Driver, Endpoint, Handler, Input, Origin,
+    Reactor,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -65,7 +65,13 @@ impl Handler for Recorder {
         let _ = self.seen.send(Seen::Open(id, cx.origin(id)));
     }
 
-    fn on_data(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+    fn on_data(
+        &mut self,
+        _cx: &mut dyn Context,
+        id: ConnId,
+        _conn: &mut (),
+        input: &mut Input<'_>,
+    ) {
         input.clear();
         let _ = self.seen.send(Seen::Data(id));
     }
@@ -393,7 +399,7 @@ impl Handler for Hoarder {
         _cx: &mut dyn Context,
         _id: ConnId,
         _conn: &mut (),
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     ) {
         let _ = self.held.send(input.len());
     }

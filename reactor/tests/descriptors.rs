@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use reactor::{Config, ConnId, Context, Handler, Reactor};
+use reactor::{Config, ConnId, Context, Handler, Input, Reactor};
 use rlimit::Resource;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -38,7 +37,7 @@ impl Handler for Echo {
         self.opened.lock().unwrap().insert(addr);
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut Input<'_>) {
         cx.send(id, input);
         input.clear();
     }

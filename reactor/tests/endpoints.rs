@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reactor::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use reactor::rustls::{self, ClientConnection, StreamOwned};
 use reactor::threaded::Threaded;
 use reactor::{
-    CloseReason, Config, ConnId, Connect, Context, Driver, Endpoint, Handle, Handler, ListenerId,
-    Origin, Reactor, Refusal,
+    CloseReason, Config, ConnId, Connect, Context, Driver, Endpoint, Handle, Handler, Input,
+    ListenerId, Origin, Reactor, Refusal,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -61,7 +61,7 @@ impl Handler for Probe {
         self.seen.send(Seen::Open(id, cx.origin(id))).unwrap();
     }
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut Input<'_>) {
         self.seen.send(Seen::Data(id, input.to_vec())).unwrap();
         if &input[..] == b"quit" {
             cx.close(id);

@@ -31,10 +31,8 @@ mod quiet;
 pub use parser::{evaluate, CalcError, MAX_DEPTH};
 pub use quiet::{EndLines, QUIET, QUIET_TAG};
 
-use bytes::{Bytes, BytesMut};
-use reactor::{ConnId, Context, Handler};
-
-use crate::lines::{next_line, LineTooLong};
+use bytes::Bytes;
+use reactor::{ConnId, Context, Handler, Input, LineTooLong};
 
 /// The longest line accepted, in bytes, not counting its `\n` or `\r\n`.
 pub const MAX_LINE: usize = 1024;
@@ -48,8 +46,8 @@ impl Handler for Calc {
     type Message = ();
     type Conn = ();
 
-    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut BytesMut) {
-        while let Some(line) = next_line(input, MAX_LINE) {
+    fn on_data(&mut self, cx: &mut dyn Context, id: ConnId, _conn: &mut (), input: &mut Input<'_>) {
+        while let Some(line) = input.next_line(MAX_LINE) {
             let line = match line {
                 Ok(line) => line,
                 Err(LineTooLong) => {
@@ -58,7 +56,7 @@ impl Handler for Calc {
                     return;
                 }
             };
-            let Ok(text) = std::str::from_utf8(&line) else {
+            let Ok(text) = std::str::from_utf8(line) else {
                 cx.send(id, b"ERR line is not valid UTF-8\n");
                 continue;
             };

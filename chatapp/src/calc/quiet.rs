@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, Refusal, TimerId};
+use reactor::{CloseReason, ConnId, Context, Handler, Input, ListenerId, Refusal, TimerId};
 
 /// How long input without a line end must be followed by nothing to be
 /// taken as a line: well under the 2 s the original assignment's client
@@ -56,7 +56,7 @@ impl<H: Handler> EndLines<H> {
         cx: &mut dyn Context,
         id: ConnId,
         conn: &mut Quiet<H::Conn>,
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     ) {
         self.inner.on_data(cx, id, &mut conn.inner, input);
         // A line the inner handler left whole (it stopped for a backlog)
@@ -65,8 +65,7 @@ impl<H: Handler> EndLines<H> {
             return;
         }
         let timer = cx.set_conn_timer(id, QUIET, QUIET_TAG);
-        // A copy: `input` may share the driver's read buffer, which a
-        // slice kept here would pin for as long as it waits.
+        // A copy: the input is only lent.
         conn.waiting = Some((BytesMut::from(&input[..]), timer));
         input.clear();
     }
@@ -85,18 +84,13 @@ impl<H: Handler> Handler for EndLines<H> {
         cx: &mut dyn Context,
         id: ConnId,
         conn: &mut Self::Conn,
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     ) {
-        if let Some((mut joined, timer)) = conn.waiting.take() {
+        if let Some((waiting, timer)) = conn.waiting.take() {
             cx.cancel_timer(timer);
-            joined.extend_from_slice(input);
-            input.clear();
-            self.serve(cx, id, conn, &mut joined);
-            // Anything left whole goes back to the driver, in order.
-            input.extend_from_slice(&joined);
-        } else {
-            self.serve(cx, id, conn, input);
+            input.put_back(&waiting);
         }
+        self.serve(cx, id, conn, input);
     }
 
     fn on_close(
@@ -120,7 +114,8 @@ impl<H: Handler> Handler for EndLines<H> {
         }
         if let Some((mut input, _)) = conn.waiting.take() {
             input.extend_from_slice(b"\n");
-            self.inner.on_data(cx, id, &mut conn.inner, &mut input);
+            self.inner
+                .on_data(cx, id, &mut conn.inner, &mut Input::new(&mut input));
         }
     }
 

@@ -31,9 +31,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use reactor::{CloseReason, ConnId, Context, Handler, ListenerId, Refusal, TimerId};
+use reactor::{
+    CloseReason, ConnId, Context, Handler, Input, LineTooLong, ListenerId, Refusal, TimerId,
+};
 
-use crate::lines::{next_line, LineTooLong};
 use crate::telnet;
 use clean::clean;
 use flood::Budget;
@@ -298,7 +299,7 @@ impl Chat {
         cx: &mut dyn Context,
         id: ConnId,
         client: &mut Client,
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     ) {
         // Whatever is not taken here stays in `input`, and the driver hands
         // it back: once `id`'s peer has read its answers (backlogged), or
@@ -315,13 +316,13 @@ impl Chat {
                 cx.pause_input(id, wait);
                 return;
             }
-            let Some(line) = next_line(input, self.config.max_line) else {
+            let Some(line) = input.next_line(self.config.max_line) else {
                 return;
             };
             let cost = match line {
                 Ok(line) => {
                     let size = u32::try_from(line.len() / BYTES_PER_LINE).unwrap_or(u32::MAX);
-                    self.on_line(cx, id, client, &line).saturating_add(size)
+                    self.on_line(cx, id, client, line).saturating_add(size)
                 }
                 Err(LineTooLong) => {
                     let error = format!("ERR line too long (max {} bytes)\n", self.config.max_line);
@@ -627,7 +628,7 @@ impl Handler for Chat {
         cx: &mut dyn Context,
         id: ConnId,
         client: &mut Client,
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     ) {
         if let Stage::Greeting(greeting) = &mut client.stage {
             greeting.resume(cx, input);
@@ -642,20 +643,17 @@ impl Handler for Chat {
             // hide the answers to the lines that follow it.
             cx.send(id, &telnet.replies);
         }
+        // An unfinished command stays at the end of the input, out of the
+        // lines' reach: it is neither data nor a line's end, and must not
+        // count towards a line's length.
+        input.set_aside(telnet.unfinished);
+        self.take_lines(cx, id, client, input);
+        // Only with no telnet command waiting: what is taken aside is put
+        // back in front of bytes that are stripped again.
         if telnet.unfinished == 0 {
-            self.take_lines(cx, id, client, input);
-            // Only with no telnet command waiting: what is taken aside is
-            // put back in front of bytes that are stripped again.
             if let Stage::Greeting(greeting) = &mut client.stage {
                 greeting.await_quiet(cx, id, input);
             }
-        } else {
-            // An unfinished command stays at the end of the input, out of
-            // the lines' reach: it is neither data nor a line's end, and
-            // must not count towards a line's length.
-            let unfinished = input.split_off(input.len() - telnet.unfinished);
-            self.take_lines(cx, id, client, input);
-            input.unsplit(unfinished);
         }
     }
 
@@ -711,14 +709,12 @@ impl Handler for Chat {
 impl Greeting {
     /// Puts a `Hi` that waited for the quiet timer back in front of `input`,
     /// where more bytes of the first line have come.
-    fn resume(&mut self, cx: &mut dyn Context, input: &mut BytesMut) {
+    fn resume(&mut self, cx: &mut dyn Context, input: &mut Input<'_>) {
         if let Some(quiet) = self.quiet.take() {
             cx.cancel_timer(quiet);
         }
         if !self.pending.is_empty() {
-            let new = input.split();
-            input.extend_from_slice(&self.pending);
-            input.extend_from_slice(&new);
+            input.put_back(&self.pending);
             self.pending.clear();
         }
     }
@@ -726,12 +722,11 @@ impl Greeting {
     /// If what `id` has sent of its first line is `Hi`, takes it out of
     /// `input` and sets the quiet timer: should nothing more come for
     /// [`GREETING_QUIET`], it is the greeting.
-    fn await_quiet(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut BytesMut) {
+    fn await_quiet(&mut self, cx: &mut dyn Context, id: ConnId, input: &mut Input<'_>) {
         // With a line end it is a line, waiting for flood control; and a
         // connection one of its lines closed has nothing to wait for.
         if !input.contains(&b'\n') && is_greeting(input) && !cx.backlogged(id) {
-            // A copy: `input` may share the driver's read buffer, which a
-            // slice kept here would pin for as long as it waits.
+            // A copy: the input is only lent.
             self.pending = BytesMut::from(&input[..]);
             input.clear();
             self.quiet = Some(cx.set_conn_timer(id, GREETING_QUIET, QUIET));

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chatapp::chat::{Chat, ChatConfig, ConsoleLine};
 use chatapp::echo::Echo;
-use chatapp::lines::{next_line, LineTooLong};
 use reactor::testing::Harness;
-use reactor::{CloseReason, ConnId, Connect, Context, Handler, Origin, TimerId};
+use reactor::{
+    CloseReason, ConnId, Connect, Context, Handler, Input, LineTooLong, Origin, TimerId,
+};
 
 /// `data` cut at each of `cuts` (offsets, in any order, out of range ones
 /// clamped): the reads a connection might have received it in.
@@ -36,7 +37,7 @@ pub fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     chunks
 }
 
-/// What `next_line` must find in `data`, worked out from the whole stream
+/// What `Input::next_line` must find in `data`, worked out from the whole stream
 /// at once: its lines, up to and including the first one over `max`.
 fn reference_lines(data: &[u8], max: usize) -> Vec<Result<Vec<u8>, LineTooLong>> {
     let mut lines = Vec::new();
@@ -66,13 +67,15 @@ pub fn check_framer(data: &[u8], cuts: &[usize], max: usize) {
     let mut lines = Vec::new();
     'reads: for chunk in split(data, cuts) {
         input.extend_from_slice(chunk);
-        while let Some(line) = next_line(&mut input, max) {
+        let mut read = Input::new(&mut input);
+        while let Some(line) = read.next_line(max) {
             let too_long = line.is_err();
-            lines.push(line.map(|l| l.to_vec()));
+            lines.push(line.map(<[u8]>::to_vec));
             if too_long {
                 break 'reads;
             }
         }
+        drop(read);
         assert!(
             input.len() <= max + 1,
             "{} bytes left unframed with max {max}",
@@ -255,7 +258,7 @@ impl Handler for Watched {
         cx: &mut dyn Context,
         id: ConnId,
         conn: &mut Self::Conn,
-        input: &mut BytesMut,
+        input: &mut Input<'_>,
     ) {
         let (chat, mut cx) = self.watch(cx);
         chat.on_data(&mut cx, id, conn, input);

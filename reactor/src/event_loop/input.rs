@@ -2,6 +2,7 @@
 //! it to the handler, and holds on input (backpressure, pauses) ending.
 
 use super::*;
+use crate::Input;
 
 /// Size of the read buffer the whole loop shares.
 pub(super) const READ_BUFFER: usize = 64 * 1024;
@@ -238,7 +239,9 @@ impl<H: Handler> Reactor<H> {
         // Input comes from strangers: a handler bug it triggers costs that
         // one connection, not every client of the loop.
         let outcome = self.with_state(id, |cx, conn| {
-            panic::catch_unwind(AssertUnwindSafe(|| handler.on_data(cx, id, conn, input)))
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.on_data(cx, id, conn, &mut Input::new(input))
+            }))
         });
         if matches!(outcome, Some(Err(_))) {
             log::error!("{id}: the handler panicked on this connection's input; closing it");
@@ -275,18 +278,18 @@ impl<H: Handler> Reactor<H> {
 
     /// Makes the scratch buffer whole again once it is nearly used up.
     ///
-    /// Usually every slice split off it has been dropped by now (what
-    /// handlers send is copied or written through, never kept), so the
-    /// same allocation is taken back. Allocating afresh instead costs more
+    /// Every slice split off it has been dropped by now — a handler is
+    /// only lent its input ([`Input`]), what it sends is copied or written
+    /// through, and what it leaves is copied into its connection's buffer —
+    /// so the same allocation is taken back. Allocating afresh instead costs more
     /// than the allocator: glibc returns a freed 64 KiB to the kernel, and
     /// the next buffer is faulted in page by page. The memory is zeroed again
     /// either way, because safe code may only read into initialised bytes.
     pub(super) fn renew_scratch(&mut self) {
         self.scratch.clear();
         if !self.scratch.try_reclaim(READ_BUFFER) {
-            // A handler still holds a slice (a frame it kept, output not yet
-            // written): that keeps the old allocation alive only as long as
-            // the slice lives.
+            // A slice outlived its read after all: it keeps the old
+            // allocation alive only as long as it lives.
             self.scratch = BytesMut::with_capacity(READ_BUFFER);
         }
         self.scratch.resize(READ_BUFFER, 0);

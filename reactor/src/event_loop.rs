@@ -78,12 +78,11 @@ use crate::slots::Slots;
 use crate::stop::{Step, Stop};
 use crate::sys::{self, Interest, Key, Registered};
 use crate::timers::{deadline, Timers};
-use crate::transport::{is_tls_error, Transport, MAX_RECORD};
+use crate::transport::{close_reason, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
     Stream, TimerId,
 };
-use close::close_reason;
 use input::READ_BUFFER;
 
 /// Events taken from the poller per wait.

@@ -203,7 +203,7 @@ impl<K: Copy> Linger<K> {
 
     /// Adds `key`, to be gone by the deadline with it, which must be no
     /// earlier than any before it.
-    pub(crate) fn push_back(&mut self, (key, at): (K, Instant)) {
+    pub(crate) fn push(&mut self, key: K, at: Instant) {
         self.queue.push_back((key, at));
     }
 
@@ -388,9 +388,9 @@ mod tests {
         let s = Duration::from_secs;
         let mut linger = Linger::new();
         assert_eq!(linger.next(), None);
-        linger.push_back(("a", t0 + s(2)));
-        linger.push_back(("b", t0 + s(2)));
-        linger.push_back(("c", t0 + s(3)));
+        linger.push("a", t0 + s(2));
+        linger.push("b", t0 + s(2));
+        linger.push("c", t0 + s(3));
         assert_eq!(linger.next(), Some(t0 + s(2)));
         assert_eq!(linger.pop_due(t0 + s(1)), None, "not yet");
         assert_eq!(linger.pop_due(t0 + s(2)), Some("a"));

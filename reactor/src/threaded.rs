@@ -115,7 +115,7 @@ use crate::slots::{Generation, Slots};
 use crate::stop::{Step, Stop};
 use crate::sys::{self, Key, Registered};
 use crate::timers::{deadline, Timers};
-use crate::transport::{is_tls_error, Transport, MAX_RECORD};
+use crate::transport::{close_reason, is_tls_error, Transport, MAX_RECORD};
 use crate::{
     CloseReason, Config, ConnId, Connect, Context, Endpoint, Error, Handler, ListenerId, Origin,
     Refusal, Stream, TimerId,
@@ -1052,7 +1052,7 @@ impl Clients {
             let _ = self.poller.notify();
         }
         let at = deadline(Instant::now(), self.linger_timeout);
-        self.linger.push_back((ConnId::new(key, place.gen), at));
+        self.linger.push(ConnId::new(key, place.gen), at);
         true
     }
 
@@ -1903,15 +1903,6 @@ fn timed_out(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// Why a connection whose read failed with `err` is closed.
-fn close_reason(err: &io::Error) -> CloseReason {
-    if is_tls_error(err) {
-        CloseReason::Tls
-    } else {
-        CloseReason::from_error(err)
-    }
 }
 
 /// What a look at the socket after a hold found.

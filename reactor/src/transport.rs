@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 
 use crate::output::Output;
-use crate::Stream;
+use crate::{CloseReason, Stream};
 
 /// Ciphertext rustls may hold, encrypted and not yet written, per
 /// connection; also the plaintext it holds for a handshake still under way.
@@ -326,6 +326,16 @@ impl Transport {
 /// Whether `err` is the TLS layer failing (as opposed to the socket).
 pub(crate) fn is_tls_error(err: &io::Error) -> bool {
     err.get_ref().is_some_and(|e| e.is::<rustls::Error>())
+}
+
+/// Why a connection whose read or write failed with `err` is closed: its
+/// TLS layer failed, or its socket did.
+pub(crate) fn close_reason(err: &io::Error) -> CloseReason {
+    if is_tls_error(err) {
+        CloseReason::Tls
+    } else {
+        CloseReason::from_error(err)
+    }
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {

@@ -3,15 +3,6 @@
 
 use super::*;
 
-/// Why a connection whose read or write failed with `err` is closed.
-pub(super) fn close_reason(err: &io::Error) -> CloseReason {
-    if is_tls_error(err) {
-        CloseReason::Tls
-    } else {
-        CloseReason::from_error(err)
-    }
-}
-
 impl<H: Handler> Reactor<H> {
     /// Starts closing `id` gracefully: flush, shut down writing, linger.
     /// For the handler the connection is gone at once: it can no longer
@@ -46,7 +37,7 @@ impl<H: Handler> Reactor<H> {
         if conn.owed_close {
             self.untold.push((id, reason));
         }
-        self.linger_deadlines.push_back((id, at));
+        self.linger_deadlines.push(id, at);
         // Even with nothing to write, the flush is what moves it on.
         self.queue_flush(id);
     }

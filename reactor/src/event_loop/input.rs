@@ -194,7 +194,7 @@ impl<H: Handler> Reactor<H> {
                 // would take at a flood-control pace.
                 Phase::Open if conn.has_input() => {
                     let at = deadline(self.now, self.config.linger_timeout);
-                    self.linger_deadlines.push_back((id, at));
+                    self.linger_deadlines.push(id, at);
                     self.queue_flush(id);
                     if hand_back {
                         self.deliver(handler, id, BytesMut::new());

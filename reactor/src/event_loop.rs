@@ -181,7 +181,7 @@ impl<H: Handler> Reactor<H> {
             )));
         }
         let poller = Arc::new(poller);
-        let clock = Clock::new();
+        let mut clock = Clock::new();
         let now = clock.read();
         Ok(Reactor {
             listeners: Listeners::new(&poller),

@@ -96,6 +96,7 @@ impl<'a> Input<'a> {
     /// handler makes one to hand input it holds itself to another handler's
     /// `on_data` (input it delayed, say), and tests make one to drive a
     /// framer.
+    #[inline]
     pub fn new(buf: &'a mut BytesMut) -> Input<'a> {
         Input {
             buf,
@@ -105,6 +106,7 @@ impl<'a> Input<'a> {
     }
 
     /// Where the bytes still in sight end in `buf`.
+    #[inline]
     fn end(&self) -> usize {
         self.buf.len() - self.aside
     }
@@ -116,6 +118,7 @@ impl<'a> Input<'a> {
     ///
     /// If `n` is more than [`len`](slice::len): a handler cannot consume
     /// bytes it has not been handed.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         assert!(n <= self.len(), "consumed {n} of {} bytes", self.len());
         self.taken += n;
@@ -123,6 +126,7 @@ impl<'a> Input<'a> {
 
     /// Consumes everything: what a handler does that answers all it is
     /// handed at once (an echo).
+    #[inline]
     pub fn clear(&mut self) {
         self.taken = self.end();
     }
@@ -201,6 +205,7 @@ impl Deref for Input<'_> {
     type Target = [u8];
 
     /// The bytes not yet consumed (nor set aside).
+    #[inline]
     fn deref(&self) -> &[u8] {
         &self.buf[self.taken..self.end()]
     }
@@ -208,6 +213,7 @@ impl Deref for Input<'_> {
 
 impl DerefMut for Input<'_> {
     /// The same bytes, to edit in place.
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         let end = self.end();
         &mut self.buf[self.taken..end]
@@ -216,8 +222,15 @@ impl DerefMut for Input<'_> {
 
 impl Drop for Input<'_> {
     /// Takes what was consumed off the front of the pending input, at once.
+    #[inline]
     fn drop(&mut self) {
-        self.buf.advance(self.taken);
+        // Most callbacks take everything: then the buffer keeps its place
+        // (and its capacity) rather than moving its start past the end.
+        if self.taken == self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.advance(self.taken);
+        }
     }
 }
 

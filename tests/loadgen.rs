@@ -137,7 +137,7 @@ fn batches_are_for_the_fan_out_modes() {
     let output = loadgen(&server, &["--batch", "8"]);
     assert_eq!(
         error(&output),
-        "error: --batch is for the fan-out modes: chat, redis, nats"
+        "error: --batch is for the fan-out modes: chat, web, redis, nats"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The fan-out workloads: some clients send, every other client receives
 //! every message. `--mode chat` speaks the netchat protocol (greet with
-//! `Hi`, send lines, receive `<nick> line`); `--mode redis` and `--mode
+//! `Hi`, send lines, receive `<nick> line`), `--mode web` the same over a
+//! WebSocket, a text message a line (see `ws`); `--mode redis` and `--mode
 //! nats` do the same with Redis pub/sub on one channel and NATS on one
 //! subject, the references. All senders sending is the all-to-all room;
 //! one sender (`--senders 1`) is an announcement.
@@ -24,13 +25,15 @@ use crate::engine::{Counts, Workload};
 use crate::nats::{self, Frame};
 use crate::net::Outbox;
 use crate::payload::Wheel;
-use crate::stats;
+use crate::{stats, ws};
 
 /// Which server protocol carries the messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// The netchat chat protocol (docs/protocol.md).
     Chat,
+    /// The same over a WebSocket: one text message is one line.
+    Web,
     /// Redis: receivers `SUBSCRIBE room`, senders `PUBLISH room …` on
     /// connections of their own (a subscribed connection cannot publish).
     Redis,
@@ -45,6 +48,12 @@ impl Protocol {
     fn broker(self) -> bool {
         matches!(self, Protocol::Redis | Protocol::Nats)
     }
+
+    /// Whether this is a chat room: every client both sends and receives,
+    /// and the server relays to everyone but the sender.
+    pub fn room(self) -> bool {
+        matches!(self, Protocol::Chat | Protocol::Web)
+    }
 }
 
 /// Redis's confirmation of `SUBSCRIBE room`.
@@ -56,6 +65,8 @@ const PUSH: &[u8] = b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$";
 /// Where one connection is in its protocol.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Peer {
+    /// Web: asked for the upgrade to a WebSocket, waiting for the answer.
+    Upgrading,
     /// Chat: said `Hi`, waiting for `Hello`.
     Greeting,
     /// Chat: got `Hello`, waiting for the welcome notice.
@@ -132,6 +143,7 @@ impl Fanout {
         let (peers, recipients) = match protocol {
             // A chat client is both: the server relays to everyone else.
             Protocol::Chat => (vec![Peer::Greeting; clients], clients - 1),
+            Protocol::Web => (vec![Peer::Upgrading; clients], clients - 1),
             Protocol::Redis | Protocol::Nats => {
                 // A Redis publisher may publish at once; NATS's says CONNECT first.
                 let publisher = if protocol == Protocol::Nats {
@@ -213,6 +225,7 @@ impl Fanout {
                     buf.extend_from_slice(&self.text);
                     buf.push(b'\n');
                 }
+                Protocol::Web => ws::text(buf, &self.text),
                 Protocol::Redis => {
                     let _ = write!(
                         buf,
@@ -239,7 +252,7 @@ impl Fanout {
         let bad = || format!("client {r} got a malformed message: {}", show(text));
         let (s, number, nanos, pad) = parse_message(text).ok_or_else(bad)?;
         let senders = self.windows.len();
-        if s >= senders || (self.protocol == Protocol::Chat && s == r) {
+        if s >= senders || (self.protocol.room() && s == r) {
             return Err(format!(
                 "client {r} got a message from sender {s}, who is not one"
             ));
@@ -295,34 +308,72 @@ impl Fanout {
         while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
             let line = &input[used..used + end];
             used += end + 1;
-            let unexpected =
-                |wanted: &str| format!("client {conn}: expected {wanted}, got {}", show(line));
-            match self.peers[conn] {
-                Peer::Greeting if line == b"Hello" => self.peers[conn] = Peer::Welcome,
-                Peer::Greeting => return Err(unexpected("Hello")),
-                Peer::Welcome if line.starts_with(b"* welcome") => {
-                    self.peers[conn] = Peer::Receiving;
-                    self.ready += 1;
-                }
-                Peer::Welcome => return Err(unexpected("the welcome notice")),
-                Peer::Receiving => {
-                    if line.starts_with(b"* ") {
-                        continue; // someone joined or left
-                    }
-                    let text = line
-                        .strip_prefix(b"<")
-                        .and_then(|l| l.iter().position(|&b| b == b'>').map(|i| &l[i + 1..]))
-                        .and_then(|l| l.strip_prefix(b" "))
-                        .ok_or_else(|| unexpected("<nick> message"))?;
-                    self.bytes += line.len() as u64 + 1;
-                    self.deliver(conn, text, now, out)?;
-                }
-                Peer::Subscribing | Peer::Opening | Peer::Publisher => {
-                    unreachable!("broker states")
-                }
-            }
+            self.chat_line(conn, line, now, out)?;
         }
         Ok(used)
+    }
+
+    /// Web: the answer to the upgrade, then every whole text message in
+    /// `input` from connection `conn`, each a chat line.
+    fn web_input(
+        &mut self,
+        conn: usize,
+        input: &[u8],
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<usize, String> {
+        let mut used = 0;
+        if self.peers[conn] == Peer::Upgrading {
+            let Some(end) = ws::upgraded(input).map_err(|e| format!("client {conn}: {e}"))? else {
+                return Ok(0);
+            };
+            used = end;
+            self.peers[conn] = Peer::Greeting;
+            ws::text(out.buf(conn), b"Hi");
+        }
+        while let Some((line, len)) =
+            ws::next(&input[used..]).map_err(|e| format!("client {conn}: {e}"))?
+        {
+            used += len;
+            self.chat_line(conn, line, now, out)?;
+        }
+        Ok(used)
+    }
+
+    /// Chat, over TCP or a WebSocket: one line from connection `conn`.
+    fn chat_line(
+        &mut self,
+        conn: usize,
+        line: &[u8],
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), String> {
+        let unexpected =
+            |wanted: &str| format!("client {conn}: expected {wanted}, got {}", show(line));
+        match self.peers[conn] {
+            Peer::Greeting if line == b"Hello" => self.peers[conn] = Peer::Welcome,
+            Peer::Greeting => return Err(unexpected("Hello")),
+            Peer::Welcome if line.starts_with(b"* welcome") => {
+                self.peers[conn] = Peer::Receiving;
+                self.ready += 1;
+            }
+            Peer::Welcome => return Err(unexpected("the welcome notice")),
+            // Someone joined or left.
+            Peer::Receiving if line.starts_with(b"* ") => {}
+            Peer::Receiving => {
+                let text = line
+                    .strip_prefix(b"<")
+                    .and_then(|l| l.iter().position(|&b| b == b'>').map(|i| &l[i + 1..]))
+                    .and_then(|l| l.strip_prefix(b" "))
+                    .ok_or_else(|| unexpected("<nick> message"))?;
+                self.bytes += line.len() as u64 + 1;
+                self.deliver(conn, text, now, out)?;
+            }
+            Peer::Upgrading | Peer::Subscribing | Peer::Opening | Peer::Publisher => {
+                unreachable!("not chat states")
+            }
+        }
+        Ok(())
     }
 
     /// Redis: every complete reply or message in `input` from `conn`.
@@ -380,7 +431,7 @@ impl Fanout {
                     used += len;
                     self.deliver(conn, text, now, out)?;
                 }
-                Peer::Greeting | Peer::Welcome | Peer::Opening => {
+                Peer::Upgrading | Peer::Greeting | Peer::Welcome | Peer::Opening => {
                     unreachable!("chat and NATS states")
                 }
             }
@@ -435,6 +486,7 @@ impl Workload for Fanout {
     fn on_connect(&mut self, conn: usize, out: &mut Outbox) {
         match self.peers[conn] {
             Peer::Greeting => out.buf(conn).extend_from_slice(b"Hi\n"),
+            Peer::Upgrading => out.buf(conn).extend_from_slice(ws::UPGRADE),
             Peer::Subscribing if self.protocol == Protocol::Nats => {
                 out.buf(conn).extend_from_slice(nats::SUBSCRIBE)
             }
@@ -454,6 +506,7 @@ impl Workload for Fanout {
     ) -> Result<usize, String> {
         match self.protocol {
             Protocol::Chat => self.chat_input(conn, input, now, out),
+            Protocol::Web => self.web_input(conn, input, now, out),
             Protocol::Redis => self.redis_input(conn, input, now, out),
             Protocol::Nats => self.nats_input(conn, input, now, out),
         }

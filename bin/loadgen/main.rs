@@ -20,6 +20,7 @@ mod net;
 mod payload;
 mod stats;
 mod tls;
+mod ws;
 
 use std::io::{self, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -161,6 +162,9 @@ enum Mode {
     /// The netchat chat protocol: greet, then every line goes to the
     /// others; measures deliveries.
     Chat,
+    /// The chat protocol over a WebSocket (a chat server's --web-port): one
+    /// text message is one line.
+    Web,
     /// Redis pub/sub on one channel, as a reference for chat fan-out.
     Redis,
     /// NATS on one subject, a second reference for chat fan-out.
@@ -176,6 +180,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::EchoLines => "echo-lines",
             Mode::Chat => "chat",
+            Mode::Web => "web",
             Mode::Redis => "redis",
             Mode::Nats => "nats",
             Mode::Handshake => "handshake",
@@ -187,6 +192,7 @@ impl Mode {
         match self {
             Mode::Echo | Mode::EchoLines | Mode::Handshake => None,
             Mode::Chat => Some(Protocol::Chat),
+            Mode::Web => Some(Protocol::Web),
             Mode::Redis => Some(Protocol::Redis),
             Mode::Nats => Some(Protocol::Nats),
         }
@@ -295,7 +301,7 @@ fn workload(args: &Args, epoch: Instant) -> Result<Option<Box<dyn Workload>>, St
         ] {
             if given {
                 return Err(format!(
-                    "{option} is for the fan-out modes: chat, redis, nats"
+                    "{option} is for the fan-out modes: chat, web, redis, nats"
                 ));
             }
         }
@@ -314,11 +320,11 @@ fn workload(args: &Args, epoch: Instant) -> Result<Option<Box<dyn Workload>>, St
             per_conn,
         ))));
     };
-    if protocol == Protocol::Chat && connections < 2 && !args.idle {
+    if protocol.room() && connections < 2 && !args.idle {
         return Err("chat needs at least two clients (-c 2): one to send, one to receive".into());
     }
     let senders = args.senders.map_or(connections, |n| n as usize);
-    if protocol == Protocol::Chat && senders > connections {
+    if protocol.room() && senders > connections {
         return Err(format!(
             "--senders {senders} is more than the {connections} clients"
         ));

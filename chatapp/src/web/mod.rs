@@ -119,6 +119,17 @@ impl<H: Handler> Web<H> {
         &self.inner
     }
 
+    /// The inner handler, and the context to give it for a callback on `cx`.
+    fn wrapped<'a>(&'a mut self, cx: &'a mut dyn Context) -> (&'a mut H, Framed<'a>) {
+        let Web {
+            inner,
+            config,
+            scratch,
+            ..
+        } = self;
+        (inner, Framed::new(cx, &config.listeners, scratch))
+    }
+
     /// Whether `id` came from a web listener.
     fn is_web(&self, cx: &dyn Context, id: ConnId) -> bool {
         matches!(cx.origin(id), Some(Origin::Accepted(l)) if self.config.listeners.contains(&l))
@@ -160,13 +171,7 @@ impl<H: Handler> Web<H> {
                     }
                     conn.stage = Stage::Open;
                     self.sockets.insert(id);
-                    let Web {
-                        inner,
-                        config,
-                        scratch,
-                        ..
-                    } = self;
-                    let mut framed = Framed::new(cx, &config.listeners, scratch);
+                    let (inner, mut framed) = self.wrapped(cx);
                     inner.on_open(&mut framed, id, &mut conn.inner);
                     // A client may send frames right behind its handshake.
                     return self.on_frames(cx, id, conn, input);
@@ -223,20 +228,17 @@ impl<H: Handler> Web<H> {
                         return self.fail(cx, id, conn, CloseCode::Invalid);
                     }
                     self.line.extend_from_slice(b"\n");
-                    let Web {
-                        inner,
-                        config,
-                        scratch,
-                        line,
-                        ..
-                    } = self;
-                    let mut framed = Framed::new(cx, &config.listeners, scratch);
-                    inner.on_data(&mut framed, id, &mut conn.inner, &mut Input::new(line));
-                    if !self.line.is_empty() {
+                    // Out of `self` for the call, and back, capacity and all.
+                    let mut line = std::mem::take(&mut self.line);
+                    let (inner, mut framed) = self.wrapped(cx);
+                    inner.on_data(&mut framed, id, &mut conn.inner, &mut Input::new(&mut line));
+                    let held = !line.is_empty();
+                    line.clear();
+                    self.line = line;
+                    if held {
                         // Held back (flood control, or its reader is
                         // behind): the frame waits in the input, and so
                         // do the fragments before it.
-                        self.line.clear();
                         return;
                     }
                     conn.message = None;
@@ -319,17 +321,8 @@ impl<H: Handler> Handler for Web<H> {
             };
             return;
         }
-        let Web {
-            inner,
-            config,
-            scratch,
-            ..
-        } = self;
-        inner.on_open(
-            &mut Framed::new(cx, &config.listeners, scratch),
-            id,
-            &mut conn.inner,
-        );
+        let (inner, mut framed) = self.wrapped(cx);
+        inner.on_open(&mut framed, id, &mut conn.inner);
     }
 
     fn on_data(
@@ -341,13 +334,7 @@ impl<H: Handler> Handler for Web<H> {
     ) {
         match conn.stage {
             Stage::Lines => {
-                let Web {
-                    inner,
-                    config,
-                    scratch,
-                    ..
-                } = self;
-                let mut framed = Framed::new(cx, &config.listeners, scratch);
+                let (inner, mut framed) = self.wrapped(cx);
                 inner.on_data(&mut framed, id, &mut conn.inner, input);
             }
             Stage::Http { .. } => self.on_request(cx, id, conn, input),
@@ -373,24 +360,13 @@ impl<H: Handler> Handler for Web<H> {
             }
             Stage::Closing(why) => why,
         };
-        let Web {
-            inner,
-            config,
-            scratch,
-            ..
-        } = self;
-        let mut framed = Framed::new(cx, &config.listeners, scratch);
+        let (inner, mut framed) = self.wrapped(cx);
         inner.on_close(&mut framed, id, conn.inner, reason);
     }
 
     fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
-        let Web {
-            inner,
-            config,
-            scratch,
-            ..
-        } = self;
-        inner.on_timer(&mut Framed::new(cx, &config.listeners, scratch), tag);
+        let (inner, mut framed) = self.wrapped(cx);
+        inner.on_timer(&mut framed, tag);
     }
 
     fn on_conn_timer(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn, tag: u64) {
@@ -401,13 +377,7 @@ impl<H: Handler> Handler for Web<H> {
                 cx.close(id);
             }
             Stage::Lines | Stage::Open => {
-                let Web {
-                    inner,
-                    config,
-                    scratch,
-                    ..
-                } = self;
-                let mut framed = Framed::new(cx, &config.listeners, scratch);
+                let (inner, mut framed) = self.wrapped(cx);
                 inner.on_conn_timer(&mut framed, id, &mut conn.inner, tag);
             }
             Stage::Closing(_) => {}
@@ -415,25 +385,15 @@ impl<H: Handler> Handler for Web<H> {
     }
 
     fn on_wake(&mut self, cx: &mut dyn Context, msg: Self::Message) {
-        let Web {
-            inner,
-            config,
-            scratch,
-            ..
-        } = self;
-        inner.on_wake(&mut Framed::new(cx, &config.listeners, scratch), msg);
+        let (inner, mut framed) = self.wrapped(cx);
+        inner.on_wake(&mut framed, msg);
     }
 
     /// The inner handler says goodbye, then every WebSocket is sent a
     /// close frame, 1001 (going away), after it.
     fn on_stop(&mut self, cx: &mut dyn Context) {
-        let Web {
-            inner,
-            config,
-            scratch,
-            ..
-        } = self;
-        inner.on_stop(&mut Framed::new(cx, &config.listeners, scratch));
+        let (inner, mut framed) = self.wrapped(cx);
+        inner.on_stop(&mut framed);
         self.out.clear();
         frames::close(&mut self.out, Some(CloseCode::Away));
         for &id in &self.sockets {

@@ -380,18 +380,26 @@ fn a_page_of_another_origin_cannot_open_a_websocket() {
 
 #[test]
 fn a_request_must_come_within_the_handshake_timeout() {
-    let mut h = web();
+    let mut h = web_with(ChatConfig {
+        greeting_timeout: TIMEOUT * 2,
+        ..ChatConfig::default()
+    });
     let slow = h.connect_to(WEB);
     h.receive(slow, "GET / HTTP/1.1\r\nHo");
-    let open = joined(&mut h);
+    let open = socket(&mut h);
     h.advance(TIMEOUT);
     assert_eq!(h.closed(slow), Some(CloseReason::Requested));
     assert_eq!(h.take(slow), b"");
+    // Its deadline ended at the upgrade: only the chat's greeting timeout
+    // is left, and it is later.
     assert_eq!(
         h.closed(open),
         None,
         "an open WebSocket has no such deadline"
     );
+    h.advance(TIMEOUT);
+    let timeout = Got::Text("ERR timeout: say Hi first".into());
+    assert_eq!(frames(&mut h, open), [timeout, Got::Close(Some(1008))]);
 }
 
 #[test]

@@ -133,6 +133,16 @@ fn a_web_user_and_a_line_user_chat_both_ways() {
 }
 
 #[test]
+fn frames_right_behind_the_handshake_are_read() {
+    let mut h = web();
+    let id = h.connect_to(WEB);
+    h.receive(id, [HANDSHAKE.as_bytes(), &text("Hi")].concat());
+    let answer = h.take(id);
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&answer[at..at + 7], b"\x81\x05Hello");
+}
+
+#[test]
 fn a_broadcast_is_framed_once_for_every_web_user() {
     let mut h = web();
     let sockets: Vec<ConnId> = (0..3).map(|_| joined(&mut h)).collect();

@@ -114,11 +114,6 @@ impl<H: Handler> Web<H> {
         }
     }
 
-    /// The inner handler.
-    pub fn inner(&self) -> &H {
-        &self.inner
-    }
-
     /// The inner handler, and the context to give it for a callback on `cx`.
     fn wrapped<'a>(&'a mut self, cx: &'a mut dyn Context) -> (&'a mut H, Framed<'a>) {
         let Web {

@@ -103,6 +103,26 @@ fn a_burst_past_the_flood_budget_all_arrives_in_order() {
 }
 
 #[test]
+fn a_stop_is_the_shutdown_notice_then_a_close_frame_1001() {
+    for bin in [SERVER2, SERVER3] {
+        let (mut server, web) = start(bin);
+        let mut browser = open(web);
+        browser.send(Message::text("Hi")).unwrap();
+        assert_eq!(text(&mut browser), "Hello");
+        text(&mut browser); // the welcome
+        server.sigterm();
+        assert_eq!(text(&mut browser), "* server shutting down");
+        match browser.read().expect("a close frame") {
+            Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Away, "{bin}"),
+            other => panic!("{bin}: expected a close frame, got {other:?}"),
+        }
+        // Gone at once, rather than at the end of the server's lingering close.
+        drop(browser);
+        server.expect_exit_success();
+    }
+}
+
+#[test]
 fn http_errors() {
     for bin in [SERVER2, SERVER3] {
         let (_server, web) = start(bin);

@@ -86,7 +86,7 @@ enum Stage {
     Lines,
     /// A web connection before its upgrade: HTTP requests, until
     /// `deadline` (the handshake timeout).
-    Http { deadline: Option<TimerId> },
+    Http { deadline: TimerId },
     /// An open WebSocket: the inner handler has opened it.
     Open,
     /// A WebSocket the adapter closed (a protocol error, or the client's
@@ -158,10 +158,7 @@ impl<H: Handler> Web<H> {
                     self.out.clear();
                     http::write_upgrade(&mut self.out, &accept);
                     cx.send(id, &self.out);
-                    if let Stage::Http {
-                        deadline: Some(deadline),
-                    } = conn.stage
-                    {
+                    if let Stage::Http { deadline } = conn.stage {
                         cx.cancel_timer(deadline);
                     }
                     conn.stage = Stage::Open;
@@ -311,9 +308,7 @@ impl<H: Handler> Handler for Web<H> {
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, conn: &mut Self::Conn) {
         if self.is_web(cx, id) {
             let deadline = cx.set_conn_timer(id, self.config.handshake_timeout, 0);
-            conn.stage = Stage::Http {
-                deadline: Some(deadline),
-            };
+            conn.stage = Stage::Http { deadline };
             return;
         }
         let (inner, mut framed) = self.wrapped(cx);

@@ -15,8 +15,11 @@
 //! fragments, and the inner handler's own state: frames are read from the
 //! driver's input as it comes and left there while the inner handler holds
 //! back (flood control, a backlogged reader), so a held line is neither lost
-//! nor read twice, and an idle WebSocket costs about what an idle line
-//! client does.
+//! nor read twice. An idle WebSocket costs about what an idle line client
+//! does: with the chat, 64 bytes of state beside the connection against a
+//! line client's 32, and an entry in the set of open WebSockets. (A
+//! `tungstenite::WebSocket` per connection would eagerly keep a 128 KiB
+//! read buffer.)
 
 mod framed;
 mod frames;

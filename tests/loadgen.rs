@@ -22,7 +22,12 @@ const SERVER4: &str = env!("CARGO_BIN_EXE_server4");
 
 /// Runs loadgen against `server` with `args`.
 fn loadgen(server: &Server, args: &[&str]) -> Output {
-    let port = server.addr().port().to_string();
+    loadgen_on(server.addr().port(), args)
+}
+
+/// Runs loadgen against the server at `port` with `args`.
+fn loadgen_on(port: u16, args: &[&str]) -> Output {
+    let port = port.to_string();
     let mut argv = vec![port.as_str()];
     argv.extend(args);
     run(LOADGEN, &argv, b"")
@@ -104,6 +109,26 @@ fn chat_delivers_every_message_to_every_other_client() {
         "--json",
     ];
     let report = report(&loadgen(&server, &args));
+    assert_eq!(report["sent"], 5 * 20);
+    assert_eq!(report["completed"], 5 * 20 * 4);
+}
+
+#[test]
+fn the_room_over_websockets_delivers_every_message_to_every_other_client() {
+    let server = Server::start(SERVER3, &["--web-port", "0"]);
+    let args = [
+        "--mode",
+        "web",
+        "-c",
+        "5",
+        "-n",
+        "20",
+        "--pipeline",
+        "2",
+        "--json",
+    ];
+    let report = report(&loadgen_on(server.web_addr().port(), &args));
+    assert_eq!(report["mode"], "web");
     assert_eq!(report["sent"], 5 * 20);
     assert_eq!(report["completed"], 5 * 20 * 4);
 }

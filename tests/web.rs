@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 
 use common::{connect, ChatClient, Server};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -23,16 +23,9 @@ fn start(bin: &str) -> (Server, SocketAddr) {
 
 /// Starts `bin` with a web port and `args`.
 fn start_with(bin: &str, args: &[&str]) -> (Server, SocketAddr) {
-    // A port free a moment ago: the server's announcement is checked
-    // against it, so a port taken meanwhile fails loudly, not wrongly.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let port_arg = port.to_string();
-    let server = Server::start(bin, &[&["--web-port", &port_arg][..], args].concat());
-    server.expect_transcript(&format!("listening on http://127.0.0.1:{port}/"));
-    (server, SocketAddr::from(([127, 0, 0, 1], port)))
+    let server = Server::start(bin, &[&["--web-port", "0"][..], args].concat());
+    let web = server.web_addr();
+    (server, web)
 }
 
 /// Opens the WebSocket at `addr`, every read and write bounded.

@@ -27,6 +27,7 @@ pub struct Server {
     addr: SocketAddr,
     /// Where it serves TLS, if it was started with `--tls-port`.
     tls_addr: Option<SocketAddr>,
+    web_addr: Option<SocketAddr>,
     /// The server's stdin: the chat servers' operator console.
     console: ChildStdin,
     /// The lines of stdout after `listening on …` (the chat servers'
@@ -45,17 +46,23 @@ impl Server {
         let (mut server, stderr) = Server::spawn(bin, args);
         server.stderr = Some(thread::spawn(move || read_all(stderr)));
         server.await_address(bin);
+        // The other endpoints' lines, in the order the servers print them.
         if args.contains(&"--tls-port") {
-            let line = server
-                .stdout
-                .recv_timeout(TIMEOUT)
-                .expect("a second endpoint");
-            let addr = line.strip_prefix("listening on tls://").unwrap_or_else(|| {
-                panic!("expected `listening on tls://IP:PORT`, got {line:?}");
-            });
-            server.tls_addr = Some(addr.parse().expect("an IP:PORT"));
+            server.tls_addr = Some(server.endpoint("listening on tls://", ""));
+        }
+        if args.contains(&"--web-port") {
+            server.web_addr = Some(server.endpoint("listening on http://", "/"));
         }
         server
+    }
+
+    /// The address of the next endpoint line, `BEFORE` IP:PORT `AFTER`.
+    fn endpoint(&self, before: &str, after: &str) -> SocketAddr {
+        let line = self.stdout.recv_timeout(TIMEOUT).expect("an endpoint line");
+        line.strip_prefix(before)
+            .and_then(|rest| rest.strip_suffix(after))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("expected `{before}IP:PORT{after}`, got {line:?}"))
     }
 
     /// Starts `bin` like [`start`](Server::start), except that its stderr is
@@ -86,6 +93,7 @@ impl Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls_addr: None,
+            web_addr: None,
             console,
             stdout: read_lines(stdout),
             stderr: None,
@@ -119,6 +127,12 @@ impl Server {
     /// Where the server serves TLS (it was started with `--tls-port`).
     pub fn tls_addr(&self) -> SocketAddr {
         self.tls_addr.expect("started with --tls-port")
+    }
+
+    /// Where the server serves HTTP and WebSocket (it was started with
+    /// `--web-port`).
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web_addr.expect("started with --web-port")
     }
 
     /// Types `line` on the server's console (its stdin).

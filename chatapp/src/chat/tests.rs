@@ -1255,6 +1255,27 @@ fn an_unfinished_telnet_command_does_not_count_towards_the_line_length() {
 
 // Rooms.
 
+/// Sends `line` from `id`, and returns what `id` is sent back.
+fn ask(h: &mut Harness<Chat>, id: ConnId, line: &str) -> String {
+    h.receive(id, format!("{line}\n"));
+    h.take_text(id)
+}
+
+/// A chat with `config` and `n` clients that greeted, `user1` to `user<n>`,
+/// with every output and the transcript taken.
+fn greeted(config: ChatConfig, n: usize) -> (Harness<Chat>, Transcript, Vec<ConnId>) {
+    let (mut h, transcript) = chat_with(config);
+    let ids: Vec<ConnId> = (0..n).map(|_| h.connect()).collect();
+    for &id in &ids {
+        h.receive(id, "Hi\n");
+    }
+    for &id in &ids {
+        h.take(id);
+    }
+    transcript.take();
+    (h, transcript, ids)
+}
+
 /// Moves each of `movers` to `room` with `/join`, and takes what each of
 /// `everyone` was sent, and the transcript.
 fn move_to(
@@ -1279,21 +1300,24 @@ fn a_join_is_a_leave_in_the_old_room_and_a_join_in_the_new() {
     let [alice, bob, carol] = ids[..] else {
         unreachable!()
     };
-    h.receive(alice, "/join #rust\n");
-    assert_eq!(h.take_text(alice), "* you are now in #rust\n");
+    assert_eq!(
+        ask(&mut h, alice, "/join #rust"),
+        "* you are now in #rust\n"
+    );
     assert_eq!(h.take_text(bob), "* alice left\n");
     assert_eq!(h.take_text(carol), "* alice left\n");
     assert_eq!(transcript.take(), "* alice left\n#rust * alice joined\n");
 
-    h.receive(bob, "/join #rust\n");
-    assert_eq!(h.take_text(bob), "* you are now in #rust\n");
+    assert_eq!(ask(&mut h, bob, "/join #rust"), "* you are now in #rust\n");
     assert_eq!(h.take_text(alice), "* bob joined\n");
     assert_eq!(h.take_text(carol), "* bob left\n");
     assert_eq!(transcript.take(), "* bob left\n#rust * bob joined\n");
 
     // Back to the lobby: the same two notices, the other way round.
-    h.receive(alice, "/join #lobby\n");
-    assert_eq!(h.take_text(alice), "* you are now in #lobby\n");
+    assert_eq!(
+        ask(&mut h, alice, "/join #lobby"),
+        "* you are now in #lobby\n"
+    );
     assert_eq!(h.take_text(bob), "* alice left\n");
     assert_eq!(h.take_text(carol), "* alice joined\n");
     assert_eq!(transcript.take(), "#rust * alice left\n* alice joined\n");
@@ -1344,18 +1368,18 @@ fn msg_reaches_a_nick_in_any_room() {
 fn who_lists_the_askers_room_only() {
     let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
     move_to(&mut h, &transcript, &ids, &ids[1..], "#Rust");
-    h.receive(ids[0], "/who\n");
-    assert_eq!(h.take_text(ids[0]), "* 1 online: alice\n");
-    h.receive(ids[2], "/who\n");
-    assert_eq!(h.take_text(ids[2]), "* 2 online in #Rust: bob, carol\n");
+    assert_eq!(ask(&mut h, ids[0], "/who"), "* 1 online: alice\n");
+    assert_eq!(
+        ask(&mut h, ids[2], "/who"),
+        "* 2 online in #Rust: bob, carol\n"
+    );
     assert_eq!(transcript.take(), "");
 }
 
 #[test]
 fn rooms_lists_every_room_the_lobby_first_with_its_count() {
     let (mut h, transcript, ids) = room(&["alice", "bob", "carol", "dave"]);
-    h.receive(ids[0], "/rooms\n");
-    assert_eq!(h.take_text(ids[0]), "* 1 room: #lobby (4)\n");
+    assert_eq!(ask(&mut h, ids[0], "/rooms"), "* 1 room: #lobby (4)\n");
     move_to(&mut h, &transcript, &ids, &ids[1..3], "#rust");
     move_to(&mut h, &transcript, &ids, &ids[3..], "#Go");
     move_to(&mut h, &transcript, &ids, &ids[..1], "#ada");
@@ -1374,11 +1398,12 @@ fn a_room_that_empties_is_gone_and_made_anew_by_the_next_to_join() {
     move_to(&mut h, &transcript, &ids, &ids[..1], "#Rust");
     h.receive(ids[0], "bye\n");
     assert_eq!(transcript.take(), "#Rust * alice left\n");
-    h.receive(ids[1], "/rooms\n");
-    assert_eq!(h.take_text(ids[1]), "* 1 room: #lobby (1)\n");
+    assert_eq!(ask(&mut h, ids[1], "/rooms"), "* 1 room: #lobby (1)\n");
     // Spelled as its new maker spells it.
-    h.receive(ids[1], "/join #rust\n");
-    assert_eq!(h.take_text(ids[1]), "* you are now in #rust\n");
+    assert_eq!(
+        ask(&mut h, ids[1], "/join #rust"),
+        "* you are now in #rust\n"
+    );
     // The same when its last one moves out, or is cut off.
     h.receive(ids[1], "/join #go\n/rooms\n");
     assert_eq!(
@@ -1403,40 +1428,40 @@ fn room_names_follow_one_rule_and_ignore_case() {
         h.receive(ids[0], format!("/join {bad}\n"));
         assert_eq!(h.take_text(ids[0]), rule, "{bad:?}");
     }
-    h.receive(ids[0], "/join\n");
-    assert_eq!(h.take_text(ids[0]), "ERR usage: /join #NAME\n");
-    h.receive(ids[0], "/join #LOBBY\n");
-    assert_eq!(h.take_text(ids[0]), "ERR you are in #lobby already\n");
+    assert_eq!(ask(&mut h, ids[0], "/join"), "ERR usage: /join #NAME\n");
+    assert_eq!(
+        ask(&mut h, ids[0], "/join #LOBBY"),
+        "ERR you are in #lobby already\n"
+    );
     assert_eq!(h.take_text(ids[1]), "", "nobody moved");
 
     let longest = format!("#{}", "r".repeat(32));
     h.receive(ids[0], format!("/join {longest}\n/join #Rust\n"));
     h.take(ids[0]);
     h.take(ids[1]);
-    h.receive(ids[1], "/join #RUST\n");
-    assert_eq!(h.take_text(ids[1]), "* you are now in #Rust\n");
-    h.receive(ids[1], "/join #rust\n");
-    assert_eq!(h.take_text(ids[1]), "ERR you are in #Rust already\n");
-    h.receive(ids[1], "/rooms\n");
-    assert_eq!(h.take_text(ids[1]), "* 2 rooms: #lobby (0), #Rust (2)\n");
+    assert_eq!(
+        ask(&mut h, ids[1], "/join #RUST"),
+        "* you are now in #Rust\n"
+    );
+    assert_eq!(
+        ask(&mut h, ids[1], "/join #rust"),
+        "ERR you are in #Rust already\n"
+    );
+    assert_eq!(
+        ask(&mut h, ids[1], "/rooms"),
+        "* 2 rooms: #lobby (0), #Rust (2)\n"
+    );
     transcript.take();
 }
 
 #[test]
 fn a_new_room_past_the_limit_is_refused_in_one_line() {
-    let (mut h, transcript) = chat_with(ChatConfig {
+    let config = ChatConfig {
         max_rooms: 2,
         ..ChatConfig::default()
-    });
-    let ids: Vec<ConnId> = (0..3).map(|_| h.connect()).collect();
-    for &id in &ids {
-        h.receive(id, "Hi\n");
-    }
-    for &id in &ids {
-        h.take(id);
-    }
-    h.receive(ids[0], "/join #a\n");
-    assert_eq!(h.take_text(ids[0]), "* you are now in #a\n");
+    };
+    let (mut h, transcript, ids) = greeted(config, 3);
+    assert_eq!(ask(&mut h, ids[0], "/join #a"), "* you are now in #a\n");
     h.take(ids[1]);
     h.receive(ids[1], "/join #b\n");
     assert_eq!(
@@ -1444,8 +1469,7 @@ fn a_new_room_past_the_limit_is_refused_in_one_line() {
         "ERR too many rooms (max 2); /rooms lists them\n"
     );
     // A room that is there takes anyone.
-    h.receive(ids[1], "/join #A\n");
-    assert_eq!(h.take_text(ids[1]), "* you are now in #a\n");
+    assert_eq!(ask(&mut h, ids[1], "/join #A"), "* you are now in #a\n");
     // The last one in a room may leave it for a new one: they are no more.
     h.receive(ids[1], "/join #lobby\n");
     h.receive(ids[0], "/join #b\n");
@@ -1459,18 +1483,11 @@ fn a_new_room_past_the_limit_is_refused_in_one_line() {
 
 #[test]
 fn joins_and_leaves_are_told_by_the_size_of_each_room() {
-    let (mut h, transcript) = chat_with(ChatConfig {
+    let config = ChatConfig {
         announce_limit: 2,
         ..ChatConfig::default()
-    });
-    let ids: Vec<ConnId> = (0..3).map(|_| h.connect()).collect();
-    for &id in &ids {
-        h.receive(id, "Hi\n");
-    }
-    for &id in &ids {
-        h.take(id);
-    }
-    transcript.take();
+    };
+    let (mut h, transcript, ids) = greeted(config, 3);
     // The lobby had three with the one who goes: not told. #rust has one.
     h.receive(ids[0], "/join #rust\n");
     assert_eq!(h.take_text(ids[1]), "");

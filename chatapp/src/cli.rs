@@ -182,6 +182,13 @@ pub struct ChatArgs {
     #[arg(long, value_name = "LINES", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
+    /// Rooms there may be at once, 1 to 1000000, `#lobby` included (it is
+    /// always there); a `/join` that would make one more is answered
+    /// `ERR too many rooms`. A room is made by the first to join it and goes
+    /// when the last one leaves.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_CLIENTS))]
+    pub max_rooms: usize,
     /// Also serve the chat in a browser over HTTP on this port of the same
     /// host, 0 to 65535; 0 picks a free one. `GET /` is the chat page,
     /// `GET /ws` its WebSocket; web users are participants like any other.
@@ -275,6 +282,7 @@ impl ChatArgs {
             announce_limit: self.announce_limit,
             flood_rate: self.flood_rate,
             flood_burst: self.flood_burst,
+            max_rooms: self.max_rooms,
         }
     }
 }
@@ -709,6 +717,7 @@ mod tests {
         assert_eq!(parsed.announce_limit, defaults.announce_limit);
         assert_eq!(parsed.flood_rate, defaults.flood_rate);
         assert_eq!(parsed.flood_burst, defaults.flood_burst);
+        assert_eq!(parsed.max_rooms, defaults.max_rooms);
     }
 
     #[test]
@@ -730,6 +739,15 @@ mod tests {
         ] {
             assert!(parse(argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn max_rooms_is_1_to_a_million() {
+        let parse = |n| Cli::try_parse_from(["server", "h", "0", "--max-rooms", n]);
+        assert_eq!(parse("1").unwrap().chat.config(None).max_rooms, 1);
+        assert!(parse("1000000").is_ok());
+        assert!(parse("0").is_err(), "the lobby is always there");
+        assert!(parse("1000001").is_err());
     }
 
     #[test]

@@ -1,28 +1,30 @@
-//! The chat room behind server1, server2 and server3: one [`Chat`] handler,
+//! The chat rooms behind server1, server2 and server3: one [`Chat`] handler,
 //! whichever driver runs it (the reactor with one client at a time, a thread
 //! per client, or the reactor with many).
 //!
 //! The protocol it speaks is docs/protocol.md. In short: a client says `Hi`,
-//! is answered `Hello` and given a nick, and from then on every line it sends
-//! is either a command (`/nick`, `/who`, `/msg`, `/help`, `bye`) or a message
-//! relayed to everyone else as `<nick> text`. The operator types on the
-//! server's console, whose lines arrive as [`ConsoleLine`] messages; the
-//! server's transcript (everything said in the room) goes to a sink given to
+//! is answered `Hello`, given a nick and put in the room `#lobby`, and from
+//! then on every line it sends is either a command (`/nick`, `/join`,
+//! `/rooms`, `/who`, `/msg`, `/help`, `bye`) or a message relayed to everyone
+//! else in its room as `<nick> text`. The operator types on the server's
+//! console, whose lines arrive as [`ConsoleLine`] messages; the server's
+//! transcript (everything said in every room) goes to a sink given to
 //! [`Chat::new`].
 //!
 //! What is about one connection (how far it has got, its nick, its flood
 //! budget, its greeting's timers) is its [`Client`], which the driver keeps
 //! beside the connection and hands to each callback about it. The handler
-//! keeps what is about the room: `room`, the ids of those that greeted, in
-//! the order they joined, with their nicks beside them in `names`; and
-//! `nicks`, an index of the room by lower-cased nick, changed wherever a
-//! nick is given, changed or given up. A broadcast builds its line once
-//! into a [`Bytes`] and hands the same bytes to every recipient; nothing is
-//! allocated per recipient.
+//! keeps what is about the others: `rooms` (rooms.rs), who is in which
+//! room, in the order they came in; and `nicks`, an index of everyone by
+//! lower-cased nick, whatever their room, changed wherever a nick is given,
+//! changed or given up. A broadcast builds its line once into a [`Bytes`]
+//! and hands the same bytes to every member of the room; nothing is
+//! allocated per recipient, and nobody outside the room is looked at.
 
 mod clean;
 mod flood;
 mod nick;
+mod rooms;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +41,7 @@ use crate::telnet;
 use clean::clean;
 use flood::Budget;
 use nick::OPERATOR;
+use rooms::{Left, Moved, Room, RoomId, Rooms, LOBBY};
 
 /// The server's answer to `bye`.
 const BYE: &[u8] = b"Bye\n";
@@ -72,6 +75,11 @@ pub const GREETING_QUIET: Duration = Duration::from_millis(300);
 /// a row, then about once every 0.6 s.
 const RENAME_COST: u32 = 3;
 
+/// What a move to another room costs of a client's flood budget, in lines:
+/// as much as a rename, for the same reasons. It is told to two rooms, and
+/// a client hopping from room to room would fill them with notices.
+const MOVE_COST: u32 = RENAME_COST;
+
 /// A line also costs one more line of budget for each this many bytes. A
 /// budget of lines alone let a client relay its lines' full length at the
 /// allowed rate: 30 lines of 4,096 invalid bytes are 370 KB to every
@@ -83,20 +91,24 @@ const BYTES_PER_LINE: usize = 512;
 /// The answer to `/help`.
 const HELP: &[u8] = b"\
 * /nick NAME       change your nick: 1-32 letters, digits, _ or -
-* /who             list who is online
-* /msg NICK text   send text to NICK alone
+* /join #ROOM      go to ROOM, made if new: # and 1-32 letters, digits, _ or -
+* /rooms           list the rooms and how many are in each
+* /who             list who is in your room
+* /msg NICK text   send text to NICK alone, in any room
 * /help            this list
 * bye              leave
-* any other line is sent to everyone as <your nick> line
+* any other line is sent to your room as <your nick> line
 ";
 
 /// The answer to `/help` typed on the console.
 const CONSOLE_HELP: &[u8] = b"\
-* /who         list who is online
-* /kick NICK   disconnect NICK
+* /who         list every room and who is in it
+* /rooms       list the rooms and how many are in each
+* /join #ROOM  send your lines to ROOM from now on (#lobby at first)
+* /kick NICK   disconnect NICK, in any room
 * /quit        stop the server
 * /help        this list
-* any other line is sent to everyone as <server> line
+* any other line is sent to your room as <server> line
 ";
 
 /// What can be set when a chat server starts.
@@ -128,6 +140,11 @@ pub struct ChatConfig {
     /// Flood control: lines a client may send at once, after a quiet
     /// moment, before `flood_rate` holds it back.
     pub flood_burst: u32,
+    /// The most rooms there may be at once, `#lobby` included; a `/join`
+    /// that would make one more is answered `ERR too many rooms (max N);
+    /// /rooms lists them`. Each room costs little, but every room is a line
+    /// of `/rooms` and a name someone can squat on.
+    pub max_rooms: usize,
 }
 
 impl Default for ChatConfig {
@@ -143,6 +160,9 @@ impl Default for ChatConfig {
             // conversation), and it is the script that waits, not the room.
             flood_rate: 5,
             flood_burst: 30,
+            // Rooms for a busy server's topics, and a `/rooms` answer that
+            // is still one line a client can read (about 40 KB at most).
+            max_rooms: 1000,
         }
     }
 }
@@ -208,21 +228,24 @@ const DEADLINE: u64 = 0;
 /// The tag of a client's quiet timer: the `Hi` it waited on is the greeting.
 const QUIET: u64 = 1;
 
-/// The chat handler: one room, everyone who greeted is in it.
+/// The chat handler: rooms, and everyone who greeted in one of them.
 ///
 /// What is about one connection is its [`Client`]; the handler keeps what
 /// a connection's callbacks must know about the others.
 pub struct Chat {
     config: ChatConfig,
-    /// The clients that greeted, in the order they joined: whom a broadcast
-    /// goes to, and the order `/who` lists them in.
-    room: Vec<ConnId>,
-    /// The nick of each in `room`, at the same place, for `/who` and
-    /// `/kick`: a callback is handed only its own connection's state.
-    names: Vec<Box<str>>,
-    /// Who in the room has which nick, keyed in lower case: nicks are unique
-    /// regardless of case. Greeting, `/nick`, `/msg` and `/kick` look here
-    /// rather than scan the room, which made filling a room quadratic.
+    /// The rooms, and who is in which: whom a line for a room goes to, and
+    /// the order `/who` lists them in.
+    rooms: Rooms,
+    /// The room the console's lines go to, as the operator last named it
+    /// with `/join` (or as the room was spelled, if it was there). The
+    /// console is no participant: it is in no room's list, and keeps no
+    /// room from going when its last participant leaves.
+    console_room: Box<str>,
+    /// Who has which nick, whatever their room, keyed in lower case: nicks
+    /// are unique regardless of case. Greeting, `/nick`, `/msg` and `/kick`
+    /// look here rather than scan the rooms, which made filling a room
+    /// quadratic.
     nicks: HashMap<Box<str>, ConnId>,
     /// The number of the last default nick given out, `user<N>`.
     last_user: u64,
@@ -230,12 +253,12 @@ pub struct Chat {
     refusal: Bytes,
     /// The flood budget from `config`; `None` with flood control off.
     flood: Option<Budget>,
-    /// Where everything said in the room is written for the operator.
+    /// Where everything said in every room is written for the operator.
     transcript: Box<dyn Write + Send>,
 }
 
 impl Chat {
-    /// An empty room that writes its transcript to `transcript` (the
+    /// An empty lobby that writes its transcript to `transcript` (the
     /// server's stdout, say). It is written on the thread that runs the
     /// handler, so a sink that blocks (a pipe nobody reads) holds up the
     /// whole chat: give it a terminal, a file, or a reader that keeps up.
@@ -243,9 +266,9 @@ impl Chat {
         let refusal = Bytes::from(format!("{}\n", config.busy_message));
         let flood = Budget::new(config.flood_rate, config.flood_burst);
         Chat {
+            rooms: Rooms::new(config.max_rooms),
             config,
-            room: Vec::new(),
-            names: Vec::new(),
+            console_room: LOBBY.into(),
             nicks: HashMap::new(),
             last_user: 0,
             refusal,
@@ -351,7 +374,7 @@ impl Chat {
     }
 
     /// Gives the client `id`, which said `Hi`, its nick, and lets it into
-    /// the room; returns the nick.
+    /// the lobby; returns the nick.
     fn greet(&mut self, cx: &mut dyn Context, id: ConnId) -> Box<str> {
         let nick = self.default_nick();
         tracing::info!(peer = ?cx.peer_addr(id), "{nick} joined");
@@ -361,12 +384,10 @@ impl Chat {
             self.config.max_line
         );
         cx.send(id, welcome.as_bytes());
-        // Told to the room before joining it: the newcomer has its welcome.
-        let joined = Bytes::from(format!("* {nick} joined\n"));
-        self.announce(cx, &joined, &joined);
-        self.room.push(id);
-        self.names.push(nick.clone());
+        let lobby = self.rooms.enter(id, &nick);
         self.nicks.insert(nick.to_ascii_lowercase().into(), id);
+        let joined = Bytes::from(format!("* {nick} joined\n"));
+        self.announce_arrival(cx, id, lobby, &joined);
         nick
     }
 
@@ -381,11 +402,12 @@ impl Chat {
         }
     }
 
-    /// A message from `from`, called `nick`, relayed to everyone else and
-    /// the transcript.
+    /// A message from `from`, called `nick`, relayed to everyone else in its
+    /// room and to the transcript.
     fn relay(&mut self, cx: &mut dyn Context, from: ConnId, nick: &str, text: &str) {
-        let message = message(nick, text);
-        self.broadcast(cx, &message, Some(from));
+        if let Some(room) = self.rooms.room_of(from) {
+            self.broadcast(cx, room, &message(nick, text), Some(from));
+        }
     }
 
     /// A command from the client `id`, called `nick`: the line after its
@@ -400,8 +422,14 @@ impl Chat {
         let (name, args) = split_command(command);
         match name.to_ascii_lowercase().as_str() {
             "nick" => return self.rename(cx, id, nick, args),
+            "join" => return self.join(cx, id, nick, args),
+            "rooms" => {
+                cx.send(id, &self.list_rooms());
+            }
             "who" => {
-                cx.send(id, &self.who());
+                if let Some(room) = self.rooms.room_of(id).and_then(|r| self.rooms.get(r)) {
+                    cx.send(id, &who(room));
+                }
             }
             "msg" => self.private(cx, id, nick, args),
             "help" => {
@@ -430,23 +458,64 @@ impl Chat {
         let old = std::mem::replace(nick, new.into());
         self.nicks.remove(&*old.to_ascii_lowercase());
         self.nicks.insert(new.to_ascii_lowercase().into(), id);
-        if let Some(seat) = self.seat(id) {
-            self.names[seat] = new.into();
-        }
+        self.rooms.rename(id, new);
         let notice = Bytes::from(format!("* {old} is now {new}\n"));
+        let Some(room) = self.rooms.room_of(id) else {
+            return RENAME_COST;
+        };
         // Like a join, told to the room only while it is small enough; the
         // changer is always told, as the answer to its command.
-        if self.room.len() <= self.config.announce_limit {
-            self.broadcast(cx, &notice, None);
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|room| room.len() <= self.config.announce_limit)
+        {
+            self.broadcast(cx, room, &notice, None);
         } else {
             cx.send(id, &notice);
-            self.transcribe(&notice);
+            self.transcribe_in(room, &notice);
         }
         RENAME_COST
     }
 
-    /// `/msg NICK text` from `from`, called `nick`: to one client, marked
-    /// private, and not in the transcript.
+    /// `/join NAME` from `id`, called `nick`: a move from its room to the
+    /// one called `name`, told to both as a leave and a join. Returns what it
+    /// cost of the flood budget: a refusal is a line, a move [`MOVE_COST`].
+    fn join(&mut self, cx: &mut dyn Context, id: ConnId, nick: &str, name: &str) -> u32 {
+        let Moved { from, to } = match self.rooms.join(id, nick, name) {
+            Ok(moved) => moved,
+            Err(why) => {
+                cx.send(id, format!("ERR {why}\n").as_bytes());
+                return 1;
+            }
+        };
+        tracing::debug!("{nick} moved from {} to {name}", from.name);
+        let left = Bytes::from(format!("* {nick} left\n"));
+        self.announce_departure(cx, &from, &left, &left);
+        if let Some(room) = self.rooms.get(to) {
+            cx.send(id, format!("* you are now in {}\n", room.name()).as_bytes());
+        }
+        let joined = Bytes::from(format!("* {nick} joined\n"));
+        self.announce_arrival(cx, id, to, &joined);
+        MOVE_COST
+    }
+
+    /// `* N rooms: #lobby (2), #rust (1)`: every room, the lobby first, with
+    /// how many are in it.
+    fn list_rooms(&self) -> Bytes {
+        let rooms = self.rooms.list();
+        let plural = if rooms.len() == 1 { "" } else { "s" };
+        let mut line = format!("* {} room{plural}:", rooms.len());
+        for (i, room) in rooms.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            line += &format!("{comma} {} ({})", room.name(), room.len());
+        }
+        line.push('\n');
+        exact(line)
+    }
+
+    /// `/msg NICK text` from `from`, called `nick`: to one client, in any
+    /// room, marked private, and not in the transcript.
     fn private(&mut self, cx: &mut dyn Context, from: ConnId, nick: &str, args: &str) {
         let Some((to, text)) = args.split_once(char::is_whitespace) else {
             cx.send(from, b"ERR usage: /msg NICK text\n");
@@ -462,17 +531,8 @@ impl Chat {
         );
     }
 
-    /// `* N online: a, b, c`, in the order they joined. The operator is not a
-    /// client, so `server` is never listed.
-    fn who(&self) -> Bytes {
-        if self.names.is_empty() {
-            return Bytes::from_static(b"* 0 online\n");
-        }
-        let names = self.names.join(", ");
-        exact(format!("* {} online: {names}\n", self.names.len()))
-    }
-
-    /// A line typed on the console: a command, or a message from `server`.
+    /// A line typed on the console: a command, or a message from `server`
+    /// to the console's room.
     fn on_console(&mut self, cx: &mut dyn Context, line: &str) {
         // Cleaning also takes off the line's end, if the reader left it on.
         let text = clean(line.as_bytes());
@@ -481,15 +541,25 @@ impl Chat {
             return;
         }
         let Some(command) = trimmed.strip_prefix('/') else {
-            self.broadcast(cx, &message(OPERATOR, &text), None);
+            let message = message(OPERATOR, &text);
+            match self.rooms.find(&self.console_room) {
+                Some(room) => self.broadcast(cx, room, &message, None),
+                // Nobody is in it: the transcript alone hears the operator.
+                None => transcribe(&mut *self.transcript, &self.console_room, &message),
+            }
             return;
         };
         let (name, args) = split_command(command);
         match name.to_ascii_lowercase().as_str() {
             "who" => {
-                let who = self.who();
+                let who = self.who_everywhere();
                 self.transcribe(&who);
             }
+            "rooms" => {
+                let rooms = self.list_rooms();
+                self.transcribe(&rooms);
+            }
+            "join" => self.console_join(args),
             "kick" => self.kick(cx, args),
             // `on_stop` follows and says goodbye.
             "quit" => cx.stop(),
@@ -498,7 +568,42 @@ impl Chat {
         }
     }
 
-    /// `/kick NICK` on the console.
+    /// The console's `/who`: the `/who` line of every room someone is in,
+    /// the lobby first; `* 0 online` if nobody is anywhere.
+    fn who_everywhere(&self) -> Bytes {
+        let mut lines = BytesMut::new();
+        for room in self.rooms.list() {
+            if room.len() > 0 {
+                lines.extend_from_slice(&who(room));
+            }
+        }
+        if lines.is_empty() {
+            return Bytes::from_static(b"* 0 online\n");
+        }
+        lines.freeze()
+    }
+
+    /// `/join NAME` on the console: its lines go to that room from now on.
+    /// The console is no participant, so it neither makes a room nor counts
+    /// against the limit: until someone is in the room, what it says there
+    /// reaches the transcript alone.
+    fn console_join(&mut self, name: &str) {
+        if let Err(why) = rooms::check(name) {
+            self.transcribe(format!("ERR {why}\n").as_bytes());
+            return;
+        }
+        let here = self.rooms.find(name).and_then(|r| self.rooms.get(r));
+        let name: Box<str> = here.map_or(name, Room::name).into();
+        if name.eq_ignore_ascii_case(&self.console_room) {
+            let already = rooms::JoinError::AlreadyIn(name);
+            self.transcribe(format!("ERR {already}\n").as_bytes());
+            return;
+        }
+        self.transcribe(format!("* you are now in {name}\n").as_bytes());
+        self.console_room = name;
+    }
+
+    /// `/kick NICK` on the console, whatever room NICK is in.
     fn kick(&mut self, cx: &mut dyn Context, nick: &str) {
         if nick.is_empty() {
             self.transcribe(b"ERR usage: /kick NICK\n");
@@ -514,99 +619,108 @@ impl Chat {
         }
     }
 
-    /// Sends `id` its `last` line and closes it; if it was in the room, the
-    /// others are told `* NICK left` at once rather than when the driver
-    /// reports the close, which may be seconds later, and the transcript
-    /// why, if there is an `aside` to say.
+    /// Sends `id` its `last` line and closes it; if it was in a room, the
+    /// others there are told `* NICK left` at once rather than when the
+    /// driver reports the close, which may be seconds later, and the
+    /// transcript why, if there is an `aside` to say.
     fn dismiss(&mut self, cx: &mut dyn Context, id: ConnId, last: Bytes, aside: Option<&str>) {
         cx.send(id, &last);
         cx.close(id);
         self.leave(cx, id, "left", aside);
     }
 
-    /// If `id` is in the room, takes it out, and tells the others
+    /// If `id` is in a room, takes it out, and tells the others there
     /// `* NICK {how}`, and the transcript the same, or `* NICK {how}
     /// ({aside})` if there is an aside: the room is told who left, the
     /// operator also why.
     fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str, aside: Option<&str>) {
-        let Some(nick) = self.unseat(id) else {
+        let Some(left) = self.unseat(id) else {
             return;
         };
+        let nick = &left.nick;
         let notice = Bytes::from(format!("* {nick} {how}\n"));
         match aside {
-            None => self.announce(cx, &notice, &notice),
+            None => self.announce_departure(cx, &left, &notice, &notice),
             Some(aside) => {
                 let told = format!("* {nick} {how} ({aside})\n");
-                self.announce(cx, &notice, told.as_bytes());
+                self.announce_departure(cx, &left, &notice, told.as_bytes());
             }
         }
     }
 
-    /// A join or a leave, made while the one who comes or goes is not in
-    /// `room`: `notice` is told to the room if it is small enough (see
-    /// [`ChatConfig::announce_limit`]), and `told` (usually the same line)
-    /// always to the transcript. (`rename` makes the same choice for a nick
-    /// change.)
-    fn announce(&mut self, cx: &mut dyn Context, notice: &Bytes, told: &[u8]) {
-        if self.room.len() < self.config.announce_limit {
-            self.tell_room(cx, notice, None);
+    /// A join, made once the newcomer `id` is in `room`: `notice` is told
+    /// to the others there if the room is small enough (see
+    /// [`ChatConfig::announce_limit`]), and always to the transcript.
+    /// (`rename` makes the same choice for a nick change.)
+    fn announce_arrival(&mut self, cx: &mut dyn Context, id: ConnId, room: RoomId, notice: &Bytes) {
+        let Some(members) = self.rooms.get(room) else {
+            return;
+        };
+        if members.len() <= self.config.announce_limit {
+            tell_room(cx, members, notice, Some(id));
         }
-        self.transcribe(told);
+        self.transcribe_in(room, notice);
     }
 
-    /// Where `id` is in `room`, and its nick in `names`, if it is in the room.
-    fn seat(&self, id: ConnId) -> Option<usize> {
-        self.room.iter().position(|&member| member == id)
+    /// A leave, made once the one who went is out of its room: `notice` is
+    /// told to the room if it is small enough, counting the one who went,
+    /// and `told` (usually the same line) always to the transcript, under
+    /// the room's name even if the room went with its last participant.
+    fn announce_departure(
+        &mut self,
+        cx: &mut dyn Context,
+        left: &Left,
+        notice: &Bytes,
+        told: &[u8],
+    ) {
+        if let Some(room) = self.rooms.get(left.room) {
+            if room.len() < self.config.announce_limit {
+                tell_room(cx, room, notice, None);
+            }
+        }
+        transcribe(&mut *self.transcript, &left.name, told);
     }
 
-    /// Takes `id` out of the room; returns its nick if it was in it. Once
-    /// out, a client cannot leave twice: this is what makes `* NICK left`
-    /// come exactly once, whether this handler closed the client (and told
-    /// the room then) or the driver reports that it went.
-    fn unseat(&mut self, id: ConnId) -> Option<Box<str>> {
-        let seat = self.seat(id)?;
-        // Keeps the join order for `/who`; a leave is O(n) anyway, like the
-        // notice that follows it.
-        self.room.remove(seat);
-        let nick = self.names.remove(seat);
-        self.nicks.remove(&*nick.to_ascii_lowercase());
-        Some(nick)
+    /// Takes `id` out of its room and gives up its nick; says who left
+    /// where, if it was in a room. Once out, a client cannot leave twice:
+    /// this is what makes `* NICK left` come exactly once, whether this
+    /// handler closed the client (and told the room then) or the driver
+    /// reports that it went.
+    fn unseat(&mut self, id: ConnId) -> Option<Left> {
+        let left = self.rooms.leave(id)?;
+        self.nicks.remove(&*left.nick.to_ascii_lowercase());
+        Some(left)
     }
 
-    /// Sends `line` to everyone in the room but `except`, and writes it to
+    /// Sends `line` to everyone in `room` but `except`, and writes it to
     /// the transcript.
-    fn broadcast(&mut self, cx: &mut dyn Context, line: &Bytes, except: Option<ConnId>) {
-        self.tell_room(cx, line, except);
-        self.transcribe(line);
-    }
-
-    /// Sends `line` to everyone in the room but `except`.
-    fn tell_room(&self, cx: &mut dyn Context, line: &Bytes, except: Option<ConnId>) {
-        // The room is a list, so "everyone but one" is the two slices either
-        // side of that one: no list of recipients to build.
-        match except.and_then(|id| self.room.iter().position(|&member| member == id)) {
-            Some(i) => {
-                cx.send_many(&self.room[..i], line);
-                cx.send_many(&self.room[i + 1..], line);
-            }
-            None => {
-                cx.send_many(&self.room, line);
-            }
+    fn broadcast(
+        &mut self,
+        cx: &mut dyn Context,
+        room: RoomId,
+        line: &Bytes,
+        except: Option<ConnId>,
+    ) {
+        if let Some(members) = self.rooms.get(room) {
+            tell_room(cx, members, line, except);
+            transcribe(&mut *self.transcript, members.name(), line);
         }
     }
 
-    /// Appends `line` to the transcript. Errors are ignored: the transcript
-    /// is for the operator to watch, and a closed stdout must not take the
-    /// chat down with it. Flushed at once, so that it can be followed live
-    /// whatever the sink buffers.
-    fn transcribe(&mut self, line: &[u8]) {
-        let _ = self
-            .transcript
-            .write_all(line)
-            .and_then(|()| self.transcript.flush());
+    /// Writes `line`, said in `room`, to the transcript.
+    fn transcribe_in(&mut self, room: RoomId, line: &[u8]) {
+        if let Some(room) = self.rooms.get(room) {
+            transcribe(&mut *self.transcript, room.name(), line);
+        }
     }
 
-    /// Who in the room is called `nick`, ignoring case.
+    /// Appends `line`, which belongs to no room (the answer to a console
+    /// command, the shutdown notice), to the transcript.
+    fn transcribe(&mut self, line: &[u8]) {
+        transcribe(&mut *self.transcript, LOBBY, line);
+    }
+
+    /// Who is called `nick`, ignoring case, in any room.
     fn find(&self, nick: &str) -> Option<ConnId> {
         self.nicks.get(&*nick.to_ascii_lowercase()).copied()
     }
@@ -690,9 +804,12 @@ impl Handler for Chat {
     }
 
     fn on_stop(&mut self, cx: &mut dyn Context) {
-        // To the room only: a client that has not been sent `Hello` is owed
-        // nothing else first.
-        self.broadcast(cx, &Bytes::from_static(SHUTTING_DOWN), None);
+        // To the participants only, in every room: a client that has not
+        // been sent `Hello` is owed nothing else first.
+        for room in self.rooms.list() {
+            cx.send_many(room.members(), SHUTTING_DOWN);
+        }
+        self.transcribe(SHUTTING_DOWN);
     }
 
     /// The driver counts connections, by address too (`--max-per-ip` is
@@ -769,6 +886,49 @@ fn why(reason: CloseReason) -> Option<&'static str> {
         CloseReason::OutputLimit => Some("not reading"),
         CloseReason::Idle => Some("idle"),
     }
+}
+
+/// Sends `line` to everyone in `room` but `except`.
+fn tell_room(cx: &mut dyn Context, room: &Room, line: &Bytes, except: Option<ConnId>) {
+    for members in room.others(except) {
+        cx.send_many(members, line);
+    }
+}
+
+/// Appends `line`, said in the room called `room`, to `transcript`: after
+/// the room's name and a space, unless the room is the lobby, whose lines
+/// are written as they were before there were rooms (`#rust <alice> hi`,
+/// but `<alice> hi` in the lobby). Errors are ignored: the transcript is
+/// for the operator to watch, and a closed stdout must not take the chat
+/// down with it. Flushed at once, so that it can be followed live whatever
+/// the sink buffers.
+fn transcribe(transcript: &mut dyn Write, room: &str, line: &[u8]) {
+    let mut write = || {
+        if room != LOBBY {
+            transcript.write_all(room.as_bytes())?;
+            transcript.write_all(b" ")?;
+        }
+        transcript.write_all(line)?;
+        transcript.flush()
+    };
+    let _ = write();
+}
+
+/// `/who` in `room`: `* N online: a, b, c` in the lobby, `* N online in
+/// #NAME: a, b, c` in another room, in the order they came in; `* 0 online`
+/// in an empty lobby. The operator is not a client, so `server` is never
+/// listed.
+fn who(room: &Room) -> Bytes {
+    if room.len() == 0 {
+        return Bytes::from_static(b"* 0 online\n");
+    }
+    let names = room.nicks().join(", ");
+    let count = room.len();
+    exact(if room.is_lobby() {
+        format!("* {count} online: {names}\n")
+    } else {
+        format!("* {count} online in {}: {names}\n", room.name())
+    })
 }
 
 /// `<nick> text` and its newline: a message, built once into a buffer of

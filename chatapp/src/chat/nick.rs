@@ -40,10 +40,7 @@ impl fmt::Display for BadNick {
 pub(super) fn check(name: &str) -> Result<(), BadNick> {
     if name.is_empty() {
         Err(BadNick::Missing)
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    } else if !name.bytes().all(is_name_byte) {
         Err(BadNick::BadCharacter)
     } else if name.len() > MAX_NICK {
         Err(BadNick::TooLong)
@@ -52,6 +49,12 @@ pub(super) fn check(name: &str) -> Result<(), BadNick> {
     } else {
         Ok(())
     }
+}
+
+/// Whether `b` may be in a nick (or a room's name, after its `#`): an
+/// ASCII letter, a digit, `_` or `-`.
+pub(super) fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
 #[cfg(test)]

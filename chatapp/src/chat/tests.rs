@@ -1252,3 +1252,358 @@ fn an_unfinished_telnet_command_does_not_count_towards_the_line_length() {
     assert_eq!(h.closed(alice), None);
     assert!(h.take_text(bob).ends_with("<user2> abcd\n"));
 }
+
+// Rooms.
+
+/// Sends `line` from `id`, and returns what `id` is sent back.
+fn ask(h: &mut Harness<Chat>, id: ConnId, line: &str) -> String {
+    h.receive(id, format!("{line}\n"));
+    h.take_text(id)
+}
+
+/// A chat with `config` and `n` clients that greeted, `user1` to `user<n>`,
+/// with every output and the transcript taken.
+fn greeted(config: ChatConfig, n: usize) -> (Harness<Chat>, Transcript, Vec<ConnId>) {
+    let (mut h, transcript) = chat_with(config);
+    let ids: Vec<ConnId> = (0..n).map(|_| h.connect()).collect();
+    for &id in &ids {
+        h.receive(id, "Hi\n");
+    }
+    for &id in &ids {
+        h.take(id);
+    }
+    transcript.take();
+    (h, transcript, ids)
+}
+
+/// Moves each of `movers` to `room` with `/join`, and takes what each of
+/// `everyone` was sent, and the transcript.
+fn move_to(
+    h: &mut Harness<Chat>,
+    transcript: &Transcript,
+    everyone: &[ConnId],
+    movers: &[ConnId],
+    room: &str,
+) {
+    for &id in movers {
+        h.receive(id, format!("/join {room}\n"));
+    }
+    for &id in everyone {
+        h.take(id);
+    }
+    transcript.take();
+}
+
+#[test]
+fn a_join_is_a_leave_in_the_old_room_and_a_join_in_the_new() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    let [alice, bob, carol] = ids[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        ask(&mut h, alice, "/join #rust"),
+        "* you are now in #rust\n"
+    );
+    assert_eq!(h.take_text(bob), "* alice left\n");
+    assert_eq!(h.take_text(carol), "* alice left\n");
+    assert_eq!(transcript.take(), "* alice left\n#rust * alice joined\n");
+
+    assert_eq!(ask(&mut h, bob, "/join #rust"), "* you are now in #rust\n");
+    assert_eq!(h.take_text(alice), "* bob joined\n");
+    assert_eq!(h.take_text(carol), "* bob left\n");
+    assert_eq!(transcript.take(), "* bob left\n#rust * bob joined\n");
+
+    // Back to the lobby: the same two notices, the other way round.
+    assert_eq!(
+        ask(&mut h, alice, "/join #lobby"),
+        "* you are now in #lobby\n"
+    );
+    assert_eq!(h.take_text(bob), "* alice left\n");
+    assert_eq!(h.take_text(carol), "* alice joined\n");
+    assert_eq!(transcript.take(), "#rust * alice left\n* alice joined\n");
+}
+
+#[test]
+fn messages_nick_changes_and_leaves_stay_in_their_room() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    let [alice, bob, carol] = ids[..] else {
+        unreachable!()
+    };
+    move_to(&mut h, &transcript, &ids, &[alice, bob], "#rust");
+    h.receive(alice, "hi rust\n");
+    h.receive(carol, "hi lobby\n");
+    assert_eq!(h.take_text(bob), "<alice> hi rust\n");
+    assert_eq!(h.take_text(alice), "");
+    assert_eq!(h.take_text(carol), "");
+    assert_eq!(
+        transcript.take(),
+        "#rust <alice> hi rust\n<carol> hi lobby\n"
+    );
+
+    h.receive(bob, "/nick bobby\n");
+    assert_eq!(h.take_text(alice), "* bob is now bobby\n");
+    assert_eq!(h.take_text(bob), "* bob is now bobby\n");
+    assert_eq!(h.take_text(carol), "");
+    h.receive(bob, "bye\n");
+    assert_eq!(h.take_text(alice), "* bobby left\n");
+    assert_eq!(h.take_text(carol), "");
+    assert_eq!(
+        transcript.take(),
+        "#rust * bob is now bobby\n#rust * bobby left\n"
+    );
+}
+
+#[test]
+fn msg_reaches_a_nick_in_any_room() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    move_to(&mut h, &transcript, &ids, &ids[..1], "#rust");
+    h.receive(ids[1], "/msg ALICE psst\n");
+    assert_eq!(h.take_text(ids[0]), "<bob> (private) psst\n");
+    h.receive(ids[0], "/msg bob back\n");
+    assert_eq!(h.take_text(ids[1]), "<alice> (private) back\n");
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn who_lists_the_askers_room_only() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    move_to(&mut h, &transcript, &ids, &ids[1..], "#Rust");
+    assert_eq!(ask(&mut h, ids[0], "/who"), "* 1 online: alice\n");
+    assert_eq!(
+        ask(&mut h, ids[2], "/who"),
+        "* 2 online in #Rust: bob, carol\n"
+    );
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn rooms_lists_every_room_the_lobby_first_with_its_count() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol", "dave"]);
+    assert_eq!(ask(&mut h, ids[0], "/rooms"), "* 1 room: #lobby (4)\n");
+    move_to(&mut h, &transcript, &ids, &ids[1..3], "#rust");
+    move_to(&mut h, &transcript, &ids, &ids[3..], "#Go");
+    move_to(&mut h, &transcript, &ids, &ids[..1], "#ada");
+    h.receive(ids[0], "/ROOMS\n");
+    assert_eq!(
+        h.take_text(ids[0]),
+        "* 4 rooms: #lobby (0), #ada (1), #Go (1), #rust (2)\n",
+        "the lobby is there even empty; the others by name, ignoring case"
+    );
+    assert_eq!(transcript.take(), "");
+}
+
+#[test]
+fn a_room_that_empties_is_gone_and_made_anew_by_the_next_to_join() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    move_to(&mut h, &transcript, &ids, &ids[..1], "#Rust");
+    h.receive(ids[0], "bye\n");
+    assert_eq!(transcript.take(), "#Rust * alice left\n");
+    assert_eq!(ask(&mut h, ids[1], "/rooms"), "* 1 room: #lobby (1)\n");
+    // Spelled as its new maker spells it.
+    assert_eq!(
+        ask(&mut h, ids[1], "/join #rust"),
+        "* you are now in #rust\n"
+    );
+    // The same when its last one moves out, or is cut off.
+    h.receive(ids[1], "/join #go\n/rooms\n");
+    assert_eq!(
+        h.take_text(ids[1]),
+        "* you are now in #go\n* 2 rooms: #lobby (0), #go (1)\n"
+    );
+    h.disconnect(ids[1]);
+    assert_eq!(
+        transcript.take(),
+        "* bob left\n#rust * bob joined\n#rust * bob left\n#go * bob joined\n#go * bob left\n"
+    );
+    h.post(ConsoleLine("/rooms".to_string()));
+    assert_eq!(transcript.take(), "* 1 room: #lobby (0)\n");
+}
+
+#[test]
+fn room_names_follow_one_rule_and_ignore_case() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    let rule = "ERR a room name is # and 1-32 letters, digits, _ or -\n";
+    let long = format!("#{}", "r".repeat(33));
+    for bad in ["rust", "#", "#ru st", "#rüst", "#a.b", "##", &long] {
+        h.receive(ids[0], format!("/join {bad}\n"));
+        assert_eq!(h.take_text(ids[0]), rule, "{bad:?}");
+    }
+    assert_eq!(ask(&mut h, ids[0], "/join"), "ERR usage: /join #NAME\n");
+    assert_eq!(
+        ask(&mut h, ids[0], "/join #LOBBY"),
+        "ERR you are in #lobby already\n"
+    );
+    assert_eq!(h.take_text(ids[1]), "", "nobody moved");
+
+    let longest = format!("#{}", "r".repeat(32));
+    h.receive(ids[0], format!("/join {longest}\n/join #Rust\n"));
+    h.take(ids[0]);
+    h.take(ids[1]);
+    assert_eq!(
+        ask(&mut h, ids[1], "/join #RUST"),
+        "* you are now in #Rust\n"
+    );
+    assert_eq!(
+        ask(&mut h, ids[1], "/join #rust"),
+        "ERR you are in #Rust already\n"
+    );
+    assert_eq!(
+        ask(&mut h, ids[1], "/rooms"),
+        "* 2 rooms: #lobby (0), #Rust (2)\n"
+    );
+    transcript.take();
+}
+
+#[test]
+fn a_new_room_past_the_limit_is_refused_in_one_line() {
+    let config = ChatConfig {
+        max_rooms: 2,
+        ..ChatConfig::default()
+    };
+    let (mut h, transcript, ids) = greeted(config, 3);
+    assert_eq!(ask(&mut h, ids[0], "/join #a"), "* you are now in #a\n");
+    h.take(ids[1]);
+    h.receive(ids[1], "/join #b\n");
+    assert_eq!(
+        h.take_text(ids[1]),
+        "ERR too many rooms (max 2); /rooms lists them\n"
+    );
+    // A room that is there takes anyone.
+    assert_eq!(ask(&mut h, ids[1], "/join #A"), "* you are now in #a\n");
+    // The last one in a room may leave it for a new one: they are no more.
+    h.receive(ids[1], "/join #lobby\n");
+    h.receive(ids[0], "/join #b\n");
+    assert!(h.take_text(ids[0]).ends_with("* you are now in #b\n"));
+    h.receive(ids[2], "/join #c\n");
+    assert!(h
+        .take_text(ids[2])
+        .ends_with("ERR too many rooms (max 2); /rooms lists them\n"));
+    transcript.take();
+}
+
+#[test]
+fn joins_and_leaves_are_told_by_the_size_of_each_room() {
+    let config = ChatConfig {
+        announce_limit: 2,
+        ..ChatConfig::default()
+    };
+    let (mut h, transcript, ids) = greeted(config, 3);
+    // The lobby had three with the one who goes: not told. #rust has one.
+    h.receive(ids[0], "/join #rust\n");
+    assert_eq!(h.take_text(ids[1]), "");
+    h.take(ids[0]);
+    // Now it has two with the one who goes, and #rust two with the one who comes.
+    h.receive(ids[1], "/join #rust\n");
+    assert_eq!(h.take_text(ids[2]), "* user2 left\n");
+    assert_eq!(h.take_text(ids[0]), "* user2 joined\n");
+    assert_eq!(
+        transcript.take(),
+        "* user1 left\n#rust * user1 joined\n* user2 left\n#rust * user2 joined\n",
+        "the transcript has them all"
+    );
+}
+
+#[test]
+fn a_move_costs_as_much_as_a_rename() {
+    let (mut h, _) = chat_with(ChatConfig {
+        flood_burst: 5,
+        ..ChatConfig::default()
+    });
+    let alice = h.connect();
+    let bob = h.connect();
+    h.receive(bob, "Hi\n/join #rust\n");
+    h.receive(alice, "Hi\n/join #rust\none\ntwo\n");
+    h.take(alice);
+    // Hi, the move (3) and `one` spent the 5: `two` waits a line's time.
+    assert!(h.take_text(bob).ends_with("* user2 joined\n<user2> one\n"));
+    h.advance(Duration::from_millis(199));
+    assert_eq!(h.take_text(bob), "");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.take_text(bob), "<user2> two\n");
+}
+
+#[test]
+fn help_lists_join_and_rooms() {
+    let (mut h, transcript, ids) = room(&["alice"]);
+    h.receive(ids[0], "/help\n");
+    let help = h.take_text(ids[0]);
+    assert!(help.contains("* /join #ROOM "), "{help}");
+    assert!(help.contains("* /rooms "), "{help}");
+    h.post(ConsoleLine("/help".to_string()));
+    let help = transcript.take();
+    for command in ["/join #ROOM", "/rooms", "/who", "/kick NICK"] {
+        assert!(help.contains(command), "{command}: {help}");
+    }
+}
+
+#[test]
+fn the_console_joins_rooms_and_speaks_in_its_own() {
+    let (mut h, transcript, ids) = room(&["alice", "bob"]);
+    move_to(&mut h, &transcript, &ids, &ids[..1], "#Rust");
+    h.post(ConsoleLine("/join #rust".to_string()));
+    assert_eq!(transcript.take(), "* you are now in #Rust\n");
+    h.post(ConsoleLine("hello rust".to_string()));
+    assert_eq!(h.take_text(ids[0]), "<server> hello rust\n");
+    assert_eq!(h.take_text(ids[1]), "", "not in the lobby");
+    assert_eq!(transcript.take(), "#Rust <server> hello rust\n");
+    h.post(ConsoleLine("/join #RUST".to_string()));
+    assert_eq!(transcript.take(), "ERR you are in #Rust already\n");
+    h.post(ConsoleLine("/join rust".to_string()));
+    assert_eq!(
+        transcript.take(),
+        "ERR a room name is # and 1-32 letters, digits, _ or -\n"
+    );
+
+    // A room nobody is in: the console makes none, and only the transcript
+    // hears it there, until someone comes.
+    h.post(ConsoleLine("/join #empty".to_string()));
+    h.post(ConsoleLine("anyone?".to_string()));
+    assert_eq!(
+        transcript.take(),
+        "* you are now in #empty\n#empty <server> anyone?\n"
+    );
+    h.post(ConsoleLine("/rooms".to_string()));
+    assert_eq!(transcript.take(), "* 2 rooms: #lobby (1), #Rust (1)\n");
+    h.receive(ids[1], "/join #empty\n");
+    h.post(ConsoleLine("welcome".to_string()));
+    assert_eq!(
+        h.take_text(ids[1]),
+        "* you are now in #empty\n<server> welcome\n"
+    );
+    assert_eq!(h.take_text(ids[0]), "");
+}
+
+#[test]
+fn the_consoles_who_lists_every_room_and_kick_reaches_any() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol", "dave"]);
+    move_to(&mut h, &transcript, &ids, &ids[1..3], "#rust");
+    h.post(ConsoleLine("/who".to_string()));
+    assert_eq!(
+        transcript.take(),
+        "* 2 online: alice, dave\n* 2 online in #rust: bob, carol\n"
+    );
+    h.post(ConsoleLine("/kick CAROL".to_string()));
+    assert_eq!(h.take_text(ids[2]), "ERR kicked by the operator\n");
+    assert_eq!(h.closed(ids[2]), Some(CloseReason::Requested));
+    assert_eq!(h.take_text(ids[1]), "* carol was kicked\n");
+    assert_eq!(h.take_text(ids[0]), "", "not in #rust");
+    assert_eq!(transcript.take(), "#rust * carol was kicked\n");
+
+    // An empty lobby has no line of its own.
+    move_to(&mut h, &transcript, &ids, &[ids[0], ids[3]], "#rust");
+    h.post(ConsoleLine("/who".to_string()));
+    assert_eq!(transcript.take(), "* 3 online in #rust: bob, alice, dave\n");
+}
+
+#[test]
+fn the_shutdown_notice_reaches_every_room_once() {
+    let (mut h, transcript, ids) = room(&["alice", "bob", "carol"]);
+    move_to(&mut h, &transcript, &ids, &ids[1..2], "#rust");
+    move_to(&mut h, &transcript, &ids, &ids[2..], "#go");
+    h.stop();
+    for &id in &ids {
+        assert_eq!(h.take_text(id), "* server shutting down\n");
+        assert_eq!(h.closed(id), Some(CloseReason::Shutdown));
+    }
+    assert_eq!(transcript.take(), "* server shutting down\n");
+}

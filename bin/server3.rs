@@ -6,12 +6,13 @@ use chatapp::web::Web;
 use clap::Parser;
 use reactor::Reactor;
 
-/// Chat server: all clients in one room, served by one thread with epoll.
+/// Chat server: clients in rooms, served by one thread with epoll.
 ///
 /// A client greets with `Hi` and is answered `Hello`; each line it sends
-/// then goes to everyone else as `<nick> line`. See docs/protocol.md.
-/// Lines typed on stdin go to everyone from `server` (/help lists the
-/// console commands, /quit stops); stdout is the chat transcript, stderr
+/// then goes to everyone else in its room as `<nick> line` (every client
+/// starts in `#lobby`; `/join #name` moves it). See docs/protocol.md.
+/// Lines typed on stdin go to the console's room from `server` (/help
+/// lists the console commands, /quit stops); stdout is the chat transcript, stderr
 /// the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
 ///
 /// With --web-port the room is also open to browsers: `GET /` is the chat

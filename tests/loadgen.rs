@@ -166,6 +166,44 @@ fn batches_are_for_the_fan_out_modes() {
     );
 }
 
+#[test]
+fn connections_are_spread_over_the_servers_in_turn() {
+    let (first, first_count) = counting_echo();
+    let (second, second_count) = counting_echo();
+    let servers = format!("{first},{second}");
+    let args = ["--servers", &servers, "-c", "5", "-n", "20", "--json"];
+    let report = report(&run(LOADGEN, &args, b""));
+    assert_eq!(report["completed"], 5 * 20);
+    assert_eq!(report["addr"], format!("127.0.0.1:{servers}"));
+    assert_eq!(
+        (
+            first_count.lock().unwrap().clone(),
+            second_count.lock().unwrap().clone()
+        ),
+        (3, 2),
+        "connections 0, 2, 4 to the first, 1 and 3 to the second"
+    );
+}
+
+/// An echo server on a port of its own that counts the connections it
+/// accepts; its threads end when loadgen closes them.
+fn counting_echo() -> (u16, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&count);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream?;
+            *counted.lock().unwrap() += 1;
+            let mut out = stream.try_clone()?;
+            thread::spawn(move || std::io::copy(&mut stream, &mut out));
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    (port, count)
+}
+
 /// A NATS server just big enough for loadgen, on a port of its own: `INFO`
 /// on connect, `PONG` for `PING`, every `PUB room` to every connection that
 /// said `SUB room SID`, and `-ERR` for anything else, as NATS does. Its

@@ -70,8 +70,6 @@ pub trait Workload {
 
 /// How to run.
 pub struct Plan {
-    /// The server.
-    pub addr: SocketAddr,
     /// Local addresses to connect from, in turn; empty to let the kernel pick.
     pub sources: Vec<IpAddr>,
     /// Send for this long (or, idle, hold this long) rather than a count.
@@ -80,12 +78,23 @@ pub struct Plan {
     pub idle: bool,
     /// When the whole run must have ended.
     pub deadline: Instant,
-    /// The server's process, to measure its CPU time and memory.
-    pub server_pid: Option<u32>,
+    /// Where to connect: connection `n` goes to `addrs[n % addrs.len()]`,
+    /// so that one run can spread its clients over several servers.
+    pub addrs: Vec<SocketAddr>,
+    /// The servers' processes, to measure their CPU time and memory
+    /// (together, when there are several).
+    pub server_pids: Vec<u32>,
     /// Speak TLS, as this client.
     pub tls: Option<tls::Client>,
     /// Progress, or a hidden bar.
     pub progress: ProgressBar,
+}
+
+impl Plan {
+    /// Where connection `conn` connects to.
+    pub fn addr(&self, conn: usize) -> SocketAddr {
+        self.addrs[conn % self.addrs.len()]
+    }
 }
 
 /// What a run measured.
@@ -154,7 +163,7 @@ pub fn run(workload: &mut dyn Workload, plan: &Plan) -> Result<Outcome, Failure>
         while started < count && connecting < CONNECT_WINDOW {
             let source =
                 (!plan.sources.is_empty()).then(|| plan.sources[started % plan.sources.len()]);
-            net.connect(started, plan.addr, source)
+            net.connect(started, plan.addr(started), source)
                 .map_err(|e| Failure::Connect(e, connected))?;
             started += 1;
             connecting += 1;
@@ -288,7 +297,7 @@ impl Start {
     /// The CPU times of the server (if `plan` names it) and of loadgen now.
     pub fn now(plan: &Plan) -> Start {
         Start {
-            server: plan.server_pid.and_then(|pid| CpuTime::of(Some(pid)).ok()),
+            server: CpuTime::of_all(&plan.server_pids),
             own: CpuTime::of(None).unwrap_or_default(),
         }
     }
@@ -297,16 +306,20 @@ impl Start {
 /// The measurements taken when the run over `net` ends, against those taken
 /// when it started.
 pub fn finish(plan: &Plan, net: &Net, setup: Duration, elapsed: Duration, start: Start) -> Outcome {
-    let server_cpu = plan
-        .server_pid
-        .zip(start.server)
-        .and_then(|(pid, before)| Some(CpuTime::of(Some(pid)).ok()?.since(before)));
+    let server_cpu = start
+        .server
+        .and_then(|before| Some(CpuTime::of_all(&plan.server_pids)?.since(before)));
     Outcome {
         setup,
         elapsed,
         server_cpu,
         own_cpu: CpuTime::of(None).unwrap_or_default().since(start.own),
-        server_rss_kib: plan.server_pid.and_then(|pid| stats::rss_kib(pid).ok()),
+        server_rss_kib: plan
+            .server_pids
+            .iter()
+            .map(|&pid| stats::rss_kib(pid).ok())
+            .sum::<Option<u64>>()
+            .filter(|_| !plan.server_pids.is_empty()),
         tls: net.negotiated().map(str::to_string),
     }
 }

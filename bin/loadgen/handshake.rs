@@ -61,7 +61,7 @@ pub fn run(plan: &Plan, concurrency: usize, per_conn: Option<u64>) -> Result<Han
             let source = (!plan.sources.is_empty())
                 .then(|| plan.sources[counts.sent as usize % plan.sources.len()]);
             began[conn] = Instant::now();
-            net.connect(conn, plan.addr, source)
+            net.connect(conn, plan.addr(conn), source)
                 .map_err(|e| Failure::Connect(e, counts.completed as usize))?;
             counts.sent += 1;
         }

@@ -67,7 +67,18 @@ const SPARE_FILES: u64 = 32;
 )]
 struct Args {
     /// The server's port.
-    port: u16,
+    #[arg(required_unless_present = "servers")]
+    port: Option<u16>,
+    /// Spread the connections over several servers on --host, in turn
+    /// (`--servers 5000,5001`): a cluster of chat servers, measured as one.
+    /// Instead of PORT.
+    #[arg(
+        long,
+        value_name = "PORT,PORT",
+        value_delimiter = ',',
+        conflicts_with = "port"
+    )]
+    servers: Vec<u16>,
     /// The server's address. Only loopback addresses are accepted unless
     /// --allow-remote is given.
     #[arg(long, default_value = "127.0.0.1")]
@@ -121,8 +132,10 @@ struct Args {
     timeout: Option<Duration>,
     /// The server's process id: report its CPU time per message (from
     /// /proc/PID/stat, over the measured part of the run) and its memory.
-    #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    /// With several servers, their ids (`--server-pid 123,456`): the CPU
+    /// time and memory reported are their sum.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Connect from this many local addresses, 127.0.0.1, 127.0.0.2, …
     /// (IPv4 loopback servers only): each has about 28,000 ephemeral ports.
     #[arg(long, default_value_t = 1, value_name = "N",
@@ -211,7 +224,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let addr = resolve(&args.host, args.port)?;
+    let ports = args
+        .port
+        .map_or_else(|| args.servers.clone(), |port| vec![port]);
+    let addrs = ports
+        .iter()
+        .map(|&port| resolve(&args.host, port))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every server is on the same host: the first stands for it.
+    let addr = addrs[0];
+    // How the report names them: `127.0.0.1:5000`, or `127.0.0.1:5000,5001`.
+    let target = std::iter::once(addr.to_string())
+        .chain(ports[1..].iter().map(u16::to_string))
+        .collect::<Vec<_>>()
+        .join(",");
     if !addr.ip().is_loopback() && !args.allow_remote {
         return Err(format!(
             "{} is not a loopback address: pass --allow-remote to load another host",
@@ -252,12 +278,12 @@ fn run(args: &Args) -> Result<(), String> {
         ProgressBar::hidden()
     };
     let plan = Plan {
-        addr,
+        addrs,
         sources,
         duration: args.duration,
         idle: args.idle,
         deadline: epoch + timeout,
-        server_pid: args.server_pid,
+        server_pids: args.server_pid.clone(),
         tls,
         progress,
     };
@@ -276,14 +302,14 @@ fn run(args: &Args) -> Result<(), String> {
     };
     plan.progress.finish_and_clear();
     let (outcome, counts, latency) =
-        result.map_err(|failure| explain(failure, addr, total, timeout))?;
+        result.map_err(|failure| explain(failure, &target, total, timeout))?;
     let run = Run {
         connections,
         counts,
         latency: &latency,
         outcome: &outcome,
     };
-    report(&mut io::stdout().lock(), args, addr, &run)
+    report(&mut io::stdout().lock(), args, &target, &run)
         .map_err(|e| format!("cannot write the report: {e}"))
 }
 
@@ -381,7 +407,7 @@ fn raise_file_limit(connections: u64) -> Result<(), String> {
 
 /// A failed run as a sentence; `total` is how many messages (or
 /// handshakes) it was to complete, if known.
-fn explain(failure: Failure, addr: SocketAddr, total: Option<u64>, timeout: Duration) -> String {
+fn explain(failure: Failure, addr: &str, total: Option<u64>, timeout: Duration) -> String {
     match failure {
         Failure::Connect(e, connected) => {
             let hint = match e.raw_os_error() {
@@ -420,7 +446,7 @@ struct Run<'a> {
 }
 
 /// Writes what was measured to `out`, for people or (--json) for scripts.
-fn report(out: &mut dyn Write, args: &Args, addr: SocketAddr, run: &Run) -> io::Result<()> {
+fn report(out: &mut dyn Write, args: &Args, addr: &str, run: &Run) -> io::Result<()> {
     let (counts, outcome) = (run.counts, run.outcome);
     let seconds = outcome.elapsed.as_secs_f64();
     let rate = counts.completed as f64 / seconds;
@@ -436,7 +462,7 @@ fn report(out: &mut dyn Write, args: &Args, addr: SocketAddr, run: &Run) -> io::
         let value = serde_json::json!({
             "mode": args.mode.name(),
             "tls": outcome.tls,
-            "addr": addr.to_string(),
+            "addr": addr,
             "connections": run.connections,
             "senders": fanout.then(|| args.senders.unwrap_or(args.connections)),
             "size": args.size,

@@ -17,6 +17,19 @@ pub struct CpuTime {
 }
 
 impl CpuTime {
+    /// The CPU time of several processes together (`pids`, all of them
+    /// readable), or `None` if there are none.
+    pub fn of_all(pids: &[u32]) -> Option<CpuTime> {
+        let mut sum: Option<CpuTime> = None;
+        for &pid in pids {
+            let one = CpuTime::of(Some(pid)).ok()?;
+            let total = sum.get_or_insert_with(CpuTime::default);
+            total.user += one.user;
+            total.system += one.system;
+        }
+        sum
+    }
+
     /// Reads utime and stime of process `pid` (all its threads), or of
     /// loadgen itself, from `/proc/PID/stat`. They count in clock ticks,
     /// usually 10 ms: measure over seconds, not milliseconds.

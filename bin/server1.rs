@@ -2,6 +2,7 @@
 
 use chatapp::chat::ConsoleLine;
 use chatapp::cli::{self, ChatArgs, ServerArgs};
+use chatapp::web::Web;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use reactor::{Config, Reactor};
@@ -18,6 +19,11 @@ const BUSY: &str = "ERR busy: serving another client, try again later";
 /// served. Lines typed on stdin go to the client from `server` (/help lists
 /// the console commands, /quit stops); stdout is the chat transcript,
 /// stderr the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
+///
+/// With --web-port the one client may be a browser: `GET /` is the chat
+/// page, and its WebSocket (`/ws`) is a client like a TCP one, taking the
+/// one place while it is open. Every HTTP answer closes its connection, so
+/// that a page load holds the place only while it is answered.
 ///
 /// In a terminal the console has a prompt, line editing and history, and
 /// the transcript is printed above the line being typed.
@@ -46,12 +52,17 @@ fn main() {
         command.error(ErrorKind::ArgumentConflict, msg).exit();
     }
     let _log = cli::init_logging(args.chat.quiet_log(args.server.quiet));
-    let mut chat = args.chat.handler(Some(BUSY));
+    let plan = args.chat.plan(&args.server);
+    let mut web = args.chat.web_config(&args.server, &plan);
+    // A kept-alive page connection would hold the one place, and the
+    // page's WebSocket would be told the server is busy.
+    web.policy.keep_alive = false;
+    let mut chat = Web::new(args.chat.handler(Some(BUSY)), web);
     // One at a time is the event loop's connection limit set to one: the
     // loop answers a second client with the handler's busy line, at once.
     let config = Config {
         max_connections: 1,
         ..args.chat.loop_config(args.server.config())
     };
-    cli::serve::<Reactor<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
+    cli::serve_on::<Reactor<_>, _>(&args.server, &plan, config, &mut chat, Some(ConsoleLine));
 }

@@ -2,6 +2,7 @@
 
 use chatapp::chat::ConsoleLine;
 use chatapp::cli::{self, ChatArgs, ServerArgs};
+use chatapp::web::Web;
 use clap::Parser;
 use reactor::threaded::Threaded;
 
@@ -12,6 +13,9 @@ use reactor::threaded::Threaded;
 /// Lines typed on stdin go to everyone from `server` (/help lists the
 /// console commands, /quit stops); stdout is the chat transcript, stderr
 /// the log. SIGINT, SIGTERM or SIGHUP stops the server gracefully.
+///
+/// With --web-port the room is also open to browsers: `GET /` is the chat
+/// page, and its WebSocket (`/ws`) speaks the same lines.
 ///
 /// In a terminal the console has a prompt, line editing and history, and
 /// the transcript is printed above the line being typed.
@@ -27,7 +31,9 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let _log = cli::init_logging(args.chat.quiet_log(args.server.quiet));
-    let mut chat = args.chat.handler(None);
+    let plan = args.chat.plan(&args.server);
+    let web = args.chat.web_config(&args.server, &plan);
+    let mut chat = Web::new(args.chat.handler(None), web);
     let config = args.chat.loop_config(args.server.config());
-    cli::serve::<Threaded<_>, _>(&args.server, config, &mut chat, Some(ConsoleLine));
+    cli::serve_on::<Threaded<_>, _>(&args.server, &plan, config, &mut chat, Some(ConsoleLine));
 }

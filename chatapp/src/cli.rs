@@ -13,10 +13,11 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use reactor::{Config, Driver, Endpoint, Handler};
+use reactor::{Config, Driver, Endpoint, Handler, ListenerId};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 use crate::chat::{Chat, ChatConfig};
+use crate::web::{self, Policy, WebConfig};
 use crate::{console, tls};
 
 /// The exit statuses of every server, for the end of its `--help`.
@@ -55,7 +56,9 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "tls_port")]
     pub tls_key: Option<PathBuf>,
     /// Seconds a TLS client may take to finish its handshake, 1 to 60; then
-    /// it is closed, having cost nobody else anything.
+    /// it is closed, having cost nobody else anything. On the chat servers'
+    /// web ports, also the time an HTTP connection may take to open its
+    /// WebSocket (or be idle between requests) before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub handshake_timeout: u64,
@@ -97,6 +100,14 @@ impl ServerArgs {
             linger_timeout: Duration::from_secs(self.linger_timeout),
             ..defaults
         }
+    }
+
+    /// The listeners of a server without a web endpoint: the plain port,
+    /// and the TLS one if asked for.
+    pub fn plan(&self) -> Plan {
+        let mut listeners = vec![Listener::Plain(self.port)];
+        listeners.extend(self.tls_port.map(Listener::Tls));
+        Plan { listeners }
     }
 
     /// Resolves `host` and listens on the first of its addresses that works
@@ -171,6 +182,24 @@ pub struct ChatArgs {
     #[arg(long, value_name = "LINES", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
+    /// Also serve the chat in a browser over HTTP on this port of the same
+    /// host, 0 to 65535; 0 picks a free one. `GET /` is the chat page,
+    /// `GET /ws` its WebSocket; web users are participants like any other.
+    /// Printed after the other endpoints as `listening on http://IP:PORT/`.
+    #[arg(long, value_name = "PORT")]
+    pub web_port: Option<u16>,
+    /// The same over HTTPS (and WSS) on this port; 0 picks a free one.
+    /// Printed as `listening on https://IP:PORT/`. Needs --tls-cert and
+    /// --tls-key, which go with --tls-port.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
+    pub web_tls_port: Option<u16>,
+    /// Also let pages from ORIGIN (such as `https://chat.example.com`) open
+    /// the WebSocket; may be given more than once. By default only the
+    /// server's own page may: a page elsewhere could otherwise chat in the
+    /// name of whoever visits it. Clients that send no Origin (not
+    /// browsers) are let in.
+    #[arg(long, value_name = "ORIGIN", value_parser = parse_origin)]
+    pub web_origin: Vec<String>,
     /// Log joins (info) even when the console is a terminal. When stdin,
     /// stdout and stderr are all terminals, only warnings and errors are
     /// logged by default: the transcript shows the joins on the same screen.
@@ -192,9 +221,35 @@ impl ChatArgs {
         Chat::new(self.config(busy), console::transcript())
     }
 
+    /// The listeners of a chat server: `server`'s, then the web ones, each
+    /// if asked for.
+    pub fn plan(&self, server: &ServerArgs) -> Plan {
+        let mut plan = server.plan();
+        plan.listeners.extend(self.web_port.map(Listener::Web));
+        plan.listeners
+            .extend(self.web_tls_port.map(Listener::WebTls));
+        plan
+    }
+
+    /// How the web endpoint of `plan` is served: its listeners, the
+    /// origins allowed, the TLS handshake's timeout for the HTTP request
+    /// too, and the chat's line limit for a message. Keep-alive on.
+    pub fn web_config(&self, server: &ServerArgs, plan: &Plan) -> WebConfig {
+        WebConfig {
+            listeners: plan.web_ids(),
+            policy: Policy {
+                origins: self.web_origin.clone(),
+                keep_alive: true,
+            },
+            handshake_timeout: Duration::from_secs(server.handshake_timeout),
+            max_line: self.max_line as usize,
+        }
+    }
+
     /// The loop's limits for a chat server: `config` with room in the input
     /// buffer for a whole line of `--max-line`, its `\r\n` and the start of
-    /// a telnet command that may wait behind it. Otherwise, with `--max-line`
+    /// a telnet command that may wait behind it, or the header of a
+    /// WebSocket frame before it. Otherwise, with `--max-line`
     /// near the loop's input limit (64 KiB), a long line would cut the client
     /// off as `InputLimit` before the chat could answer `ERR line too long`.
     /// And `--max-per-ip` is the loop's `max_per_address`: the driver counts
@@ -203,7 +258,8 @@ impl ChatArgs {
         Config {
             max_input: config
                 .max_input
-                .max(self.max_line as usize + 2 + crate::telnet::MAX_UNFINISHED),
+                .max(self.max_line as usize + 2 + crate::telnet::MAX_UNFINISHED)
+                .max(self.max_line as usize + web::MAX_HEADER),
             // Counted by the driver, at the accept: before a TLS handshake.
             max_per_address: self.max_per_ip.map_or(usize::MAX, |n| n as usize),
             ..config
@@ -220,6 +276,68 @@ impl ChatArgs {
             flood_rate: self.flood_rate,
             flood_burst: self.flood_burst,
         }
+    }
+}
+
+/// One listener a server binds, with the port asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The line protocol in plain TCP.
+    Plain(u16),
+    /// The line protocol over TLS.
+    Tls(u16),
+    /// HTTP and WebSocket.
+    Web(u16),
+    /// HTTPS and WebSocket over TLS.
+    WebTls(u16),
+}
+
+impl Listener {
+    /// How it is announced: `listening on` and this, with the address.
+    fn announcement(self, addr: SocketAddr) -> String {
+        match self {
+            Listener::Plain(_) => format!("{addr}"),
+            Listener::Tls(_) => format!("tls://{addr}"),
+            Listener::Web(_) => format!("http://{addr}/"),
+            Listener::WebTls(_) => format!("https://{addr}/"),
+        }
+    }
+}
+
+/// The listeners a server binds, in the order it binds them: a driver
+/// numbers its listeners in the order it is given them, so the `n`th here
+/// is `ListenerId::nth(n)`. [`serve_on`] binds them in this order and
+/// checks the ids it is given; the web adapter is told the same ids with
+/// [`Plan::web_ids`]. Nothing is guessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Plain first, then TLS, web and web TLS, each if asked for.
+    pub listeners: Vec<Listener>,
+}
+
+impl Plan {
+    /// The ids the web listeners will have.
+    pub fn web_ids(&self) -> Vec<ListenerId> {
+        (0u32..)
+            .zip(&self.listeners)
+            .filter(|(_, l)| matches!(l, Listener::Web(_) | Listener::WebTls(_)))
+            .map(|(n, _)| ListenerId::nth(n))
+            .collect()
+    }
+}
+
+/// `--web-origin`: an origin as a browser sends it, `http://` or `https://`
+/// and a host with an optional port, without a path.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim_end_matches('/');
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => {
+            Ok(origin.to_owned())
+        }
+        _ => Err("expected an origin such as https://chat.example.com".to_owned()),
     }
 }
 
@@ -257,13 +375,29 @@ pub fn serve<D, H>(
     D: Driver<H>,
     H: Handler,
 {
-    if let Err(e) = try_serve::<D, H>(args, config, handler, console) {
+    serve_on::<D, H>(args, &args.plan(), config, handler, console);
+}
+
+/// [`serve`], binding the listeners of `plan`, in its order, on `args`'s
+/// host: the chat servers' web ports too.
+pub fn serve_on<D, H>(
+    args: &ServerArgs,
+    plan: &Plan,
+    config: Config,
+    handler: &mut H,
+    console: Option<fn(String) -> H::Message>,
+) where
+    D: Driver<H>,
+    H: Handler,
+{
+    if let Err(e) = try_serve::<D, H>(args, plan, config, handler, console) {
         fail(e);
     }
 }
 
 fn try_serve<D, H>(
     args: &ServerArgs,
+    plan: &Plan,
     config: Config,
     handler: &mut H,
     console: Option<fn(String) -> H::Message>,
@@ -290,24 +424,34 @@ where
         _ => None,
     };
     let mut driver = D::new(config)?;
-    let plain = driver.listen_on(args.bind()?, Endpoint::plain())?;
-    let secure = match (args.tls_port, tls) {
-        (Some(port), Some(tls)) => {
-            let endpoint = Endpoint {
+    let mut bound = Vec::new();
+    for (n, &listener) in (0u32..).zip(&plan.listeners) {
+        let (port, secure) = match listener {
+            Listener::Plain(port) | Listener::Web(port) => (port, false),
+            Listener::Tls(port) | Listener::WebTls(port) => (port, true),
+        };
+        let endpoint = match (secure, &tls) {
+            (false, _) => Endpoint::plain(),
+            (true, Some(tls)) => Endpoint {
                 handshake_timeout: Duration::from_secs(args.handshake_timeout),
-                ..Endpoint::tls(tls)
-            };
-            Some(driver.listen_on(args.bind_port(port)?, endpoint)?)
+                ..Endpoint::tls(tls.clone())
+            },
+            (true, None) => return Err("a TLS port needs --tls-cert and --tls-key".into()),
+        };
+        let id = driver.listen_on(args.bind_port(port)?, endpoint)?;
+        // The web adapter was told the ids of the plan: they must be these.
+        if id != ListenerId::nth(n) {
+            let expected = ListenerId::nth(n);
+            return Err(format!("expected {expected:?} to be bound as planned, got {id:?}").into());
         }
-        _ => None,
-    };
+        bound.push((listener, id));
+    }
     driver.stop_on_signals()?;
     // Only now: whoever waits for these lines may connect, or send a signal.
     // The plain endpoint first, in the form it always had.
-    let addr = |id| driver.local_addr(id).ok_or("a listener has no address");
-    announce("", addr(plain)?);
-    if let Some(secure) = secure {
-        announce("tls://", addr(secure)?);
+    for (listener, id) in bound {
+        let addr = driver.local_addr(id).ok_or("a listener has no address")?;
+        announce(&listener.announcement(addr));
     }
     // After the addresses: in a terminal the console draws its prompt at
     // once, and the addresses must not land after it.
@@ -462,13 +606,13 @@ fn lock_log() -> MutexGuard<'static, Option<LogWriter>> {
     LOG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Prints `listening on IP:PORT` (with `scheme` before the address, such
-/// as `tls://`) on stdout, at once: whoever started the server may be
-/// waiting for that line to learn the port.
-pub fn announce(scheme: &str, addr: SocketAddr) {
+/// Prints `listening on ENDPOINT` (`IP:PORT`, `tls://IP:PORT`,
+/// `http://IP:PORT/`) on stdout, at once: whoever started the server may
+/// be waiting for that line to learn the port.
+pub fn announce(endpoint: &str) {
     let mut out = io::stdout().lock();
     // A closed stdout is no reason to stop serving.
-    let _ = writeln!(out, "listening on {scheme}{addr}");
+    let _ = writeln!(out, "listening on {endpoint}");
     let _ = out.flush();
 }
 
@@ -545,7 +689,8 @@ mod tests {
     fn the_input_limit_holds_a_whole_line() {
         let cli = Cli::parse_from(["server", "localhost", "0", "--max-line", "65536"]);
         let config = cli.chat.loop_config(cli.server.config());
-        assert_eq!(config.max_input, 65_538 + crate::telnet::MAX_UNFINISHED);
+        // A whole frame of a message of that length: 14 bytes of header.
+        assert_eq!(config.max_input, 65_536 + web::MAX_HEADER);
         let cli = Cli::parse_from(["server", "localhost", "0"]);
         let config = cli.chat.loop_config(cli.server.config());
         assert_eq!(config.max_input, Config::default().max_input);
@@ -647,6 +792,40 @@ mod tests {
         );
         let err = args(&["nosuch.invalid", "0"]).bind().unwrap_err();
         assert_eq!(err.to_string(), "cannot resolve host 'nosuch.invalid'");
+    }
+
+    #[test]
+    fn the_web_ids_are_those_the_listeners_are_bound_with() {
+        let plan = |argv: &[&str]| {
+            let cli = Cli::parse_from(["server", "h", "0"].iter().chain(argv));
+            cli.chat.plan(&cli.server)
+        };
+        assert_eq!(plan(&[]).web_ids(), []);
+        assert_eq!(plan(&["--web-port", "0"]).web_ids(), [ListenerId::nth(1)]);
+        let tls = ["--tls-port", "0", "--tls-cert", "c", "--tls-key", "k"];
+        let both = plan(&[&tls[..], &["--web-port", "8", "--web-tls-port", "9"]].concat());
+        assert_eq!(
+            both.listeners,
+            [
+                Listener::Plain(0),
+                Listener::Tls(0),
+                Listener::Web(8),
+                Listener::WebTls(9)
+            ]
+        );
+        assert_eq!(both.web_ids(), [ListenerId::nth(2), ListenerId::nth(3)]);
+    }
+
+    #[test]
+    fn web_origins_are_origins() {
+        assert_eq!(
+            parse_origin("https://a.example/"),
+            Ok("https://a.example".into())
+        );
+        assert!(parse_origin("http://localhost:8080").is_ok());
+        for bad in ["a.example", "https://", "https://a.example/chat", "ftp://a"] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

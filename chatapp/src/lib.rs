@@ -4,7 +4,8 @@
 //! socket. [`cli`] holds the plumbing every server binary shares,
 //! [`console`] the operator's stdin and the transcript, and [`client`] the
 //! client's session. [`telnet`] takes telnet's commands out of the chat's
-//! input; lines are framed by `reactor::Input::next_line`.
+//! input; lines are framed by `reactor::Input::next_line`. [`web`] serves a
+//! line handler to browsers too, over HTTP and WebSocket.
 
 pub mod calc;
 pub mod chat;
@@ -14,3 +15,4 @@ pub mod console;
 pub mod echo;
 pub mod telnet;
 pub mod tls;
+pub mod web;

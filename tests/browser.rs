@@ -115,8 +115,15 @@ fn the_page_chats_with_a_tcp_client_and_shows_markup_as_text() {
     assert_eq!(after, title, "the message ran script");
 
     // A desktop's window, then a phone's: one column, and nothing wider
-    // than the screen, so no sideways scrolling.
+    // than the screen, so no sideways scrolling — not even for a word
+    // longer than the screen is wide, such as a hash.
     browser.screenshot(&target().join("browser.png"));
+    let hash = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    bob.send(&hash);
+    browser.wait_for(
+        "the long word",
+        &format!("{}.endsWith('{hash}')", last_message()),
+    );
     browser.set_window_size(390, 844);
     browser.wait_for("the phone's width", "window.innerWidth <= 400");
     let overflow = browser.execute(

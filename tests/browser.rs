@@ -35,12 +35,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const XSS: &str = r#"<img src=x onerror="document.title='pwned'">"#;
 
 #[test]
-fn the_page_chats_with_a_tcp_client_and_shows_markup_as_text() {
+fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
     if !have_chromium() {
         return;
     }
     let browser = Browser::start();
-    let (server, web) = start_server3();
+    let (mut server, web) = start_server3(free_port());
     let (mut bob, bob_nick) = ChatClient::join(server.addr());
 
     // The page greets by itself, and asks who is here.
@@ -137,6 +137,7 @@ fn the_page_chats_with_a_tcp_client_and_shows_markup_as_text() {
     // The server stops: the page says the connection is lost and that it
     // will come back by itself.
     server.sigterm();
+    server.expect_exit_success();
     browser.wait_for(
         "the lost connection",
         "document.getElementById('status').dataset.state === 'lost' \
@@ -149,18 +150,34 @@ fn the_page_chats_with_a_tcp_client_and_shows_markup_as_text() {
             text_of("#messages li")
         ),
     );
+
+    // A server on the same port again: the page comes back by itself, and
+    // takes its nick again.
+    let (server, _) = start_server3(web.port());
+    browser.wait_for(
+        "the page to come back as alice",
+        "document.getElementById('status').dataset.state === 'online' \
+         && document.getElementById('nick').value === 'alice'",
+    );
+    let (mut carol, carol_nick) = ChatClient::join(server.addr());
+    carol.send("/who");
+    carol.expect_line(&format!("* 2 online: alice, {carol_nick}"));
+    browser.wait_for(
+        "the who list of the new server",
+        &format!("{} === 'alice\\n{carol_nick}'", text_of("#who li")),
+    );
 }
 
-/// Starts server3 with a web port, and returns it and that port's address.
-fn start_server3() -> (Server, SocketAddr) {
-    // A port free a moment ago: the server's announcement is checked
-    // against it, so a port taken meanwhile fails loudly, not wrongly.
-    let port = free_port();
+/// Starts server3 with its web endpoint on `port`, and returns it and that
+/// endpoint's address.
+fn start_server3(port: u16) -> (Server, SocketAddr) {
     let server = Server::start(SERVER3, &["--web-port", &port.to_string()]);
     server.expect_transcript(&format!("listening on http://127.0.0.1:{port}/"));
     (server, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// A port free a moment ago: the server's announcement is checked against
+/// it, so a port taken meanwhile fails loudly, not wrongly.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -57,6 +57,18 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
         &format!("{} === '{bob_nick}\\n{nick}'", text_of("#who li")),
     );
 
+    // For the keyboard alone: the cursor starts where a line is typed, and
+    // every field has a label a screen reader can say.
+    browser.wait_for(
+        "the cursor in the message field",
+        "document.activeElement === document.getElementById('input')",
+    );
+    let unlabelled = browser.execute(
+        "return [...document.querySelectorAll('input')].filter(i => !i.labels.length).map(i => i.id)",
+        json!([]),
+    );
+    assert_eq!(unlabelled, json!([]), "fields without a label");
+
     // The nick field sends /nick, and the page follows the change.
     let field = browser.find("#nick");
     browser.clear(&field);

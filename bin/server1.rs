@@ -22,8 +22,9 @@ const BUSY: &str = "ERR busy: serving another client, try again later";
 ///
 /// With --web-port the one client may be a browser: `GET /` is the chat
 /// page, and its WebSocket (`/ws`) is a client like a TCP one, taking the
-/// one place while it is open. Every HTTP answer closes its connection, so
-/// that a page load holds the place only while it is answered.
+/// one place while it is open (a page load meanwhile is answered `503`).
+/// Every HTTP answer closes its connection, so that a page load holds the
+/// place only while it is answered.
 ///
 /// In a terminal the console has a prompt, line editing and history, and
 /// the transcript is printed above the line being typed.

@@ -18,13 +18,19 @@ const SERVER3: &str = env!("CARGO_BIN_EXE_server3");
 
 /// Starts `bin` with a web port; returns it and the web port's address.
 fn start(bin: &str) -> (Server, SocketAddr) {
+    start_with(bin, &[])
+}
+
+/// Starts `bin` with a web port and `args`.
+fn start_with(bin: &str, args: &[&str]) -> (Server, SocketAddr) {
     // A port free a moment ago: the server's announcement is checked
     // against it, so a port taken meanwhile fails loudly, not wrongly.
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let server = Server::start(bin, &["--web-port", &port.to_string()]);
+    let port_arg = port.to_string();
+    let server = Server::start(bin, &[&["--web-port", &port_arg][..], args].concat());
     server.expect_transcript(&format!("listening on http://127.0.0.1:{port}/"));
     (server, SocketAddr::from(([127, 0, 0, 1], port)))
 }
@@ -73,6 +79,46 @@ fn a_web_client_and_a_tcp_client_chat_both_ways() {
             text(&mut browser),
             format!("<{nick}> hello from a terminal")
         );
+    }
+}
+
+#[test]
+fn a_burst_past_the_flood_budget_all_arrives_in_order() {
+    for bin in [SERVER2, SERVER3] {
+        let args = ["--flood-burst", "5", "--flood-rate", "200"];
+        let (server, web) = start_with(bin, &args);
+        let (mut terminal, _) = ChatClient::join(server.addr());
+        let mut browser = open(web);
+        browser.send(Message::text("Hi")).unwrap();
+        assert_eq!(text(&mut browser), "Hello");
+        terminal.line(); // * user2 joined
+        for n in 0..40 {
+            browser.write(Message::text(format!("line {n}"))).unwrap();
+        }
+        browser.flush().unwrap();
+        for n in 0..40 {
+            terminal.expect_line(&format!("<user2> line {n}"));
+        }
+    }
+}
+
+#[test]
+fn a_stop_is_the_shutdown_notice_then_a_close_frame_1001() {
+    for bin in [SERVER2, SERVER3] {
+        let (mut server, web) = start(bin);
+        let mut browser = open(web);
+        browser.send(Message::text("Hi")).unwrap();
+        assert_eq!(text(&mut browser), "Hello");
+        text(&mut browser); // the welcome
+        server.sigterm();
+        assert_eq!(text(&mut browser), "* server shutting down");
+        match browser.read().expect("a close frame") {
+            Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Away, "{bin}"),
+            other => panic!("{bin}: expected a close frame, got {other:?}"),
+        }
+        // Gone at once, rather than at the end of the server's lingering close.
+        drop(browser);
+        server.expect_exit_success();
     }
 }
 

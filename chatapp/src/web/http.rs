@@ -3,7 +3,8 @@
 //! answers as bytes. Nothing here keeps state: a request is read whole from
 //! the input or left there until the rest comes.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::io::Write as _;
 
 use tungstenite::handshake::derive_accept_key;
 
@@ -184,13 +185,16 @@ pub(super) fn write(out: &mut Vec<u8>, answer: &Answer) {
         Status::Unavailable => (503, "Service Unavailable", "server busy", ""),
     };
     let (kind, body) = match answer.status {
-        Status::Page => ("text/html; charset=utf-8", body.to_owned()),
-        _ => ("text/plain; charset=utf-8", format!("{code} {body}\n")),
+        Status::Page => ("text/html; charset=utf-8", Cow::Borrowed(PAGE)),
+        _ => (
+            "text/plain; charset=utf-8",
+            Cow::Owned(format!("{code} {body}\n")),
+        ),
     };
     let connection = if answer.close { "close" } else { "keep-alive" };
-    let mut head = String::new();
+    // Writing to a Vec cannot fail.
     let _ = write!(
-        head,
+        out,
         "HTTP/1.1 {code} {reason}\r\n\
          Content-Type: {kind}\r\n\
          Content-Length: {}\r\n\
@@ -199,7 +203,6 @@ pub(super) fn write(out: &mut Vec<u8>, answer: &Answer) {
          {extra}Connection: {connection}\r\n\r\n",
         body.len()
     );
-    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(body.as_bytes());
 }
 

@@ -165,7 +165,7 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
 
     // A server on the same port again: the page comes back by itself, and
     // takes its nick again.
-    let (server, _) = start_server3(web.port());
+    let (mut server, _) = start_server3(web.port());
     browser.wait_for(
         "the page to come back as alice",
         "document.getElementById('status').dataset.state === 'online' \
@@ -177,6 +177,26 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
     browser.wait_for(
         "the who list of the new server",
         &format!("{} === 'alice\\n{carol_nick}'", text_of("#who li")),
+    );
+
+    // Kicked, the page stays away until its user asks to rejoin.
+    server.console("/kick alice");
+    carol.expect_line("* alice was kicked");
+    browser.wait_for(
+        "the page to stay away",
+        "document.getElementById('status').textContent.startsWith('Disconnected.')",
+    );
+    let rejoin = browser.find("#status button");
+    browser.click(&rejoin);
+    let joined = carol.line();
+    let again = joined
+        .strip_prefix("* ")
+        .and_then(|line| line.strip_suffix(" joined"))
+        .unwrap_or_else(|| panic!("expected a join, got {joined:?}"));
+    carol.expect_line(&format!("* {again} is now alice"));
+    browser.wait_for(
+        "the page to rejoin as alice",
+        "document.getElementById('status').textContent === 'Connected as alice.'",
     );
 }
 
@@ -409,6 +429,11 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no element {selector}: {found}"))
             .to_owned()
+    }
+
+    /// Clicks `element`, as a person would (or presses Enter on it).
+    fn click(&self, element: &str) {
+        self.command("POST", &format!("element/{element}/click"), &json!({}));
     }
 
     fn clear(&self, element: &str) {

@@ -1,6 +1,6 @@
 //! The chat page in a real browser: server3 serves it (`--web-port`),
 //! headless Chromium loads it, and it chats with a TCP client in the same
-//! room. The browser is driven through chromedriver with W3C WebDriver, a
+//! room (and over HTTPS, through `wss://`). The browser is driven through chromedriver with W3C WebDriver, a
 //! handful of JSON-over-HTTP calls made here on a plain `TcpStream`. A
 //! screenshot goes to `target/browser.png` (and the phone-sized one to
 //! `target/browser-phone.png`) for a person to look at.
@@ -20,6 +20,7 @@ use std::thread;
 use std::time::Duration;
 
 use base64::Engine;
+use common::tls::Certs;
 use common::{ChatClient, Server, TIMEOUT};
 use serde_json::{json, Value};
 
@@ -200,6 +201,36 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
     );
 }
 
+/// Over HTTPS the page opens its WebSocket with `wss://`, to the port it
+/// came from.
+#[test]
+fn the_page_over_https_chats_through_wss() {
+    if !have_chromium() {
+        return;
+    }
+    let browser = Browser::start();
+    let certs = Certs::new();
+    let port = free_port().to_string();
+    // The web's TLS port needs a plain TLS one beside it.
+    let server = certs.serve(SERVER3, &["--web-tls-port", &port]);
+    server.expect_transcript(&format!("listening on https://127.0.0.1:{port}/"));
+    let (mut bob, _) = ChatClient::join(server.addr());
+
+    browser.navigate(&format!("https://127.0.0.1:{port}/"));
+    let nick = browser.wait_for(
+        "the page to join",
+        "document.getElementById('status').dataset.state === 'online' \
+         && document.getElementById('nick').value",
+    );
+    let nick = nick.as_str().expect("a nick").to_owned();
+    bob.expect_line(&format!("* {nick} joined"));
+    let input = browser.find("#input");
+    browser.send_keys(&input, "hello over wss\u{E007}");
+    bob.expect_line(&format!("<{nick}> hello over wss"));
+    let scheme = browser.execute("return location.protocol", json!([]));
+    assert_eq!(scheme, json!("https:"));
+}
+
 /// Starts server3 with its web endpoint on `port`, and returns it and that
 /// endpoint's address.
 fn start_server3(port: u16) -> (Server, SocketAddr) {
@@ -376,6 +407,8 @@ impl Browser {
         let driver = Driver::start();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // The HTTPS test's CA is made at test time: no browser trusts it.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [

@@ -1,9 +1,10 @@
-//! The chat page in a real browser: server3 serves it (`--web-port`),
-//! headless Chromium loads it, and it chats with a TCP client in the same
-//! room (and over HTTPS, through `wss://`). The browser is driven through chromedriver with W3C WebDriver, a
-//! handful of JSON-over-HTTP calls made here on a plain `TcpStream`. A
-//! screenshot goes to `target/browser.png` (and the phone-sized one to
-//! `target/browser-phone.png`) for a person to look at.
+//! The chat page in a real browser: server3 serves it (`--web-port`, and
+//! `--web-tls-port` for `wss://`), headless Chromium loads it, and it chats
+//! with TCP clients in the same room. The browser is driven through
+//! chromedriver with W3C WebDriver, a handful of JSON-over-HTTP calls made
+//! here on a plain `TcpStream`. A screenshot goes to `target/browser.png`
+//! (and a phone-sized one to `target/browser-phone.png`) for a person to
+//! look at.
 //!
 //! Skipped, saying so, where Debian's `chromium` or `chromium-driver` is not
 //! installed — except under `CI=true`, where the test command installs them

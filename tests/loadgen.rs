@@ -176,10 +176,7 @@ fn connections_are_spread_over_the_servers_in_turn() {
     assert_eq!(report["completed"], 5 * 20);
     assert_eq!(report["addr"], format!("127.0.0.1:{servers}"));
     assert_eq!(
-        (
-            first_count.lock().unwrap().clone(),
-            second_count.lock().unwrap().clone()
-        ),
+        (*first_count.lock().unwrap(), *second_count.lock().unwrap()),
         (3, 2),
         "connections 0, 2, 4 to the first, 1 and 3 to the second"
     );

@@ -13,7 +13,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -42,7 +42,7 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
         return;
     }
     let browser = Browser::start();
-    let (mut server, web) = start_server3(free_port());
+    let (mut server, web) = start_server3(0);
     let (mut bob, bob_nick) = ChatClient::join(server.addr());
 
     // The page greets by itself, and asks who is here.
@@ -211,10 +211,9 @@ fn the_page_over_https_chats_through_wss() {
     }
     let browser = Browser::start();
     let certs = Certs::new();
-    let port = free_port().to_string();
     // The web's TLS port needs a plain TLS one beside it.
-    let server = certs.serve(SERVER3, &["--web-tls-port", &port]);
-    server.expect_transcript(&format!("listening on https://127.0.0.1:{port}/"));
+    let server = certs.serve(SERVER3, &["--web-tls-port", "0"]);
+    let port = server.web_tls_addr().port();
     let (mut bob, _) = ChatClient::join(server.addr());
 
     browser.navigate(&format!("https://127.0.0.1:{port}/"));
@@ -232,21 +231,12 @@ fn the_page_over_https_chats_through_wss() {
     assert_eq!(scheme, json!("https:"));
 }
 
-/// Starts server3 with its web endpoint on `port`, and returns it and that
-/// endpoint's address.
+/// Starts server3 with its web endpoint on `port` (0: a free one), and
+/// returns it and that endpoint's address.
 fn start_server3(port: u16) -> (Server, SocketAddr) {
     let server = Server::start(SERVER3, &["--web-port", &port.to_string()]);
-    server.expect_transcript(&format!("listening on http://127.0.0.1:{port}/"));
-    (server, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-/// A port free a moment ago: the server's announcement is checked against
-/// it, so a port taken meanwhile fails loudly, not wrongly.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    let web = server.web_addr();
+    (server, web)
 }
 
 /// A script expression: the text of the elements `selector` finds, one per

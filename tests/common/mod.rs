@@ -28,6 +28,7 @@ pub struct Server {
     /// Where it serves TLS, if it was started with `--tls-port`.
     tls_addr: Option<SocketAddr>,
     web_addr: Option<SocketAddr>,
+    web_tls_addr: Option<SocketAddr>,
     /// The server's stdin: the chat servers' operator console.
     console: ChildStdin,
     /// The lines of stdout after `listening on …` (the chat servers'
@@ -52,6 +53,9 @@ impl Server {
         }
         if args.contains(&"--web-port") {
             server.web_addr = Some(server.endpoint("listening on http://", "/"));
+        }
+        if args.contains(&"--web-tls-port") {
+            server.web_tls_addr = Some(server.endpoint("listening on https://", "/"));
         }
         server
     }
@@ -94,6 +98,7 @@ impl Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls_addr: None,
             web_addr: None,
+            web_tls_addr: None,
             console,
             stdout: read_lines(stdout),
             stderr: None,
@@ -133,6 +138,12 @@ impl Server {
     /// `--web-port`).
     pub fn web_addr(&self) -> SocketAddr {
         self.web_addr.expect("started with --web-port")
+    }
+
+    /// Where the server serves HTTPS and WSS (it was started with
+    /// `--web-tls-port`).
+    pub fn web_tls_addr(&self) -> SocketAddr {
+        self.web_tls_addr.expect("started with --web-tls-port")
     }
 
     /// Types `line` on the server's console (its stdin).

@@ -109,6 +109,33 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
         ),
     );
 
+    // Rooms: the page follows alice into #rust, where bob joins her, and
+    // both come back to the lobby.
+    browser.send_keys(&input, "/join #rust\u{E007}");
+    bob.expect_line("* alice left");
+    browser.wait_for(
+        "the room's title",
+        "document.getElementById('who-title').textContent === '#rust (1)'",
+    );
+    bob.send("/join #rust");
+    bob.expect_line("* you are now in #rust");
+    browser.wait_for(
+        "bob in the room's list",
+        &format!(
+            "document.getElementById('who-title').textContent === '#rust (2)' \
+                  && {} === 'alice\\n{bob_nick}'",
+            text_of("#who li")
+        ),
+    );
+    bob.send("/join #lobby");
+    bob.expect_line("* you are now in #lobby");
+    browser.send_keys(&input, "/join #lobby\u{E007}");
+    bob.expect_line("* alice joined");
+    browser.wait_for(
+        "the lobby's title",
+        "document.getElementById('who-title').textContent === 'Here (2)'",
+    );
+
     // Markup in a message is text: shown as sent, no element made of it,
     // nothing run. A round trip after it gives a script that was wrongly
     // made the time to run before the title is looked at.

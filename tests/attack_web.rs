@@ -59,10 +59,10 @@ fn connect_small(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// The resident memory, in KiB, of the server `bin` that this test's
-/// thread started (`common::Server` does not tell its pid; the kernel
-/// lists a thread's children).
-fn rss_kib(bin: &str) -> u64 {
+/// Where /proc tells of the server `bin` that this test's thread started
+/// (`common::Server` does not tell its pid; the kernel lists a thread's
+/// children).
+fn server_proc(bin: &str) -> String {
     let children = std::fs::read_to_string("/proc/thread-self/children").unwrap();
     let pid = children
         .split_whitespace()
@@ -70,9 +70,24 @@ fn rss_kib(bin: &str) -> u64 {
             std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == Path::new(bin))
         })
         .expect("the server is a child of this thread");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    format!("/proc/{pid}")
+}
+
+/// The resident memory of the server `bin`, in KiB.
+fn rss_kib(bin: &str) -> u64 {
+    let status = std::fs::read_to_string(server_proc(bin) + "/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The CPU time the server `bin` has used (user and system), in clock
+/// ticks (1/100 s).
+fn cpu_ticks(bin: &str) -> u64 {
+    let stat = std::fs::read_to_string(server_proc(bin) + "/stat").unwrap();
+    // The fields after the command name, which is in parentheses: utime
+    // and stime are the 14th and 15th of the line, the 12th and 13th here.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// Writes `unit` (a request, a frame) again and again, as a peer that
@@ -665,5 +680,61 @@ fn a_path_cannot_inject_headers() {
         assert!(answer(&mut stream).starts_with("HTTP/1.1 431 "), "{bin}");
         expect_end(&mut stream);
         the_room_is_served(&server, web);
+    }
+}
+
+/// Web connections in every idle state, none of which may keep the server
+/// busy (a level-triggered interest in reading input that is kept, or in
+/// writing what cannot be written, would spin): WebSockets in the room,
+/// opened and not greeted, a pinger stopped by TCP with its pongs unread,
+/// and connections with half a request head, or an answered request and
+/// half the next.
+#[test]
+fn idle_web_connections_cost_no_cpu() {
+    let ping = frame(0x89, &[b'p'; 125]);
+    for bin in [SERVER2, SERVER3] {
+        let (server, web) = serve(bin, &["--handshake-timeout", "30"]);
+        let mut keep = Vec::new();
+        for _ in 0..5 {
+            let mut socket = upgraded(web);
+            socket.send(Message::text("Hi")).unwrap();
+            keep.push(socket);
+            keep.push(upgraded(web));
+        }
+        let mut pinger = upgraded(web);
+        let stream = pinger.get_mut();
+        stream
+            .set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        write_units_until_stopped(stream, &ping, "the pinger");
+        let mut partial = Vec::new();
+        for _ in 0..5 {
+            let mut stream = connect(web);
+            stream.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+            partial.push(stream);
+            let mut stream = connect(web);
+            stream
+                .write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\nGET")
+                .unwrap();
+            answer(&mut stream);
+            partial.push(stream);
+        }
+        // Settled: everyone read, and the room served after them.
+        the_room_is_served(&server, web);
+        let before = cpu_ticks(bin);
+        let started = Instant::now();
+        let mut quiet = connect(server.addr());
+        quiet
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        assert!(quiet.read(&mut [0; 1]).is_err(), "silence");
+        let used = cpu_ticks(bin) - before;
+        let elapsed = started.elapsed();
+        eprintln!("{bin}: {used} ticks in {elapsed:?} with idle web connections");
+        assert!(
+            used <= 10,
+            "{bin}: {used} ticks of CPU in {elapsed:?}, all idle"
+        );
+        drop((keep, pinger, partial));
     }
 }

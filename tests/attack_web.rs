@@ -738,3 +738,37 @@ fn idle_web_connections_cost_no_cpu() {
         drop((keep, pinger, partial));
     }
 }
+
+/// Connects to `to` from the loopback address `source` (another host, to
+/// the server) and sends `request`; returns the first line of the answer.
+fn ask_from(source: [u8; 4], to: SocketAddr, request: &[u8]) -> String {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect_timeout(&to.into(), TIMEOUT).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request).unwrap();
+    let answer = answer(&mut stream);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Connections from one address that open and say nothing, to take every
+/// place: with `--max-per-ip`, the ones past it are told `503` (with
+/// `Connection: close`) and closed at once, and another address is served.
+#[test]
+fn silent_connections_from_one_address_cannot_take_every_place() {
+    let page = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    for bin in [SERVER2, SERVER3] {
+        let args = ["--max-per-ip", "2", "--max-clients", "10"];
+        let (_server, web) = serve(bin, &args);
+        let silent: Vec<TcpStream> = (0..2).map(|_| connect(web)).collect();
+        // Accepted by now: a request from that address was answered 503
+        // after them, and closed.
+        let refused = ask_from([127, 0, 0, 1], web, page);
+        assert_eq!(refused, "HTTP/1.1 503 Service Unavailable", "{bin}");
+        let served = ask_from([127, 0, 0, 2], web, page);
+        assert_eq!(served, "HTTP/1.1 200 OK", "{bin}");
+        drop(silent);
+    }
+}

@@ -18,10 +18,9 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{connect, ChatClient, Server, TIMEOUT};
+use common::{connect, write_until_stopped, ChatClient, Server, TIMEOUT};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
@@ -59,65 +58,28 @@ fn connect_small(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// Where /proc tells of the server `bin` that this test's thread started
-/// (`common::Server` does not tell its pid; the kernel lists a thread's
-/// children).
-fn server_proc(bin: &str) -> String {
-    let children = std::fs::read_to_string("/proc/thread-self/children").unwrap();
-    let pid = children
-        .split_whitespace()
-        .find(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == Path::new(bin))
-        })
-        .expect("the server is a child of this thread");
-    format!("/proc/{pid}")
-}
-
-/// The resident memory of the server `bin`, in KiB.
-fn rss_kib(bin: &str) -> u64 {
-    let status = std::fs::read_to_string(server_proc(bin) + "/status").unwrap();
+/// The resident memory of `server`, in KiB.
+fn rss_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// The CPU time the server `bin` has used (user and system), in clock
+/// The CPU time `server` has used (user and system), in clock
 /// ticks (1/100 s).
-fn cpu_ticks(bin: &str) -> u64 {
-    let stat = std::fs::read_to_string(server_proc(bin) + "/stat").unwrap();
+fn cpu_ticks(server: &Server) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
     // The fields after the command name, which is in parentheses: utime
     // and stime are the 14th and 15th of the line, the 12th and 13th here.
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Writes `unit` (a request, a frame) again and again, as a peer that
-/// never reads its answers would, until a write blocks past the stream's
-/// write timeout (set one first): the server has stopped reading, and TCP
-/// the writer. Returns how many whole units went out. Unlike
-/// `common::write_until_stopped`, a short write is resumed where it
-/// stopped, so that what the server reads is whole units, not one cut
-/// short and the next begun over it. Fails if the writer is never stopped
-/// (within `TIMEOUT` and 16 MiB).
+/// Writes `unit` (a request, a frame) again and again until TCP stops
+/// the writer (`common::write_until_stopped`); returns how many went out
+/// whole.
 fn write_units_until_stopped(stream: &mut TcpStream, unit: &[u8], who: &str) -> usize {
-    let chunk = unit.repeat(64);
-    let (mut at, mut sent) = (0, 0);
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        assert!(
-            Instant::now() < deadline && sent < 16 << 20,
-            "{who} was never slowed down"
-        );
-        match stream.write(&chunk[at..]) {
-            Ok(n) => {
-                sent += n;
-                at = (at + n) % chunk.len();
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return sent / unit.len();
-            }
-            Err(e) => panic!("{who} was cut off after {sent} bytes: {e}"),
-        }
-    }
+    write_until_stopped(stream, &unit.repeat(64), who).len() / unit.len()
 }
 
 /// A client's frame with the mask bit set and a mask of zeros: `first` is
@@ -370,12 +332,12 @@ fn pipelined_requests_from_a_client_that_reads_late_are_all_answered() {
         // Every answer is the same bytes: those of the first.
         stream.write_all(request).unwrap();
         let one = answer(&mut stream);
-        let before = rss_kib(bin);
+        let before = rss_kib(&server);
         stream
             .set_write_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let whole = write_units_until_stopped(&mut stream, request, "the pipeliner");
-        let grew = rss_kib(bin).saturating_sub(before);
+        let grew = rss_kib(&server).saturating_sub(before);
         eprintln!("{bin}: {whole} requests pipelined, the server grew by {grew} KiB");
         assert!(grew < 4 * 1024, "{bin}: the server grew by {grew} KiB");
         // Meanwhile, the others.
@@ -514,13 +476,13 @@ fn pings_from_a_client_that_never_reads_are_answered_as_it_reads() {
     for bin in [SERVER2, SERVER3] {
         let (server, web) = serve(bin, &[]);
         let mut socket = upgraded(web);
-        let before = rss_kib(bin);
+        let before = rss_kib(&server);
         let stream = socket.get_mut();
         stream
             .set_write_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let whole = write_units_until_stopped(stream, &ping, "the pinger");
-        let grew = rss_kib(bin).saturating_sub(before);
+        let grew = rss_kib(&server).saturating_sub(before);
         eprintln!("{bin}: {whole} pings unread, the server grew by {grew} KiB");
         assert!(grew < 4 * 1024, "{bin}: the server grew by {grew} KiB");
         the_room_is_served(&server, web);
@@ -721,14 +683,14 @@ fn idle_web_connections_cost_no_cpu() {
         }
         // Settled: everyone read, and the room served after them.
         the_room_is_served(&server, web);
-        let before = cpu_ticks(bin);
+        let before = cpu_ticks(&server);
         let started = Instant::now();
         let mut quiet = connect(server.addr());
         quiet
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         assert!(quiet.read(&mut [0; 1]).is_err(), "silence");
-        let used = cpu_ticks(bin) - before;
+        let used = cpu_ticks(&server) - before;
         let elapsed = started.elapsed();
         eprintln!("{bin}: {used} ticks in {elapsed:?} with idle web connections");
         assert!(

@@ -129,6 +129,11 @@ impl Server {
         self.addr
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where the server serves TLS (it was started with `--tls-port`).
     pub fn tls_addr(&self) -> SocketAddr {
         self.tls_addr.expect("started with --tls-port")
@@ -311,10 +316,11 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 /// Writes `chunk` to `stream` again and again, as a peer that never reads
 /// its answers would, until a write blocks past the stream's write timeout
 /// (set one first): the server has stopped reading it, and TCP has stopped
-/// the writer. Returns exactly what went out: a write the timeout cut short
-/// sent only the front of `chunk`, and the next one starts it again. Fails
-/// if the writer is never stopped (within `TIMEOUT` and 16 MiB) or the
-/// connection breaks; `who` names the writer in the failure.
+/// the writer. A write cut short is resumed where it stopped, so what the
+/// server reads is whole chunks (requests, frames, lines) one after the
+/// other, but for the last. Returns exactly what went out. Fails if the
+/// writer is never stopped (within `TIMEOUT` and 16 MiB) or the connection
+/// breaks; `who` names the writer in the failure.
 pub fn write_until_stopped(stream: &mut TcpStream, chunk: &[u8], who: &str) -> Vec<u8> {
     let mut sent = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
@@ -323,8 +329,9 @@ pub fn write_until_stopped(stream: &mut TcpStream, chunk: &[u8], who: &str) -> V
             Instant::now() < deadline && sent.len() < 16 << 20,
             "{who} was never slowed down"
         );
-        match stream.write(chunk) {
-            Ok(n) => sent.extend_from_slice(&chunk[..n]),
+        let at = sent.len() % chunk.len();
+        match stream.write(&chunk[at..]) {
+            Ok(n) => sent.extend_from_slice(&chunk[at..at + n]),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -47,13 +47,7 @@ fn the_page_in_chromium_chats_escapes_markup_fits_a_phone_and_reconnects() {
 
     // The page greets by itself, and asks who is here.
     browser.navigate(&format!("http://{web}/"));
-    let nick = browser.wait_for(
-        "the page to join",
-        "document.getElementById('status').dataset.state === 'online' \
-         && document.getElementById('nick').value",
-    );
-    let nick = nick.as_str().expect("a nick").to_owned();
-    bob.expect_line(&format!("* {nick} joined"));
+    let nick = joined(&browser, &mut bob);
     browser.wait_for(
         "the who list",
         &format!("{} === '{bob_nick}\\n{nick}'", text_of("#who li")),
@@ -244,6 +238,16 @@ fn the_page_over_https_chats_through_wss() {
     let (mut bob, _) = ChatClient::join(server.addr());
 
     browser.navigate(&format!("https://127.0.0.1:{port}/"));
+    let nick = joined(&browser, &mut bob);
+    let input = browser.find("#input");
+    browser.send_keys(&input, "hello over wss\u{E007}");
+    bob.expect_line(&format!("<{nick}> hello over wss"));
+    let scheme = browser.execute("return location.protocol", json!([]));
+    assert_eq!(scheme, json!("https:"));
+}
+
+/// Waits for the page to join, as `bob` (in its room) sees it; its nick.
+fn joined(browser: &Browser, bob: &mut ChatClient) -> String {
     let nick = browser.wait_for(
         "the page to join",
         "document.getElementById('status').dataset.state === 'online' \
@@ -251,11 +255,7 @@ fn the_page_over_https_chats_through_wss() {
     );
     let nick = nick.as_str().expect("a nick").to_owned();
     bob.expect_line(&format!("* {nick} joined"));
-    let input = browser.find("#input");
-    browser.send_keys(&input, "hello over wss\u{E007}");
-    bob.expect_line(&format!("<{nick}> hello over wss"));
-    let scheme = browser.execute("return location.protocol", json!([]));
-    assert_eq!(scheme, json!("https:"));
+    nick
 }
 
 /// Starts server3 with its web endpoint on `port` (0: a free one), and

@@ -95,42 +95,25 @@ fn a_run_given_a_pid_reports_that_processs_cpu_and_memory() {
 }
 
 #[test]
-fn chat_delivers_every_message_to_every_other_client() {
-    let server = Server::start(SERVER3, &[]);
-    let args = [
-        "--mode",
-        "chat",
-        "-c",
-        "5",
-        "-n",
-        "20",
-        "--pipeline",
-        "2",
-        "--json",
-    ];
-    let report = report(&loadgen(&server, &args));
-    assert_eq!(report["sent"], 5 * 20);
-    assert_eq!(report["completed"], 5 * 20 * 4);
-}
-
-#[test]
-fn the_room_over_websockets_delivers_every_message_to_every_other_client() {
+fn the_room_delivers_every_message_to_every_other_client_over_tcp_and_websockets() {
     let server = Server::start(SERVER3, &["--web-port", "0"]);
-    let args = [
-        "--mode",
-        "web",
-        "-c",
-        "5",
-        "-n",
-        "20",
-        "--pipeline",
-        "2",
-        "--json",
-    ];
-    let report = report(&loadgen_on(server.web_addr().port(), &args));
-    assert_eq!(report["mode"], "web");
-    assert_eq!(report["sent"], 5 * 20);
-    assert_eq!(report["completed"], 5 * 20 * 4);
+    for (mode, port) in [("chat", server.addr()), ("web", server.web_addr())] {
+        let args = [
+            "--mode",
+            mode,
+            "-c",
+            "5",
+            "-n",
+            "20",
+            "--pipeline",
+            "2",
+            "--json",
+        ];
+        let report = report(&loadgen_on(port.port(), &args));
+        assert_eq!(report["mode"], mode);
+        assert_eq!(report["sent"], 5 * 20, "{mode}");
+        assert_eq!(report["completed"], 5 * 20 * 4, "{mode}");
+    }
 }
 
 #[test]

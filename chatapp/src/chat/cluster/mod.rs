@@ -25,6 +25,8 @@ mod hooks;
 mod presence;
 pub mod redis;
 mod scripts;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -569,17 +571,32 @@ impl Cluster {
         );
     }
 
-    /// Asks for a default nick no server has given out, for the newcomer
-    /// `id`; `false` if the link is down: this server must pick one alone.
-    pub(crate) fn greet(&mut self, cx: &mut dyn Context, id: ConnId) -> bool {
-        let args: [&[u8]; 5] = [
+    /// Runs `script` with the key prefix, this server's id and `args` as
+    /// its ARGV, its reply to go to `pending`; `false` if it could not be
+    /// sent. The script's text goes with every call: `EVALSHA` would save
+    /// its bytes, at the price of handling `NOSCRIPT` after Redis restarts.
+    fn eval(
+        &mut self,
+        cx: &mut dyn Context,
+        script: &str,
+        args: &[&[u8]],
+        pending: Pending,
+    ) -> bool {
+        let mut all: Vec<&[u8]> = vec![
             b"EVAL",
-            scripts::GREET.as_bytes(),
+            script.as_bytes(),
             b"0",
             self.prefix.as_bytes(),
             self.id.as_bytes(),
         ];
-        self.commands.send(cx, &args, Pending::Greet(id))
+        all.extend_from_slice(args);
+        self.commands.send(cx, &all, pending)
+    }
+
+    /// Asks for a default nick no server has given out, for the newcomer
+    /// `id`; `false` if the link is down: this server must pick one alone.
+    pub(crate) fn greet(&mut self, cx: &mut dyn Context, id: ConnId) -> bool {
+        self.eval(cx, scripts::GREET, &[], Pending::Greet(id))
     }
 
     /// Claims `new` for `id`, giving up `old` if it is granted; `false` if
@@ -591,52 +608,29 @@ impl Cluster {
         new: &str,
         old: Option<&str>,
     ) -> bool {
-        let (new_key, old_key) = (
-            new.to_ascii_lowercase(),
-            old.unwrap_or("").to_ascii_lowercase(),
-        );
-        let args: [&[u8]; 7] = [
-            b"EVAL",
-            scripts::CLAIM.as_bytes(),
-            b"0",
-            self.prefix.as_bytes(),
-            self.id.as_bytes(),
-            new_key.as_bytes(),
-            old_key.as_bytes(),
-        ];
-        self.commands
-            .send(cx, &args, Pending::Claim(id, new.to_string()))
+        let new_key = new.to_ascii_lowercase();
+        let old_key = old.unwrap_or("").to_ascii_lowercase();
+        let pending = Pending::Claim(id, new.to_string());
+        self.eval(
+            cx,
+            scripts::CLAIM,
+            &[new_key.as_bytes(), old_key.as_bytes()],
+            pending,
+        )
     }
 
-    /// Claims `nick` again for this server, after the link came back; its
-    /// answer is not waited for.
+    /// Claims `nick` again for this server, after the link came back; a
+    /// refusal is only logged.
     pub(crate) fn reclaim(&mut self, cx: &mut dyn Context, nick: &str) {
         let key = nick.to_ascii_lowercase();
-        let args: [&[u8]; 7] = [
-            b"EVAL",
-            scripts::CLAIM.as_bytes(),
-            b"0",
-            self.prefix.as_bytes(),
-            self.id.as_bytes(),
-            key.as_bytes(),
-            b"",
-        ];
-        self.commands
-            .send(cx, &args, Pending::Reclaim(nick.to_string()));
+        let pending = Pending::Reclaim(nick.to_string());
+        self.eval(cx, scripts::CLAIM, &[key.as_bytes(), b""], pending);
     }
 
     /// Gives up `nick`, if this server holds it.
     pub(crate) fn release(&mut self, cx: &mut dyn Context, nick: &str) {
         let key = nick.to_ascii_lowercase();
-        let args: [&[u8]; 6] = [
-            b"EVAL",
-            scripts::RELEASE.as_bytes(),
-            b"0",
-            self.prefix.as_bytes(),
-            self.id.as_bytes(),
-            key.as_bytes(),
-        ];
-        self.commands.send(cx, &args, Pending::Nothing);
+        self.eval(cx, scripts::RELEASE, &[key.as_bytes()], Pending::Nothing);
     }
 
     /// Writes that `nick` is now in `room`, for every server's `/who`.
@@ -645,35 +639,22 @@ impl Cluster {
         let entry = presence::entry(self.seq, room, nick);
         let key = format!("{}members:{}", self.prefix, self.id);
         let field = nick.to_ascii_lowercase();
-        self.commands.send(
-            cx,
-            &[b"HSET", key.as_bytes(), field.as_bytes(), entry.as_bytes()],
-            Pending::Nothing,
-        );
+        let args: [&[u8]; 4] = [b"HSET", key.as_bytes(), field.as_bytes(), entry.as_bytes()];
+        self.commands.send(cx, &args, Pending::Nothing);
     }
 
     /// Writes that `nick` is no longer here.
     pub(crate) fn unseated(&mut self, cx: &mut dyn Context, nick: &str) {
         let key = format!("{}members:{}", self.prefix, self.id);
         let field = nick.to_ascii_lowercase();
-        self.commands.send(
-            cx,
-            &[b"HDEL", key.as_bytes(), field.as_bytes()],
-            Pending::Nothing,
-        );
+        let args: [&[u8]; 3] = [b"HDEL", key.as_bytes(), field.as_bytes()];
+        self.commands.send(cx, &args, Pending::Nothing);
     }
 
     /// Asks for every live server's members, to answer `asker`'s `query`;
     /// `false` if the link is down.
     pub(crate) fn members(&mut self, cx: &mut dyn Context, asker: Asker, query: Query) -> bool {
-        let args: [&[u8]; 4] = [
-            b"EVAL",
-            presence::WHO.as_bytes(),
-            b"0",
-            self.prefix.as_bytes(),
-        ];
-        self.commands
-            .send(cx, &args, Pending::Members(asker, query))
+        self.eval(cx, presence::WHO, &[], Pending::Members(asker, query))
     }
 
     /// Sends `line` to the participant called `nick` on whichever other
@@ -696,7 +677,8 @@ impl Cluster {
         self.via_owner(cx, Asker::Console, nick, payload.as_bytes())
     }
 
-    /// Publishes `payload` on the channel of the server that holds `nick`.
+    /// Publishes `payload` on the channel of the live server that holds
+    /// `nick`, if it is not this one.
     fn via_owner(
         &mut self,
         cx: &mut dyn Context,
@@ -705,17 +687,8 @@ impl Cluster {
         payload: &[u8],
     ) -> bool {
         let key = nick.to_ascii_lowercase();
-        let args: [&[u8]; 7] = [
-            b"EVAL",
-            scripts::SEND.as_bytes(),
-            b"0",
-            self.prefix.as_bytes(),
-            self.id.as_bytes(),
-            key.as_bytes(),
-            payload,
-        ];
-        self.commands
-            .send(cx, &args, Pending::Send(asker, nick.to_string()))
+        let pending = Pending::Send(asker, nick.to_string());
+        self.eval(cx, scripts::SEND, &[key.as_bytes(), payload], pending)
     }
 
     /// The server is stopping: tells each room of `leaving` (room, nick)

@@ -477,8 +477,15 @@ impl Cluster {
             self.closing.swap_remove(at);
             return;
         }
-        if reason != CloseReason::Shutdown {
-            tracing::warn!("cluster link to {} lost: {reason}", self.config.url);
+        let url = &self.config.url;
+        match reason {
+            CloseReason::Shutdown => {}
+            CloseReason::ConnectFailed(kind) => tracing::warn!(
+                "cluster: cannot reach Redis at {url} ({kind}): serving this server's clients alone"
+            ),
+            _ => tracing::warn!(
+                "cluster link to {url} lost ({reason}): serving this server's clients alone"
+            ),
         }
         self.lose(cx, id, events);
     }

@@ -403,7 +403,8 @@ impl Cluster {
             Pending::Claim(id, nick) => Event::Claimed {
                 id,
                 nick,
-                granted: !matches!(reply, OwnedFrame::Integer(0)),
+                // An error (a script Redis would not run) grants nothing.
+                granted: reply == OwnedFrame::Integer(1),
             },
             Pending::Members(asker, query) => Event::Answer {
                 asker,
@@ -703,9 +704,21 @@ impl Cluster {
     /// loop writes it all out before it closes the connection.
     pub(crate) fn stop(&mut self, cx: &mut dyn Context, leaving: &[(String, String)]) {
         self.stopping = true;
-        if self.open < 2 {
-            return;
+        if self.open == 2 {
+            self.say_goodbye(cx, leaving);
         }
+        // Nothing more is sent: the participants' own closes follow, and
+        // must neither repeat this nor count as dropped on a closing link.
+        for id in [self.commands.conn.take(), self.sub.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.closing.push(id);
+        }
+    }
+
+    /// What [`stop`](Cluster::stop) tells Redis.
+    fn say_goodbye(&mut self, cx: &mut dyn Context, leaving: &[(String, String)]) {
         for (room, nick) in leaving {
             self.publish(cx, room, format!("* {nick} left\n").as_bytes());
             self.release(cx, nick);

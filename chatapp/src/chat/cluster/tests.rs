@@ -159,3 +159,17 @@ fn a_backlogged_link_drops_what_it_cannot_queue() {
     let published = said.matches("PUBLISH").count();
     assert!((1..10).contains(&published), "{published} published");
 }
+
+#[test]
+fn a_graceful_stop_says_who_left_and_gives_up_the_servers_keys_once() {
+    let (mut h, cmd, _sub, id) = clustered(64 * 1024);
+    greeted(&mut h, cmd, "a");
+    h.take_text(cmd);
+    h.stop();
+    let said = h.take_text(cmd);
+    assert!(said.contains(&format!("{id} * a left\n")), "{said:?}");
+    assert!(said.contains("SREM"), "{said:?}");
+    // Once: the participant's own close at the stop adds nothing.
+    assert_eq!(said.matches("* a left").count(), 1);
+    assert_eq!(said.matches("HDEL").count(), 0);
+}

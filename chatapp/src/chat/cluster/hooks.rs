@@ -9,6 +9,7 @@ use bytes::Bytes;
 use reactor::{CloseReason, ConnId, Context, Input};
 
 use super::{presence, Asker, Event, Query};
+use crate::chat::rooms::Rooms;
 use crate::chat::{
     exact, transcribe, who, Chat, Claim, Client, Stage, ANSWERED, LINK_LOST, LINK_RESTORED,
 };
@@ -94,15 +95,7 @@ impl Chat {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let mut leaving = Vec::new();
-        for room in self.rooms.list() {
-            let name = room.name().to_string();
-            leaving.extend(
-                room.nicks()
-                    .iter()
-                    .map(|nick| (name.clone(), nick.to_string())),
-            );
-        }
+        let leaving = everyone(&self.rooms);
         cluster.stop(cx, &leaving);
     }
 
@@ -156,14 +149,9 @@ impl Chat {
     /// have, as it may have forgotten (restarted, or taken this server for
     /// dead while the link was down).
     fn register(&mut self, cx: &mut dyn Context) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        for room in self.rooms.list() {
-            for nick in room.nicks() {
-                cluster.reclaim(cx, nick);
-                cluster.seated(cx, room.name(), nick);
-            }
+        let members = everyone(&self.rooms);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.register(cx, members);
         }
     }
 
@@ -282,4 +270,18 @@ impl Chat {
             Asker::Console => self.transcribe(line),
         }
     }
+}
+
+/// Every participant here, as (room, nick).
+fn everyone(rooms: &Rooms) -> Vec<(String, String)> {
+    let mut everyone = Vec::new();
+    for room in rooms.list() {
+        let name = room.name();
+        everyone.extend(
+            room.nicks()
+                .iter()
+                .map(|nick| (name.to_string(), nick.to_string())),
+        );
+    }
+    everyone
 }

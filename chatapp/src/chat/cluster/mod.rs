@@ -52,6 +52,10 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
 pub(super) const RENEW: u64 = 1 << 32;
 /// The tag of the timer that reconnects.
 pub(super) const RETRY: u64 = RENEW + 1;
+/// The tag of the timer that goes on telling Redis who is here.
+pub(super) const REGISTER: u64 = RENEW + 2;
+/// How often a registration held up by a backlogged link is taken up again.
+const REGISTER_EVERY: Duration = Duration::from_millis(10);
 
 /// How a server joins a cluster: `--cluster` and `--cluster-ttl`.
 #[derive(Clone, Debug)]
@@ -170,6 +174,9 @@ pub(crate) struct Cluster {
     seq: u64,
     /// The alive key's renewal, while up.
     renew: Option<TimerId>,
+    /// Participants (room, nick) still to be told to Redis since the link
+    /// came up: as many at a time as the link takes without backlog.
+    registering: VecDeque<(String, String)>,
     /// Commands are encoded here before one send.
     out: Vec<u8>,
 }
@@ -216,6 +223,15 @@ impl Commands {
             }
             return false;
         }
+        self.write(cx, args, pending)
+    }
+
+    /// Sends one command whatever the backlog: for a caller that checked
+    /// it before a group of commands that must go together.
+    fn write(&mut self, cx: &mut dyn Context, args: &[&[u8]], pending: Pending) -> bool {
+        let Some(cmd) = self.conn else {
+            return false;
+        };
         self.out.clear();
         command(&mut self.out, args);
         if !cx.send(cmd, &self.out) {
@@ -248,6 +264,7 @@ impl Cluster {
             backoff: FIRST_RETRY,
             seq: 0,
             renew: None,
+            registering: VecDeque::new(),
             out: Vec::new(),
         }
     }
@@ -505,6 +522,7 @@ impl Cluster {
             }
         }
         self.open = 0;
+        self.registering.clear();
         if let Some(renew) = self.renew.take() {
             cx.cancel_timer(renew);
         }
@@ -547,6 +565,7 @@ impl Cluster {
         match tag {
             RENEW => self.renew_alive(cx),
             RETRY if !self.stopping && self.commands.conn.is_none() => self.connect(cx),
+            REGISTER => self.register_more(cx),
             _ => {}
         }
     }
@@ -627,12 +646,60 @@ impl Cluster {
         )
     }
 
-    /// Claims `nick` again for this server, after the link came back; a
-    /// refusal is only logged.
-    pub(crate) fn reclaim(&mut self, cx: &mut dyn Context, nick: &str) {
-        let key = nick.to_ascii_lowercase();
-        let pending = Pending::Reclaim(nick.to_string());
-        self.eval(cx, scripts::CLAIM, &[key.as_bytes(), b""], pending);
+    /// Tells Redis again who is here, `members` (room, nick), after the
+    /// link came up: Redis may have restarted empty, or taken this server
+    /// for dead. Each is claimed its nick again (a refusal is only logged)
+    /// and written in the members' hash, as many at a time as the link
+    /// takes, so that a big server's registration is neither dropped nor
+    /// queued without bound.
+    pub(crate) fn register(&mut self, cx: &mut dyn Context, members: Vec<(String, String)>) {
+        self.registering = members.into();
+        self.register_more(cx);
+    }
+
+    /// Registers participants until the link is backlogged, then again
+    /// a little later.
+    fn register_more(&mut self, cx: &mut dyn Context) {
+        while let Some(cmd) = self.commands.conn {
+            if cx.backlogged(cmd) {
+                cx.set_timer(REGISTER_EVERY, REGISTER);
+                return;
+            }
+            let Some((room, nick)) = self.registering.pop_front() else {
+                return;
+            };
+            // Both or neither: one check for the two.
+            let key = nick.to_ascii_lowercase();
+            let entry = self.entry(&room, &nick);
+            let members = format!("{}members:{}", self.prefix, self.id);
+            let claim: [&[u8]; 7] = [
+                b"EVAL",
+                scripts::CLAIM.as_bytes(),
+                b"0",
+                self.prefix.as_bytes(),
+                self.id.as_bytes(),
+                key.as_bytes(),
+                b"",
+            ];
+            self.commands
+                .write(cx, &claim, Pending::Reclaim(nick.clone()));
+            let hset: [&[u8]; 4] = [
+                b"HSET",
+                members.as_bytes(),
+                key.as_bytes(),
+                entry.as_bytes(),
+            ];
+            self.commands.write(cx, &hset, Pending::Nothing);
+        }
+    }
+
+    /// `nick` changed (moved, renamed, left) before it was registered: what
+    /// the chat says now is what counts.
+    fn registered(&mut self, nick: &str) {
+        if !self.registering.is_empty() {
+            self.registering
+                .retain(|(_, n)| !n.eq_ignore_ascii_case(nick));
+        }
     }
 
     /// Gives up `nick`, if this server holds it.
@@ -643,16 +710,23 @@ impl Cluster {
 
     /// Writes that `nick` is now in `room`, for every server's `/who`.
     pub(crate) fn seated(&mut self, cx: &mut dyn Context, room: &str, nick: &str) {
-        self.seq = self.seq.max(now_micros()).saturating_add(1);
-        let entry = presence::entry(self.seq, room, nick);
+        self.registered(nick);
+        let entry = self.entry(room, nick);
         let key = format!("{}members:{}", self.prefix, self.id);
         let field = nick.to_ascii_lowercase();
         let args: [&[u8]; 4] = [b"HSET", key.as_bytes(), field.as_bytes(), entry.as_bytes()];
         self.commands.send(cx, &args, Pending::Nothing);
     }
 
+    /// The members' hash entry of `nick`, in `room` from now on.
+    fn entry(&mut self, room: &str, nick: &str) -> String {
+        self.seq = self.seq.max(now_micros()).saturating_add(1);
+        presence::entry(self.seq, room, nick)
+    }
+
     /// Writes that `nick` is no longer here.
     pub(crate) fn unseated(&mut self, cx: &mut dyn Context, nick: &str) {
+        self.registered(nick);
         let key = format!("{}members:{}", self.prefix, self.id);
         let field = nick.to_ascii_lowercase();
         let args: [&[u8]; 3] = [b"HDEL", key.as_bytes(), field.as_bytes()];

@@ -173,3 +173,27 @@ fn a_graceful_stop_says_who_left_and_gives_up_the_servers_keys_once() {
     assert_eq!(said.matches("* a left").count(), 1);
     assert_eq!(said.matches("HDEL").count(), 0);
 }
+
+#[test]
+fn after_a_reconnect_everyone_is_registered_as_fast_as_the_link_takes_it() {
+    let (mut h, cmd, _sub, _) = clustered(2048);
+    for i in 0..30 {
+        greeted(&mut h, cmd, &format!("n{i}"));
+        h.take_text(cmd);
+    }
+    h.disconnect(cmd);
+    h.advance(Duration::from_secs(1));
+    let dialing = h.dialing();
+    h.establish(dialing[0].0);
+    h.establish(dialing[1].0);
+    let cmd = dialing[0].0;
+    // Redis reads what is queued, turn after turn.
+    let mut registered = 0;
+    for _ in 0..100 {
+        let said = h.take_text(cmd);
+        assert!(said.len() < 4096, "more than the link takes at once");
+        registered += said.matches("HSET").count();
+        h.advance(Duration::from_millis(10));
+    }
+    assert_eq!(registered, 30);
+}

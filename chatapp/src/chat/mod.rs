@@ -20,6 +20,12 @@
 //! changed or given up. A broadcast builds its line once into a [`Bytes`]
 //! and hands the same bytes to every member of the room; nothing is
 //! allocated per recipient, and nobody outside the room is looked at.
+//!
+//! With [`ChatConfig::cluster`], `cluster` links the handler to the other
+//! servers of its cluster through Redis (docs/cluster.md): each line for a
+//! room is also published once, where it leaves for the room's members
+//! (`broadcast`, `announce_arrival`, `announce_departure`), and what the
+//! other servers say comes back as events that cluster/hooks.rs applies.
 
 mod clean;
 mod cluster;

@@ -214,7 +214,7 @@ pub struct ChatArgs {
     pub verbose: bool,
     /// Be one chat with every server started with the same Redis: rooms,
     /// nicks, /who, /rooms, /msg and the console's /kick span them all (see
-    /// docs/cluster.md). URL is redis://[:PASSWORD@]HOST[:PORT][/DB]. If
+    /// docs/cluster.md). URL is `redis://[:PASSWORD@]HOST[:PORT][/DB]`. If
     /// Redis cannot be reached, the server serves its own clients alone,
     /// logs a warning, and keeps trying (1 s, doubling up to 30 s).
     #[arg(long, value_name = "URL")]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use reactor::{Config, Driver, Endpoint, Handler, ListenerId};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
-use crate::chat::{Chat, ChatConfig};
+use crate::chat::{Chat, ChatConfig, ClusterConfig, Url};
 use crate::web::{self, Policy, WebConfig};
 use crate::{console, tls};
 
@@ -212,6 +212,19 @@ pub struct ChatArgs {
     /// logged by default: the transcript shows the joins on the same screen.
     #[arg(long)]
     pub verbose: bool,
+    /// Be one chat with every server started with the same Redis: rooms,
+    /// nicks, /who, /rooms, /msg and the console's /kick span them all (see
+    /// docs/cluster.md). URL is `redis://[:PASSWORD@]HOST[:PORT][/DB]`. If
+    /// Redis cannot be reached, the server serves its own clients alone,
+    /// logs a warning, and keeps trying (1 s, doubling up to 30 s).
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<Url>,
+    /// With --cluster: seconds the participants of a server that died
+    /// without a word (SIGKILL, a crash) stay in the others' /who and keep
+    /// their nicks. The server renews its presence every third of it.
+    #[arg(long, value_name = "SECS", default_value_t = 15, requires = "cluster",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub cluster_ttl: u64,
 }
 
 impl ChatArgs {
@@ -283,6 +296,10 @@ impl ChatArgs {
             flood_rate: self.flood_rate,
             flood_burst: self.flood_burst,
             max_rooms: self.max_rooms,
+            cluster: self.cluster.clone().map(|url| ClusterConfig {
+                url,
+                ttl: Duration::from_secs(self.cluster_ttl),
+            }),
         }
     }
 }

@@ -20,8 +20,15 @@
 //! changed or given up. A broadcast builds its line once into a [`Bytes`]
 //! and hands the same bytes to every member of the room; nothing is
 //! allocated per recipient, and nobody outside the room is looked at.
+//!
+//! With [`ChatConfig::cluster`], `cluster` links the handler to the other
+//! servers of its cluster through Redis (docs/cluster.md): each line for a
+//! room is also published once, where it leaves for the room's members
+//! (`broadcast`, `announce_arrival`, `announce_departure`), and what the
+//! other servers say comes back as events that cluster/hooks.rs applies.
 
 mod clean;
+mod cluster;
 mod flood;
 mod nick;
 mod rooms;
@@ -36,9 +43,12 @@ use bytes::{Bytes, BytesMut};
 use reactor::{
     CloseReason, ConnId, Context, Handler, Input, LineTooLong, ListenerId, Refusal, TimerId,
 };
+use rustc_hash::FxHashMap;
 
 use crate::telnet;
 use clean::clean;
+use cluster::{Asker, Cluster, Query};
+pub use cluster::{ClusterConfig, Url};
 use flood::Budget;
 use nick::OPERATOR;
 use rooms::{Left, Moved, Room, RoomId, Rooms, LOBBY};
@@ -56,6 +66,11 @@ const KICKED: &[u8] = b"ERR kicked by the operator\n";
 const TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR busy: too many connections from your address\n";
 /// Sent to everyone when the server stops.
 const SHUTTING_DOWN: &[u8] = b"* server shutting down\n";
+/// Sent to every participant when the link to the cluster's Redis is lost,
+/// and to a newcomer while it is.
+const LINK_LOST: &[u8] = b"* cluster link lost\n";
+/// Sent to every participant when the link is back.
+const LINK_RESTORED: &[u8] = b"* cluster link restored\n";
 
 /// How long a client's input must be quiet before an unterminated `Hi` is
 /// taken as its greeting. The programs of the original assignment send `Hi`
@@ -145,6 +160,9 @@ pub struct ChatConfig {
     /// /rooms lists them`. Each room costs little, but every room is a line
     /// of `/rooms` and a name someone can squat on.
     pub max_rooms: usize,
+    /// The cluster this server is one of (`--cluster`), or `None` to be a
+    /// chat of its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ChatConfig {
@@ -163,6 +181,7 @@ impl Default for ChatConfig {
             // Rooms for a busy server's topics, and a `/rooms` answer that
             // is still one line a client can read (about 40 KB at most).
             max_rooms: 1000,
+            cluster: None,
         }
     }
 }
@@ -227,6 +246,18 @@ struct Greeting {
 const DEADLINE: u64 = 0;
 /// The tag of a client's quiet timer: the `Hi` it waited on is the greeting.
 const QUIET: u64 = 1;
+/// The tag of the timer that brings a client the cluster's answer about
+/// its nick (see `Chat::claims`).
+const ANSWERED: u64 = 2;
+
+/// The cluster's answer about a client's nick, waiting for the client's
+/// timer: only a callback about the client is handed its state.
+enum Claim {
+    /// The nick the cluster gave a newcomer, or `None`: pick one here.
+    Greeted(Option<String>),
+    /// Whether the nick asked for with `/nick` was granted.
+    Renamed { nick: String, granted: bool },
+}
 
 /// The chat handler: rooms, and everyone who greeted in one of them.
 ///
@@ -255,6 +286,12 @@ pub struct Chat {
     flood: Option<Budget>,
     /// Where everything said in every room is written for the operator.
     transcript: Box<dyn Write + Send>,
+    /// The link to the other servers, with `--cluster`.
+    cluster: Option<Cluster>,
+    /// The clients waiting for the cluster's answer about their nick, and
+    /// the answer once it has come: their input is not read meanwhile, so
+    /// that their lines keep their order around the nick they ask for.
+    claims: FxHashMap<ConnId, Option<Claim>>,
 }
 
 impl Chat {
@@ -265,6 +302,7 @@ impl Chat {
     pub fn new(config: ChatConfig, transcript: Box<dyn Write + Send>) -> Chat {
         let refusal = Bytes::from(format!("{}\n", config.busy_message));
         let flood = Budget::new(config.flood_rate, config.flood_burst);
+        let cluster = config.cluster.clone();
         Chat {
             rooms: Rooms::new(config.max_rooms),
             config,
@@ -274,6 +312,8 @@ impl Chat {
             refusal,
             flood,
             transcript,
+            cluster: cluster.map(Cluster::new),
+            claims: FxHashMap::default(),
         }
     }
 
@@ -295,9 +335,15 @@ impl Chat {
             Stage::Greeting(greeting) => {
                 if trimmed.eq_ignore_ascii_case("hi") {
                     greeting.cancel_timers(cx);
-                    client.stage = Stage::Joined {
-                        nick: self.greet(cx, id),
-                    };
+                    // In a cluster, the nick comes from Redis: `Hello` waits.
+                    if self.cluster.as_mut().is_some_and(|c| c.greet(cx, id)) {
+                        self.claims.insert(id, None);
+                    } else {
+                        let nick = self.default_nick();
+                        client.stage = Stage::Joined {
+                            nick: self.greet(cx, id, nick),
+                        };
+                    }
                 } else {
                     self.dismiss(cx, id, Bytes::from_static(SAY_HI), None);
                 }
@@ -330,7 +376,7 @@ impl Chat {
         // that closes the connection (`bye`, a wrong greeting, a line too
         // long) ends the loop too: a closing connection is backlogged, so
         // nothing after that line is read.
-        while !input.is_empty() && !cx.backlogged(id) {
+        while !input.is_empty() && !cx.backlogged(id) && !self.claims.contains_key(&id) {
             let now = cx.now();
             let wait = self.flood_wait(now, client);
             if !wait.is_zero() {
@@ -373,10 +419,9 @@ impl Chat {
         }
     }
 
-    /// Gives the client `id`, which said `Hi`, its nick, and lets it into
+    /// Gives the client `id`, which said `Hi`, its `nick`, and lets it into
     /// the lobby; returns the nick.
-    fn greet(&mut self, cx: &mut dyn Context, id: ConnId) -> Box<str> {
-        let nick = self.default_nick();
+    fn greet(&mut self, cx: &mut dyn Context, id: ConnId, nick: Box<str>) -> Box<str> {
         tracing::info!(peer = ?cx.peer_addr(id), "{nick} joined");
         // `Hello` first, as the protocol promises; one send for both lines.
         let welcome = format!(
@@ -384,6 +429,12 @@ impl Chat {
             self.config.max_line
         );
         cx.send(id, welcome.as_bytes());
+        if let Some(cluster) = &mut self.cluster {
+            if cluster.lost() {
+                cx.send(id, LINK_LOST);
+            }
+            cluster.seated(cx, LOBBY, &nick);
+        }
         let lobby = self.rooms.enter(id, &nick);
         self.nicks.insert(nick.to_ascii_lowercase().into(), id);
         let joined = Bytes::from(format!("* {nick} joined\n"));
@@ -424,11 +475,15 @@ impl Chat {
             "nick" => return self.rename(cx, id, nick, args),
             "join" => return self.join(cx, id, nick, args),
             "rooms" => {
-                cx.send(id, &self.list_rooms());
+                if !self.ask_cluster(cx, Asker::Client(id), Query::Rooms) {
+                    cx.send(id, &self.list_rooms());
+                }
             }
             "who" => {
-                if let Some(room) = self.rooms.room_of(id).and_then(|r| self.rooms.get(r)) {
-                    cx.send(id, &who(room));
+                if !self.ask_cluster(cx, Asker::Client(id), Query::Who) {
+                    if let Some(room) = self.rooms.room_of(id).and_then(|r| self.rooms.get(r)) {
+                        cx.send(id, &who(room));
+                    }
                 }
             }
             "msg" => self.private(cx, id, nick, args),
@@ -455,14 +510,34 @@ impl Chat {
             cx.send(id, format!("ERR nick {new} is taken\n").as_bytes());
             return 1;
         }
+        // In a cluster another server may have it: Redis says, and the
+        // client's input waits for the answer (`Chat::answered`).
+        if !new.eq_ignore_ascii_case(nick) {
+            if let Some(cluster) = &mut self.cluster {
+                if cluster.claim(cx, id, new, Some(nick)) {
+                    self.claims.insert(id, None);
+                    return RENAME_COST;
+                }
+            }
+        }
+        self.renamed(cx, id, nick, new);
+        RENAME_COST
+    }
+
+    /// `id`, called `nick`, is called `new` from now on: the room is told.
+    fn renamed(&mut self, cx: &mut dyn Context, id: ConnId, nick: &mut Box<str>, new: &str) {
         let old = std::mem::replace(nick, new.into());
         self.nicks.remove(&*old.to_ascii_lowercase());
         self.nicks.insert(new.to_ascii_lowercase().into(), id);
         self.rooms.rename(id, new);
         let notice = Bytes::from(format!("* {old} is now {new}\n"));
         let Some(room) = self.rooms.room_of(id) else {
-            return RENAME_COST;
+            return;
         };
+        if let (Some(cluster), Some(here)) = (&mut self.cluster, self.rooms.get(room)) {
+            cluster.unseated(cx, &old);
+            cluster.seated(cx, here.name(), new);
+        }
         // Like a join, told to the room only while it is small enough; the
         // changer is always told, as the answer to its command.
         if self
@@ -475,7 +550,6 @@ impl Chat {
             cx.send(id, &notice);
             self.transcribe_in(room, &notice);
         }
-        RENAME_COST
     }
 
     /// `/join NAME` from `id`, called `nick`: a move from its room to the
@@ -494,6 +568,9 @@ impl Chat {
         self.announce_departure(cx, &from, &left, &left);
         if let Some(room) = self.rooms.get(to) {
             cx.send(id, format!("* you are now in {}\n", room.name()).as_bytes());
+            if let Some(cluster) = &mut self.cluster {
+                cluster.seated(cx, room.name(), nick);
+            }
         }
         let joined = Bytes::from(format!("* {nick} joined\n"));
         self.announce_arrival(cx, id, to, &joined);
@@ -521,14 +598,23 @@ impl Chat {
             cx.send(from, b"ERR usage: /msg NICK text\n");
             return;
         };
-        let Some(to_id) = self.find(to) else {
-            cx.send(from, format!("ERR no such nick: {to}\n").as_bytes());
-            return;
-        };
-        cx.send(
-            to_id,
-            &exact(format!("<{nick}> (private) {}\n", text.trim_start())),
-        );
+        let line = exact(format!("<{nick}> (private) {}\n", text.trim_start()));
+        match self.find(to) {
+            Some(to_id) => {
+                cx.send(to_id, &line);
+            }
+            None => {
+                // Perhaps on another server; if not, the cluster says so.
+                let asker = Asker::Client(from);
+                if !self
+                    .cluster
+                    .as_mut()
+                    .is_some_and(|c| c.private(cx, asker, to, &line))
+                {
+                    cx.send(from, format!("ERR no such nick: {to}\n").as_bytes());
+                }
+            }
+        }
     }
 
     /// A line typed on the console: a command, or a message from `server`
@@ -544,20 +630,30 @@ impl Chat {
             let message = message(OPERATOR, &text);
             match self.rooms.find(&self.console_room) {
                 Some(room) => self.broadcast(cx, room, &message, None),
-                // Nobody is in it: the transcript alone hears the operator.
-                None => transcribe(&mut *self.transcript, &self.console_room, &message),
+                // Nobody is in it here: the transcript hears the operator,
+                // and the room's members on other servers.
+                None => {
+                    transcribe(&mut *self.transcript, &self.console_room, &message);
+                    if let Some(cluster) = &mut self.cluster {
+                        cluster.publish(cx, &self.console_room, &message);
+                    }
+                }
             }
             return;
         };
         let (name, args) = split_command(command);
         match name.to_ascii_lowercase().as_str() {
             "who" => {
-                let who = self.who_everywhere();
-                self.transcribe(&who);
+                if !self.ask_cluster(cx, Asker::Console, Query::Who) {
+                    let who = self.who_everywhere();
+                    self.transcribe(&who);
+                }
             }
             "rooms" => {
-                let rooms = self.list_rooms();
-                self.transcribe(&rooms);
+                if !self.ask_cluster(cx, Asker::Console, Query::Rooms) {
+                    let rooms = self.list_rooms();
+                    self.transcribe(&rooms);
+                }
             }
             "join" => self.console_join(args),
             "kick" => self.kick(cx, args),
@@ -609,14 +705,20 @@ impl Chat {
             self.transcribe(b"ERR usage: /kick NICK\n");
             return;
         }
-        match self.find(nick) {
-            Some(id) => {
-                cx.send(id, KICKED);
-                cx.close(id);
-                self.leave(cx, id, "was kicked", None);
-            }
-            None => self.transcribe(format!("ERR no such nick: {nick}\n").as_bytes()),
+        if !self.kick_here(cx, nick) && !self.cluster.as_mut().is_some_and(|c| c.kick(cx, nick)) {
+            self.transcribe(format!("ERR no such nick: {nick}\n").as_bytes());
         }
+    }
+
+    /// Kicks `nick` if it is a participant here; `false` if not.
+    fn kick_here(&mut self, cx: &mut dyn Context, nick: &str) -> bool {
+        let Some(id) = self.find(nick) else {
+            return false;
+        };
+        cx.send(id, KICKED);
+        cx.close(id);
+        self.leave(cx, id, "was kicked", None);
+        true
     }
 
     /// Sends `id` its `last` line and closes it; if it was in a room, the
@@ -634,7 +736,7 @@ impl Chat {
     /// ({aside})` if there is an aside: the room is told who left, the
     /// operator also why.
     fn leave(&mut self, cx: &mut dyn Context, id: ConnId, how: &str, aside: Option<&str>) {
-        let Some(left) = self.unseat(id) else {
+        let Some(left) = self.unseat(cx, id) else {
             return;
         };
         let nick = &left.nick;
@@ -658,6 +760,9 @@ impl Chat {
         };
         if members.len() <= self.config.announce_limit {
             tell_room(cx, members, notice, Some(id));
+            if let Some(cluster) = &mut self.cluster {
+                cluster.publish(cx, members.name(), notice);
+            }
         }
         self.transcribe_in(room, notice);
     }
@@ -673,10 +778,14 @@ impl Chat {
         notice: &Bytes,
         told: &[u8],
     ) {
-        if let Some(room) = self.rooms.get(left.room) {
-            if room.len() < self.config.announce_limit {
-                tell_room(cx, room, notice, None);
-            }
+        let room = self.rooms.get(left.room);
+        let announced = room.is_none_or(|room| room.len() < self.config.announce_limit);
+        if let (Some(room), true) = (room, announced) {
+            tell_room(cx, room, notice, None);
+        }
+        // A room gone here with its last member may have members elsewhere.
+        if let (Some(cluster), true) = (&mut self.cluster, announced) {
+            cluster.publish(cx, &left.name, notice);
         }
         transcribe(&mut *self.transcript, &left.name, told);
     }
@@ -686,9 +795,13 @@ impl Chat {
     /// this is what makes `* NICK left` come exactly once, whether this
     /// handler closed the client (and told the room then) or the driver
     /// reports that it went.
-    fn unseat(&mut self, id: ConnId) -> Option<Left> {
+    fn unseat(&mut self, cx: &mut dyn Context, id: ConnId) -> Option<Left> {
         let left = self.rooms.leave(id)?;
         self.nicks.remove(&*left.nick.to_ascii_lowercase());
+        if let Some(cluster) = &mut self.cluster {
+            cluster.unseated(cx, &left.nick);
+            cluster.release(cx, &left.nick);
+        }
         Some(left)
     }
 
@@ -704,6 +817,9 @@ impl Chat {
         if let Some(members) = self.rooms.get(room) {
             tell_room(cx, members, line, except);
             transcribe(&mut *self.transcript, members.name(), line);
+            if let Some(cluster) = &mut self.cluster {
+                cluster.publish(cx, members.name(), line);
+            }
         }
     }
 
@@ -731,6 +847,9 @@ impl Handler for Chat {
     type Conn = Client;
 
     fn on_open(&mut self, cx: &mut dyn Context, id: ConnId, client: &mut Client) {
+        if self.cluster_open(cx, id) {
+            return;
+        }
         if let Stage::Greeting(greeting) = &mut client.stage {
             let timeout = self.config.greeting_timeout;
             greeting.deadline = Some(cx.set_conn_timer(id, timeout, DEADLINE));
@@ -744,6 +863,9 @@ impl Handler for Chat {
         client: &mut Client,
         input: &mut Input<'_>,
     ) {
+        if self.cluster_data(cx, id, input) {
+            return;
+        }
         if let Stage::Greeting(greeting) = &mut client.stage {
             greeting.resume(cx, input);
         }
@@ -764,7 +886,7 @@ impl Handler for Chat {
         self.take_lines(cx, id, client, input);
         // Only with no telnet command waiting: what is taken aside is put
         // back in front of bytes that are stripped again.
-        if telnet.unfinished == 0 {
+        if telnet.unfinished == 0 && !self.claims.contains_key(&id) {
             if let Stage::Greeting(greeting) = &mut client.stage {
                 greeting.await_quiet(cx, id, input);
             }
@@ -772,18 +894,25 @@ impl Handler for Chat {
     }
 
     fn on_close(&mut self, cx: &mut dyn Context, id: ConnId, _client: Client, reason: CloseReason) {
+        if self.cluster_close(cx, id, reason) {
+            return;
+        }
         // Its timers ended with it.
         // A client this handler closed has left the room already; this one
         // went away by itself, or the server is stopping and everyone is
         // going at once.
         if reason == CloseReason::Shutdown {
-            self.unseat(id);
+            self.unseat(cx, id);
         } else {
             self.leave(cx, id, "left", why(reason));
         }
     }
 
     fn on_conn_timer(&mut self, cx: &mut dyn Context, id: ConnId, client: &mut Client, tag: u64) {
+        if tag == ANSWERED {
+            self.answered(cx, id, client);
+            return;
+        }
         // A client's only timers are its greeting's, cancelled when it greets.
         let Stage::Greeting(greeting) = &mut client.stage else {
             return;
@@ -799,7 +928,13 @@ impl Handler for Chat {
         }
     }
 
+    /// The handler's only timers are the cluster's.
+    fn on_timer(&mut self, cx: &mut dyn Context, tag: u64) {
+        self.cluster_timer(cx, tag);
+    }
+
     fn on_wake(&mut self, cx: &mut dyn Context, ConsoleLine(line): ConsoleLine) {
+        self.cluster_start(cx);
         self.on_console(cx, &line);
     }
 
@@ -810,6 +945,7 @@ impl Handler for Chat {
             cx.send_many(room.members(), SHUTTING_DOWN);
         }
         self.transcribe(SHUTTING_DOWN);
+        self.cluster_stop(cx);
     }
 
     /// The driver counts connections, by address too (`--max-per-ip` is

@@ -19,7 +19,8 @@
 //! The chat hands every callback about the two connections to [`Cluster`]
 //! and gets back [`Event`]s: lines to fan out, answers for clients, the
 //! link lost or restored. Nothing here blocks, and nothing is queued
-//! without bound: a command for a backlogged `cmd` is dropped and counted.
+//! without bound: a command for a link that has stayed backlogged (see
+//! `BACKLOG_GRACE`) is dropped and counted.
 
 mod hooks;
 mod presence;
@@ -48,6 +49,16 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Dropped commands are logged at most this often.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
+/// How long the command link may stay over the loop's high-water mark
+/// before commands are dropped, and how much may be queued past the mark
+/// meanwhile. One connection carries every client's lines, and one turn in
+/// which a thousand clients each send a line queues more than the mark
+/// before the flush, while Redis keeps up: such a burst is queued. A Redis
+/// that stays behind for longer, or a burst past half the loop's
+/// `max_output` (1 MiB, past which the loop would cut the link off), is
+/// not: then commands are dropped.
+const BACKLOG_GRACE: Duration = Duration::from_secs(1);
+const BACKLOG_BURST: usize = 512 * 1024;
 /// The tag of the timer that renews the alive key.
 pub(super) const RENEW: u64 = 1 << 32;
 /// The tag of the timer that reconnects.
@@ -188,6 +199,10 @@ struct Commands {
     conn: Option<ConnId>,
     /// What each reply still to come is for, in order.
     pending: VecDeque<Pending>,
+    /// Since when the connection has been backlogged, if it is, and the
+    /// bytes sent on it since then.
+    backlogged_since: Option<Instant>,
+    sent_backlogged: usize,
     /// Commands dropped because the connection was backlogged: in all, and
     /// since the last time that was logged.
     dropped: u64,
@@ -199,16 +214,22 @@ struct Commands {
 
 impl Commands {
     /// Sends one command on `cmd`, its reply to go to `pending`; `false`
-    /// if it could not be: the link is down, or `cmd` owes Redis more than
-    /// the loop's high-water mark (then it is dropped and counted).
+    /// if it could not be: the link is down, or `cmd` has owed Redis more
+    /// than the loop's high-water mark for longer than `BACKLOG_GRACE`
+    /// (then it is dropped and counted).
     fn send(&mut self, cx: &mut dyn Context, args: &[&[u8]], pending: Pending) -> bool {
         let Some(cmd) = self.conn else {
             return false;
         };
-        if cx.backlogged(cmd) {
+        let now = cx.now();
+        if !cx.backlogged(cmd) {
+            self.backlogged_since = None;
+            self.sent_backlogged = 0;
+        } else if now.duration_since(*self.backlogged_since.get_or_insert(now)) > BACKLOG_GRACE
+            || self.sent_backlogged > BACKLOG_BURST
+        {
             self.dropped += 1;
             self.unlogged += 1;
-            let now = cx.now();
             if self
                 .last_logged
                 .is_none_or(|last| now.duration_since(last) >= DROP_LOG_EVERY)
@@ -236,6 +257,9 @@ impl Commands {
         command(&mut self.out, args);
         if !cx.send(cmd, &self.out) {
             return false;
+        }
+        if self.backlogged_since.is_some() {
+            self.sent_backlogged += self.out.len();
         }
         self.pending.push_back(pending);
         true
@@ -307,6 +331,8 @@ impl Cluster {
             }
         };
         self.commands.conn = Some(cmd);
+        self.commands.backlogged_since = None;
+        self.commands.sent_backlogged = 0;
         self.sub = Some(sub);
         for id in [cmd, sub] {
             self.out.clear();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reactor::testing::Harness;
 use reactor::ConnId;
 
+use super::BACKLOG_GRACE;
 use crate::chat::{Chat, ChatConfig, ClusterConfig};
 
 /// A chat in a cluster whose Redis is the test, with both connections
@@ -151,13 +152,25 @@ fn a_lost_link_is_told_and_retried_after_a_second() {
 fn a_backlogged_link_drops_what_it_cannot_queue() {
     let (mut h, cmd, _sub, _) = clustered(200);
     let a = greeted(&mut h, cmd, "a");
-    // Redis reads nothing from now on: the commands stay queued.
-    for i in 0..50 {
+    // The greeting's pause (the Hello waited for Redis) ends next turn.
+    h.advance(Duration::ZERO);
+    h.take_text(cmd);
+    // Redis reads nothing from now on: the commands stay queued. A burst
+    // past the high-water mark is queued whole…
+    for i in 0..20 {
         h.receive(a, format!("line {i} of a slow Redis\n"));
     }
-    let said = h.take_text(cmd);
-    let published = said.matches("PUBLISH").count();
-    assert!((1..10).contains(&published), "{published} published");
+    assert_eq!(h.take_text(cmd).matches("PUBLISH").count(), 20);
+    // …and so is what comes while Redis is behind for less than the
+    // grace, but not what comes once it has been for longer.
+    for i in 20..30 {
+        h.receive(a, format!("line {i} of a slow Redis\n"));
+    }
+    h.advance(BACKLOG_GRACE + Duration::from_millis(1));
+    for i in 30..50 {
+        h.receive(a, format!("line {i} of a slow Redis\n"));
+    }
+    assert_eq!(h.take_text(cmd).matches("PUBLISH").count(), 10);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //!   run() = loop { turn() }
 //!
 //!   turn():
+//!     the first turn only: on_start
 //!     on_open for streams attached before `run`
 //!     wait(timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
 //!     ├─ a listener readable ► accept (≤ 64) ─► plain: on_open / TLS: handshake first
@@ -147,6 +148,8 @@ pub struct Reactor<H: Handler> {
     /// Turns taken, wrapping: what `Context::send` tells one turn from the
     /// next by.
     turns: u32,
+    /// Whether the handler has been told the loop started (`on_start`).
+    started: bool,
     clock: Clock,
     /// The time of this turn, read once (see `Clock`).
     now: Instant,
@@ -202,6 +205,7 @@ impl<H: Handler> Reactor<H> {
             untold: Vec::new(),
             linger_deadlines: Linger::new(),
             turns: 0,
+            started: false,
             clock,
             now: now.at,
             tick: now.tick,
@@ -302,6 +306,11 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn turn_with(&mut self, handler: &mut H, events: &mut Events) -> Result<bool, Error> {
+        if !self.started {
+            self.started = true;
+            self.guarded(handler, "on_start", |h, cx| h.on_start(cx));
+            self.tell_closed(handler);
+        }
         self.turns = self.turns.wrapping_add(1);
         self.announce(handler);
         events.clear();

@@ -88,6 +88,14 @@ pub trait Handler {
         let _ = (cx, id, conn, tag);
     }
 
+    /// The driver has started: called once, before any other callback,
+    /// when `run` begins (on the reactor, at the first `turn`). The place
+    /// for what a handler does before any client comes: connect out, set
+    /// its first timers.
+    fn on_start(&mut self, cx: &mut dyn Context) {
+        let _ = cx;
+    }
+
     /// A message posted from another thread arrived.
     fn on_wake(&mut self, cx: &mut dyn Context, msg: Self::Message) {
         let _ = (cx, msg);

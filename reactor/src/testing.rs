@@ -290,15 +290,20 @@ pub struct Harness<H: Handler> {
 }
 
 impl<H: Handler> Harness<H> {
-    /// A harness with no connections, at an arbitrary start time, with the
-    /// output marks of [`Config::default`].
+    /// A harness serving `handler`, with no connections, at an arbitrary
+    /// start time, with the output marks of [`Config::default`]. The
+    /// handler is told it started (`on_start`), as a driver tells it when
+    /// it begins to run.
     pub fn new(handler: H) -> Harness<H> {
-        Harness {
+        let mut harness = Harness {
             handler,
             states: BTreeMap::new(),
             cx: MemoryContext::new(),
             max_input: None,
-        }
+        };
+        harness.handler.on_start(&mut harness.cx);
+        harness.settle();
+        harness
     }
 
     /// Closes a connection with `CloseReason::InputLimit` when the handler

@@ -2,7 +2,8 @@
 //! client its own thread, running the *same* [`Handler`] as the [`Reactor`].
 //!
 //! ```text
-//!   main thread (run): poll(listeners, signals, Handle wake-ups;
+//!   main thread (run): on_start, then round after round:
+//!                      poll(listeners, signals, Handle wake-ups;
 //!                           timeout = earliest of: timer, linger deadline, sweep, accept pause, stop)
 //!        ├─ accept (≤ 64) ─► a place, open or refused ─► spawn its reader thread
 //!        ├─ mailbox (≤ 256) ─► on_wake; a stream attached ─► a place ─► spawn its reader thread
@@ -225,6 +226,9 @@ impl<M: Send + 'static> Threaded<M> {
             clients,
         };
         self.clock = Clock::new();
+        shared
+            .lock()
+            .call_guarded("on_start", |h, cx| h.on_start(cx));
         thread::scope(|scope| {
             let mut events = Events::new();
             while !self.round(scope, &shared, &mut events)? {}

@@ -51,6 +51,8 @@ enum Msg {
 /// reports every callback to the test.
 struct Probe {
     seen: Sender<Seen>,
+    /// Connect to this as the driver starts (`on_start`).
+    dial_at_start: Option<SocketAddr>,
 }
 
 impl Handler for Probe {
@@ -73,6 +75,13 @@ impl Handler for Probe {
 
     fn on_close(&mut self, _cx: &mut dyn Context, id: ConnId, _conn: (), reason: CloseReason) {
         self.seen.send(Seen::Close(id, reason)).unwrap();
+    }
+
+    fn on_start(&mut self, cx: &mut dyn Context) {
+        if let Some(to) = self.dial_at_start {
+            let dialed = cx.connect(Connect::new(to)).map_err(|e| e.kind());
+            self.seen.send(Seen::Dialed(dialed)).unwrap();
+        }
     }
 
     fn on_wake(&mut self, cx: &mut dyn Context, msg: Msg) {
@@ -113,15 +122,26 @@ struct Running {
 }
 
 fn serve(which: Which, config: Config, endpoints: Vec<Endpoint>) -> Running {
+    serve_probe(which, config, endpoints, None)
+}
+
+/// As `serve`, with the handler connecting to `dial_at_start` as it starts.
+fn serve_probe(
+    which: Which,
+    config: Config,
+    endpoints: Vec<Endpoint>,
+    dial_at_start: Option<SocketAddr>,
+) -> Running {
     match which {
-        Which::Reactor => serve_on::<Reactor<Probe>>(config, endpoints),
-        Which::Threads => serve_on::<Threaded<Msg>>(config, endpoints),
+        Which::Reactor => serve_on::<Reactor<Probe>>(config, endpoints, dial_at_start),
+        Which::Threads => serve_on::<Threaded<Msg>>(config, endpoints, dial_at_start),
     }
 }
 
 fn serve_on<D: Driver<Probe> + Send + 'static>(
     config: Config,
     endpoints: Vec<Endpoint>,
+    dial_at_start: Option<SocketAddr>,
 ) -> Running {
     let mut server = D::new(config).unwrap();
     let (mut addrs, mut listeners) = (Vec::new(), Vec::new());
@@ -132,7 +152,11 @@ fn serve_on<D: Driver<Probe> + Send + 'static>(
     }
     let (tx, seen) = channel();
     let handle = server.handle();
-    let thread = thread::spawn(move || server.run(&mut Probe { seen: tx }).unwrap());
+    let mut probe = Probe {
+        seen: tx,
+        dial_at_start,
+    };
+    let thread = thread::spawn(move || server.run(&mut probe).unwrap());
     Running {
         addrs,
         listeners,
@@ -397,6 +421,21 @@ fn an_outbound_connection_is_served_outside_the_limits_and_not_idle_timed_out(wh
     );
     drop(link);
     assert_eq!(server.closed(), (id, CloseReason::PeerClosed));
+}
+
+fn a_handler_connects_out_as_the_driver_starts_before_any_client(which: Which) {
+    let remote = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = remote.local_addr().unwrap();
+    let server = serve_probe(which, Config::default(), vec![Endpoint::plain()], Some(to));
+    let id = server.dialed().unwrap();
+    assert_eq!(server.opened(), (id, Some(Origin::Connected)));
+    let (link, _) = remote.accept().unwrap();
+    let mut link = timeouts(link);
+    link.write_all(b"from afar").unwrap();
+    assert_eq!(
+        server.expect(|s| matches!(s, Seen::Data(..))),
+        Seen::Data(id, b"from afar".to_vec())
+    );
 }
 
 fn an_outbound_connection_nobody_accepts_fails_refused(which: Which) {
@@ -701,6 +740,7 @@ on_both_drivers!(
     a_refusal_over_the_listeners_limit_arrives_through_tls,
     an_outbound_connection_is_served_outside_the_limits_and_not_idle_timed_out,
     an_outbound_connection_nobody_accepts_fails_refused,
+    a_handler_connects_out_as_the_driver_starts_before_any_client,
     an_outbound_connection_that_is_not_answered_in_time_fails_timed_out,
     an_outbound_connection_over_tls_is_served_once_its_handshake_is_done,
     streams_handed_over_are_served_and_pipes_are_not,

@@ -119,6 +119,10 @@ impl<H: Handler> Handler for EndLines<H> {
         }
     }
 
+    fn on_start(&mut self, cx: &mut dyn Context) {
+        self.inner.on_start(cx);
+    }
+
     fn on_wake(&mut self, cx: &mut dyn Context, msg: H::Message) {
         self.inner.on_wake(cx, msg);
     }

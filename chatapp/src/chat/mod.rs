@@ -933,8 +933,11 @@ impl Handler for Chat {
         self.cluster_timer(cx, tag);
     }
 
-    fn on_wake(&mut self, cx: &mut dyn Context, ConsoleLine(line): ConsoleLine) {
+    fn on_start(&mut self, cx: &mut dyn Context) {
         self.cluster_start(cx);
+    }
+
+    fn on_wake(&mut self, cx: &mut dyn Context, ConsoleLine(line): ConsoleLine) {
         self.on_console(cx, &line);
     }
 

@@ -377,6 +377,11 @@ impl<H: Handler> Handler for Web<H> {
         }
     }
 
+    fn on_start(&mut self, cx: &mut dyn Context) {
+        let (inner, mut framed) = self.wrapped(cx);
+        inner.on_start(&mut framed);
+    }
+
     fn on_wake(&mut self, cx: &mut dyn Context, msg: Self::Message) {
         let (inner, mut framed) = self.wrapped(cx);
         inner.on_wake(&mut framed, msg);

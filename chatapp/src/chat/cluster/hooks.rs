@@ -15,15 +15,12 @@ use crate::chat::{
 };
 
 impl Chat {
-    /// `on_open` for `id`: `true` if it is the cluster's. Any other is a
-    /// client, and the first one starts the cluster: the loop has no
-    /// callback at its own start.
+    /// `on_open` for `id`: `true` if it is the cluster's.
     pub(in crate::chat) fn cluster_open(&mut self, cx: &mut dyn Context, id: ConnId) -> bool {
         let Some(cluster) = &mut self.cluster else {
             return false;
         };
         if !cluster.owns(id) {
-            cluster.start(cx);
             return false;
         }
         let mut events = Vec::new();
@@ -83,7 +80,7 @@ impl Chat {
         }
     }
 
-    /// Starts the cluster from a console line, should it come first.
+    /// The server starts: so does the cluster's link.
     pub(in crate::chat) fn cluster_start(&mut self, cx: &mut dyn Context) {
         if let Some(cluster) = &mut self.cluster {
             cluster.start(cx);

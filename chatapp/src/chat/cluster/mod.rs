@@ -174,8 +174,6 @@ pub(crate) struct Cluster {
     open: u8,
     /// Connections given up but not yet closed: their `on_close` is ours.
     closing: Vec<ConnId>,
-    /// Whether a first connection has been asked for.
-    started: bool,
     /// The server is stopping: no more reconnecting.
     stopping: bool,
     told: Told,
@@ -282,7 +280,6 @@ impl Cluster {
             sub: None,
             open: 0,
             closing: Vec::new(),
-            started: false,
             stopping: false,
             told: Told::Nothing,
             backoff: FIRST_RETRY,
@@ -304,14 +301,10 @@ impl Cluster {
         self.told == Told::Lost
     }
 
-    /// Connects for the first time; does nothing after that. Called from
-    /// the chat's first callback: the loop offers no callback at its start.
+    /// Connects for the first time, when the server starts.
     pub(crate) fn start(&mut self, cx: &mut dyn Context) {
-        if !self.started {
-            self.started = true;
-            tracing::info!("cluster {} as server {}", self.config.url, self.id);
-            self.connect(cx);
-        }
+        tracing::info!("cluster {} as server {}", self.config.url, self.id);
+        self.connect(cx);
     }
 
     /// Asks for both connections, and queues what each must say first.

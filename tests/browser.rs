@@ -232,7 +232,7 @@ fn the_page_over_https_chats_through_wss() {
     }
     let browser = Browser::start();
     let certs = Certs::new();
-    // The web's TLS port needs a plain TLS one beside it.
+    // Beside a TLS port for the line protocol, as one would serve both.
     let server = certs.serve(SERVER3, &["--web-tls-port", "0"]);
     let port = server.web_tls_addr().port();
     let (mut bob, _) = ChatClient::join(server.addr());

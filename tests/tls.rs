@@ -166,6 +166,54 @@ fn plaintext_to_the_tls_port_or_a_stalled_handshake_costs_only_that_client() {
 }
 
 #[test]
+fn a_certificate_with_no_tls_port_to_serve_is_a_usage_error() {
+    let cert = Certs::new();
+    let (cert_file, key_file) = (path(cert.cert()), path(cert.key()));
+    for bin in [SERVER4, SERVER3] {
+        let output = Command::new(bin)
+            .args([
+                "127.0.0.1",
+                "0",
+                "--tls-cert",
+                &cert_file,
+                "--tls-key",
+                &key_file,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bin}: {stderr}");
+        assert!(
+            stderr.starts_with("error: --tls-cert and --tls-key are for a TLS port"),
+            "{bin}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{bin} listened: {stderr}");
+    }
+}
+
+#[test]
+fn the_web_tls_port_alone_serves_https_with_the_certificate() {
+    let cert = Certs::new();
+    let (cert_file, key_file) = (path(cert.cert()), path(cert.key()));
+    let args = [
+        "--web-tls-port",
+        "0",
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ];
+    let server = common::Server::start(SERVER3, &args);
+    let mut tls = tls::connect(server.web_tls_addr(), &cert.client_config());
+    tls.write_all(b"GET /nothing HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let mut answer = [0; 12];
+    tls.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 404");
+}
+
+#[test]
 fn unusable_certificate_files_are_one_error_line_and_status_1() {
     let cert = Certs::new();
     let missing = path(cert.cert().with_file_name("missing.pem"));

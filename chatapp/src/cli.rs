@@ -49,11 +49,12 @@ pub struct ServerArgs {
     /// plain clients are served alike. Needs --tls-cert and --tls-key.
     #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
     pub tls_port: Option<u16>,
-    /// The TLS certificate chain, PEM: the server's certificate first.
-    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    /// The TLS certificate chain, PEM: the server's certificate first. For
+    /// --tls-port (and, on the chat servers, --web-tls-port).
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Seconds a TLS client may take to finish its handshake, 1 to 60; then
     /// it is closed, having cost nobody else anything. On the chat servers'
@@ -197,7 +198,7 @@ pub struct ChatArgs {
     pub web_port: Option<u16>,
     /// The same over HTTPS (and WSS) on this port; 0 picks a free one.
     /// Printed as `listening on https://IP:PORT/`. Needs --tls-cert and
-    /// --tls-key, which go with --tls-port.
+    /// --tls-key; --tls-port is not needed.
     #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
     pub web_tls_port: Option<u16>,
     /// Also let pages from ORIGIN (such as `https://chat.example.com`) open
@@ -415,6 +416,17 @@ pub fn serve_on<D, H>(
     D: Driver<H>,
     H: Handler,
 {
+    // Clap cannot say this itself: which options open a TLS port depends
+    // on the program (server4 has no web port).
+    let secure = plan
+        .listeners
+        .iter()
+        .any(|l| matches!(l, Listener::Tls(_) | Listener::WebTls(_)));
+    if (args.tls_cert.is_some() || args.tls_key.is_some()) && !secure {
+        let msg = "--tls-cert and --tls-key are for a TLS port: add --tls-port PORT \
+                   (on the chat servers, or --web-tls-port PORT)\n";
+        clap::Error::raw(clap::error::ErrorKind::MissingRequiredArgument, msg).exit();
+    }
     if let Err(e) = try_serve::<D, H>(args, plan, config, handler, console) {
         fail(e);
     }

@@ -186,7 +186,8 @@ pub(crate) struct Cluster {
     /// Participants (room, nick) still to be told to Redis since the link
     /// came up: as many at a time as the link takes without backlog.
     registering: VecDeque<(String, String)>,
-    /// Commands are encoded here before one send.
+    /// Room to build in, so that nothing is allocated per line: the first
+    /// commands of a connection, and a publication's channel and payload.
     out: Vec<u8>,
 }
 
@@ -605,16 +606,18 @@ impl Cluster {
     /// Publishes `line`, said here in the room called `room`, for the other
     /// servers: once, whoever is in the room there.
     pub(crate) fn publish(&mut self, cx: &mut dyn Context, room: &str, line: &[u8]) {
-        let channel = format!("{}room:{}", self.prefix, room.to_ascii_lowercase());
-        let mut payload = Vec::with_capacity(self.id.len() + 1 + line.len());
-        payload.extend_from_slice(self.id.as_bytes());
-        payload.push(b' ');
-        payload.extend_from_slice(line);
-        self.commands.send(
-            cx,
-            &[b"PUBLISH", channel.as_bytes(), &payload],
-            Pending::Nothing,
-        );
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(b"room:");
+        out.extend(room.bytes().map(|b| b.to_ascii_lowercase()));
+        let channel_end = out.len();
+        out.extend_from_slice(self.id.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(line);
+        let (channel, payload) = out.split_at(channel_end);
+        self.commands
+            .send(cx, &[b"PUBLISH", channel, payload], Pending::Nothing);
     }
 
     /// Runs `script` with the key prefix, this server's id and `args` as
